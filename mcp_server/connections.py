@@ -1,0 +1,62 @@
+"""Who is calling: the connection a request arrived on, and the owner of the runs it makes.
+
+Stream transports (stdio, WebSocket, in-memory) set `current_connection` before they serve, so
+every handler of that connection sees it. Over HTTP the transport cannot do that (the SDK's
+session manager runs the loop); the owner comes from the request's session id or token instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+_counter = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    id: str
+    owner: str | None
+    transport: str
+    client: str = "local"
+    """Rate-limit and connection-cap identity: a token hash, or the peer address."""
+
+
+current_connection: ContextVar[ConnectionInfo | None] = ContextVar("mcp_code_tools_connection", default=None)
+
+
+def new_connection(transport: str, client: str = "local") -> ConnectionInfo:
+    n = next(_counter)
+    cid = f"{transport}-{n}"
+    return ConnectionInfo(id=cid, owner=cid, transport=transport, client=client)
+
+
+def token_identity(token: str) -> str:
+    return "token:" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:16]
+
+
+def http_session_owner(session_id: str) -> str:
+    return f"http-session:{session_id}"
+
+
+def connection_for_request(request: Any | None) -> ConnectionInfo:
+    """The connection of an inbound request: the transport's, or derived from HTTP headers."""
+    info = current_connection.get()
+    if info is not None:
+        return info
+    headers = getattr(request, "headers", None)
+    if headers is None:
+        return ConnectionInfo(id="inproc", owner="inproc", transport="inproc")
+    client_host = getattr(getattr(request, "client", None), "host", None) or "unknown"
+    auth = headers.get("authorization", "")
+    client = token_identity(auth[7:].strip()) if auth[:7].lower() == "bearer " else f"ip:{client_host}"
+    session_id = headers.get("mcp-session-id")
+    if session_id:
+        owner = http_session_owner(session_id)
+        return ConnectionInfo(id=f"http-{session_id[:12]}", owner=owner, transport="http", client=client)
+    # Sessionless (2026-07-28 era): the token owns the run; without one, whoever holds the run_id.
+    owner = client if client.startswith("token:") else None
+    return ConnectionInfo(id="http-sessionless", owner=owner, transport="http", client=client)

@@ -1,0 +1,321 @@
+"""The secure executor: the one place that starts processes.
+
+No shell, ever: an argument vector of strings, with user values passed only as data (after `--`,
+or on stdin). A scrubbed environment (an allow-list). Each child leads its own process group, so a
+timeout or a cancel kills everything it spawned. Output is redacted as it streams. Every command is
+audited. Runs that execute project code take a slot from `RunSlots`: a bounded number at once and
+a FIFO queue behind them (backpressure), refused only past the queue limit.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream  # noqa: F401  (re-exported for typing users)
+
+from mcp_server.audit import AuditLog, AuditRecord
+from mcp_server.errors import Busy, ToolError
+from mcp_server.redact import Redactor
+
+logger = logging.getLogger("mcp_server.executor")
+
+ENV_ALLOW = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "TEMP",
+    "TMP",
+    "TERM",
+    "SYSTEMROOT",
+    "XDG_CACHE_HOME",
+)
+KILL_GRACE_S = 2.0
+
+
+def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal a whole process group; a group that is already gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessResult:
+    argv: list[str]
+    returncode: int | None
+    stdout: str
+    stderr: str
+    duration_s: float
+    timed_out: bool
+    output_bytes: int
+    truncated: bool
+
+
+class RunSlots:
+    """A FIFO of waiters in front of `capacity` slots; more than `max_queued` waiting is `Busy`."""
+
+    def __init__(self, capacity: int, max_queued: int) -> None:
+        self.capacity = capacity
+        self.max_queued = max_queued
+        self.running = 0
+        self._waiters: deque[anyio.Event] = deque()
+        self.total_wait_s = 0.0
+        self.admitted = 0
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[float]:
+        """Hold a slot; yields the seconds spent queued. Safe to cancel while queued."""
+        started = time.monotonic()
+        if self.running >= self.capacity or self._waiters:
+            if len(self._waiters) >= self.max_queued:
+                raise Busy(
+                    f"busy: {self.running} runs in progress and {len(self._waiters)} queued "
+                    f"(settings max_concurrent_runs / max_queued_runs); retry in a few seconds"
+                )
+            event = anyio.Event()
+            self._waiters.append(event)
+            try:
+                await event.wait()
+            except BaseException:
+                if event.is_set():
+                    self._release()  # we were handed a slot while being cancelled: pass it on
+                else:
+                    self._waiters.remove(event)
+                raise
+        else:
+            self.running += 1
+        waited = time.monotonic() - started
+        self.total_wait_s += waited
+        self.admitted += 1
+        try:
+            yield waited
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._waiters:
+            self._waiters.popleft().set()  # hand the slot over directly: FIFO, no barging
+        else:
+            self.running -= 1
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        audit: AuditLog,
+        redactor: Redactor,
+        slots: RunSlots,
+        pass_env: Sequence[str] = (),
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.audit = audit
+        self.redactor = redactor
+        self.slots = slots
+        self.pass_env = tuple(pass_env)
+        self._environ = os.environ if environ is None else environ
+        self.live: set[int] = set()
+
+    def environment(self, *, extra: Mapping[str, str] | None = None, project: bool = False) -> dict[str, str]:
+        """The scrubbed environment: the allow-list, `pass_env` for project code, then `extra`."""
+        names = ENV_ALLOW + (self.pass_env if project else ())
+        env = {k: self._environ[k] for k in names if k in self._environ}
+        env.update({k: v for k, v in self._environ.items() if k.startswith("LC_")})
+        if extra:
+            env.update(extra)
+        return env
+
+    @staticmethod
+    def _check_argv(argv: Sequence[str]) -> list[str]:
+        if not argv or not all(isinstance(a, str) for a in argv):
+            raise ToolError("internal: an argument vector must be a non-empty list of strings")
+        if any("\x00" in a for a in argv):
+            raise ToolError("an argument contains a NUL byte")
+        return list(argv)
+
+    async def _spawn(self, argv: list[str], cwd: Path, env: dict[str, str], stdin: int | None) -> anyio.abc.Process:
+        try:
+            proc = await anyio.open_process(
+                argv,
+                cwd=str(cwd),
+                env=env,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ToolError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
+        self.live.add(proc.pid)
+        return proc
+
+    async def _reap(self, proc: anyio.abc.Process) -> None:
+        """Kill the whole group and wait for the leader, bounded and shielded."""
+        with anyio.CancelScope(shield=True):
+            if proc.returncode is None:
+                kill_group(proc.pid, signal.SIGTERM)
+                with anyio.move_on_after(KILL_GRACE_S):
+                    await proc.wait()
+            kill_group(proc.pid)
+            with anyio.move_on_after(KILL_GRACE_S):
+                await proc.wait()
+            if proc.returncode is None:
+                logger.error("process %s did not exit after SIGKILL", proc.pid)
+            self.live.discard(proc.pid)
+            with contextlib.suppress(Exception):
+                await proc.aclose()
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        tool: str,
+        connection: str,
+        timeout_s: float,
+        stdin: bytes | None = None,
+        env_extra: Mapping[str, str] | None = None,
+        project_env: bool = False,
+        max_output: int = 16 * 1024 * 1024,
+        on_output: Callable[[str], None] | None = None,
+    ) -> ProcessResult:
+        """Run to completion (or timeout), collecting redacted stdout/stderr up to `max_output` each."""
+        argv = self._check_argv(argv)
+        env = self.environment(extra=env_extra, project=project_env)
+        started = time.monotonic()
+        proc = await self._spawn(argv, cwd, env, subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
+        out: list[str] = []
+        err: list[str] = []
+        counts = {"bytes": 0, "truncated": 0}
+        timed_out = False
+        outcome = "exited"
+
+        async def pump(stream: anyio.abc.ByteReceiveStream | None, sink: list[str], live: bool) -> None:
+            if stream is None:
+                return
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            redact = self.redactor.stream()
+            size = 0
+
+            def emit(text: str) -> None:
+                nonlocal size
+                if not text:
+                    return
+                if size < max_output:
+                    sink.append(text[: max_output - size])
+                    if size + len(text) > max_output:
+                        counts["truncated"] = 1
+                size += len(text)
+                if live and on_output is not None:
+                    on_output(text)
+
+            async for chunk in stream:
+                counts["bytes"] += len(chunk)
+                emit(redact.feed(decoder.decode(chunk)))
+            emit(redact.feed(decoder.decode(b"", final=True)))
+            emit(redact.flush())
+
+        try:
+            with anyio.fail_after(timeout_s):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(pump, proc.stdout, out, True)
+                    tg.start_soon(pump, proc.stderr, err, False)
+                    if stdin is not None and proc.stdin is not None:
+                        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                            await proc.stdin.send(stdin)
+                        await proc.stdin.aclose()
+                    await proc.wait()
+        except TimeoutError:
+            timed_out = True
+            outcome = "timeout"
+        except BaseException:
+            outcome = "cancelled"
+            raise
+        finally:
+            await self._reap(proc)
+            duration = time.monotonic() - started
+            await self.audit.record(
+                AuditRecord(
+                    time=AuditRecord.now(),
+                    connection=connection,
+                    tool=tool,
+                    argv=[self.redactor.redact(a) for a in argv],
+                    cwd=str(cwd),
+                    exit_status=proc.returncode,
+                    duration_s=round(duration, 4),
+                    output_bytes=counts["bytes"],
+                    outcome=outcome,
+                )
+            )
+        return ProcessResult(
+            argv=argv,
+            returncode=None if timed_out else proc.returncode,
+            stdout="".join(out),
+            stderr="".join(err),
+            duration_s=duration,
+            timed_out=timed_out,
+            output_bytes=counts["bytes"],
+            truncated=bool(counts["truncated"]),
+        )
+
+    @contextlib.asynccontextmanager
+    async def open(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        tool: str,
+        connection: str,
+        env_extra: Mapping[str, str] | None = None,
+        project_env: bool = False,
+    ) -> AsyncIterator[anyio.abc.Process]:
+        """A long-lived child (ruff server, zygote) with pipes; killed with its group on exit."""
+        argv = self._check_argv(argv)
+        env = self.environment(extra=env_extra, project=project_env)
+        started = time.monotonic()
+        proc = await self._spawn(argv, cwd, env, subprocess.PIPE)
+        try:
+            yield proc
+        finally:
+            await self._reap(proc)
+            await self.audit.record(
+                AuditRecord(
+                    time=AuditRecord.now(),
+                    connection=connection,
+                    tool=tool,
+                    argv=[self.redactor.redact(a) for a in argv],
+                    cwd=str(cwd),
+                    exit_status=proc.returncode,
+                    duration_s=round(time.monotonic() - started, 4),
+                    output_bytes=0,
+                    outcome="closed",
+                )
+            )
+
+    async def aclose(self) -> None:
+        """Kill whatever is still running (the server is going away)."""
+        for pid in list(self.live):
+            kill_group(pid)
+        self.live.clear()

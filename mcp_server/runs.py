@@ -1,0 +1,204 @@
+"""Run contexts: where every sizeable result lives, under an unguessable `run_id`.
+
+Pure state, no I/O: the store is a dict with a deadline per context (pushed forward on access,
+swept lazily), a cap on count and bytes (oldest evicted first), and an owner per context. An
+unknown run and a run of another owner get the same `NotFound`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from mcp_server.errors import NotFound
+
+PUBLIC_OWNER = None
+"""Owner of runs made where no connection identity exists (sessionless HTTP without a token):
+readable by whoever holds the run_id, never listed."""
+
+
+class RunLog:
+    """A bounded text log: keeps the head and the tail, counts what was dropped in between."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._half = max(512, max_bytes // 2)
+        self._head: list[str] = []
+        self._head_len = 0
+        self._tail: list[str] = []
+        self._tail_len = 0
+        self.dropped = 0
+        self.total = 0
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        self.total += len(text)
+        room = self._half - self._head_len
+        if room > 0:
+            self._head.append(text[:room])
+            self._head_len += min(room, len(text))
+            text = text[room:]
+            if not text:
+                return
+        self._tail.append(text)
+        self._tail_len += len(text)
+        if self._tail_len > 2 * self._half:
+            joined = "".join(self._tail)
+            keep = joined[-self._half :]
+            self.dropped += len(joined) - len(keep)
+            self._tail = [keep]
+            self._tail_len = len(keep)
+
+    def text(self) -> str:
+        middle = f"\n[... {self.dropped} characters dropped ...]\n" if self.dropped else ""
+        return "".join(self._head) + middle + "".join(self._tail)
+
+    def __len__(self) -> int:
+        return self._head_len + self._tail_len
+
+
+@dataclass(eq=False)
+class RunContext:
+    run_id: str
+    owner: str | None
+    tool: str
+    created: float
+    deadline: float
+    log: RunLog
+    summary: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    finished: anyio.Event = field(default_factory=anyio.Event)
+    cancel_scope: anyio.CancelScope | None = None
+    size: int = 0
+    max_events: int = 10_000
+
+    @property
+    def running(self) -> bool:
+        return not self.finished.is_set()
+
+    def add_event(self, event: dict[str, Any]) -> None:
+        if len(self.events) < self.max_events:
+            self.events.append(event)
+
+    def cancel(self) -> None:
+        if self.cancel_scope is not None:
+            self.cancel_scope.cancel()
+
+
+def _measure(value: Any) -> int:
+    return len(json.dumps(value, default=str)) if value is not None else 0
+
+
+class RunStore:
+    """Owner-scoped run contexts with a TTL refreshed on access and caps on count and bytes."""
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float,
+        max_runs: int,
+        max_bytes: int,
+        max_log_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_runs = max_runs
+        self.max_bytes = max_bytes
+        self.max_log_bytes = max_log_bytes
+        self._clock = clock
+        self._runs: OrderedDict[str, RunContext] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    @property
+    def bytes_used(self) -> int:
+        return self._bytes
+
+    def create(self, owner: str | None, tool: str) -> RunContext:
+        self.sweep()
+        now = self._clock()
+        ctx = RunContext(
+            run_id="run_" + secrets.token_urlsafe(18),
+            owner=owner,
+            tool=tool,
+            created=now,
+            deadline=now + self.ttl_s,
+            log=RunLog(self.max_log_bytes),
+        )
+        self._runs[ctx.run_id] = ctx
+        self._enforce_caps(keep=ctx)
+        return ctx
+
+    def get(self, owner: str | None, run_id: str) -> RunContext:
+        """The owner's run, its TTL refreshed. Unknown, expired and foreign runs all raise `NotFound`."""
+        self.sweep()
+        ctx = self._runs.get(run_id) if isinstance(run_id, str) else None
+        if ctx is None or ctx.owner != owner:
+            raise NotFound(f"run {run_id!r} not found (it may have expired)")
+        ctx.deadline = self._clock() + self.ttl_s
+        self._runs.move_to_end(run_id)
+        return ctx
+
+    def list(self, owner: str | None) -> list[RunContext]:
+        """The owner's runs, oldest first. Public runs are never listed."""
+        self.sweep()
+        if owner is PUBLIC_OWNER:
+            return []
+        return [ctx for ctx in self._runs.values() if ctx.owner == owner]
+
+    def store(self, ctx: RunContext, *, summary: dict[str, Any] | None, result: dict[str, Any] | None) -> None:
+        """Record (or replace) the run's result; accounts its size and evicts others over the byte cap."""
+        if ctx.run_id not in self._runs:
+            return  # evicted or purged meanwhile: nothing to keep
+        self._bytes -= ctx.size
+        ctx.summary = summary
+        ctx.result = result
+        ctx.size = _measure(result) + _measure(summary) + len(ctx.log)
+        self._bytes += ctx.size
+        self._enforce_caps(keep=ctx)
+
+    def finish(self, ctx: RunContext) -> None:
+        if ctx.run_id in self._runs:
+            self._bytes -= ctx.size
+            ctx.size = _measure(ctx.result) + _measure(ctx.summary) + len(ctx.log)
+            self._bytes += ctx.size
+        ctx.finished.set()
+
+    def purge_owner(self, owner: str) -> int:
+        """Drop every run of `owner` and cancel the work still running for them."""
+        doomed = [ctx for ctx in self._runs.values() if ctx.owner == owner]
+        for ctx in doomed:
+            self._drop(ctx)
+        return len(doomed)
+
+    def sweep(self) -> None:
+        now = self._clock()
+        for ctx in [c for c in self._runs.values() if c.deadline <= now]:
+            self._drop(ctx)
+
+    def clear(self) -> None:
+        for ctx in list(self._runs.values()):
+            self._drop(ctx)
+
+    def _drop(self, ctx: RunContext) -> None:
+        if self._runs.pop(ctx.run_id, None) is not None:
+            self._bytes -= ctx.size
+        ctx.cancel()
+
+    def _enforce_caps(self, keep: RunContext) -> None:
+        while len(self._runs) > self.max_runs or (self._bytes > self.max_bytes and len(self._runs) > 1):
+            victims = [c for c in self._runs.values() if c is not keep]
+            if not victims:
+                return
+            idle = [c for c in victims if not c.running]
+            self._drop((idle or victims)[0])  # oldest first, finished ones before running ones

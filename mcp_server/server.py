@@ -1,0 +1,305 @@
+"""Assembly: the SDK's low-level `Server`, our handlers, the shared runtime, and the tool loaders.
+
+`CodeToolsServer.running()` owns the process-wide runtime (task group, pools, run store). Stream
+transports call `serve_streams()` once per connection; the HTTP transport lets the SDK's session
+manager drive the same `Server`. When a connection ends its runs are purged and their work
+cancelled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server.lowlevel.server import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
+from mcp.server.runner import serve_dual_era_loop
+from mcp.server.session import ServerSession
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp.shared._stream_protocols import ReadStream, WriteStream
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
+from mcp_types import INVALID_PARAMS
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
+
+from mcp_server import __version__
+from mcp_server.api import AppState, ToolContext, ToolOutput
+from mcp_server.audit import AuditLog
+from mcp_server.builtin_tools import load_builtin_tools
+from mcp_server.config import Settings
+from mcp_server.connections import ConnectionInfo, connection_for_request, current_connection
+from mcp_server.errors import NotFound, tool_error_message
+from mcp_server.executor import Executor, RunSlots
+from mcp_server.output import fit
+from mcp_server.redact import Redactor
+from mcp_server.registry import ToolLoader, ToolRegistry
+from mcp_server.runs import RunStore
+
+logger = logging.getLogger("mcp_server")
+
+INSTRUCTIONS = (
+    "Code analysis (ruff lint, format check, complexity) and pytest runs for the workspace roots. "
+    "Answers are summary-first; when `truncated` is true, page the rest with get_run(run_id, section)."
+)
+
+CallGuard = Callable[[ConnectionInfo, str], Awaitable[None]]
+"""Runs before every tool call; raises `MCPError` to refuse it (the rate limiter is one)."""
+
+
+def default_loaders() -> list[ToolLoader]:
+    def load_project_tools() -> Sequence[Any]:
+        from tools import load_tools  # the one place mcp_server imports tools
+
+        return load_tools()
+
+    return [load_builtin_tools, load_project_tools]
+
+
+def build_app_state(settings: Settings) -> AppState:
+    redactor = Redactor()
+    audit = AuditLog(settings.audit_log, max_bytes=settings.audit_max_bytes, backups=settings.audit_backups)
+    slots = RunSlots(settings.max_concurrent_runs, settings.max_queued_runs)
+    executor = Executor(audit=audit, redactor=redactor, slots=slots, pass_env=settings.pass_env)
+    runs = RunStore(
+        ttl_s=settings.run_ttl_s,
+        max_runs=settings.max_runs,
+        max_bytes=settings.max_run_bytes,
+        max_log_bytes=settings.max_log_bytes,
+    )
+    return AppState(settings=settings, runs=runs, executor=executor, redactor=redactor)
+
+
+class CodeToolsServer:
+    def __init__(self, settings: Settings, loaders: Sequence[ToolLoader] | None = None) -> None:
+        self.settings = settings
+        self.app = build_app_state(settings)
+        self.app.on_tools_changed = self.notify_tools_changed
+        self.registry = ToolRegistry(self.app, loaders if loaders is not None else default_loaders())
+        self.guards: list[CallGuard] = []
+        self.bus = InMemorySubscriptionBus()
+        self._legacy_sessions: dict[str, ServerSession] = {}
+        self._poller_started = False
+        self.server: Server[CodeToolsServer] = Server(
+            "mcp-code-tools",
+            version=__version__,
+            title="mcp-code-tools",
+            instructions=INSTRUCTIONS,
+            lifespan=self._lifespan,
+            get_tool_input_schema=self.registry.input_schema,
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+            on_list_resources=self._list_resources,
+            on_list_resource_templates=self._list_resource_templates,
+            on_read_resource=self._read_resource,
+            on_subscriptions_listen=ListenHandler(self.bus),
+        )
+        self.init_options: InitializationOptions = self.server.create_initialization_options(
+            NotificationOptions(tools_changed=True)
+        )
+
+    # --- runtime ------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[CodeToolsServer]:
+        """The process-wide runtime: background task group, pools; everything is closed on exit."""
+        if self.app.task_group is not None:
+            yield self
+            return
+        try:
+            async with anyio.create_task_group() as tg:
+                self.app.task_group = tg
+                try:
+                    yield self
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        self.app.runs.clear()
+                        await self.app.services.aclose()
+                        await self.app.executor.aclose()
+                    tg.cancel_scope.cancel()
+        finally:
+            self.app.task_group = None
+            self._poller_started = False
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _server: Server[Any]) -> AsyncIterator[CodeToolsServer]:
+        async with self.running():
+            yield self
+
+    async def serve_streams(
+        self,
+        read_stream: ReadStream[SessionMessage | Exception],
+        write_stream: WriteStream[SessionMessage],
+        connection: ConnectionInfo,
+    ) -> None:
+        """Serve one stream connection (stdio, WebSocket, in-memory) until its read side closes."""
+        token = current_connection.set(connection)
+        try:
+            await serve_dual_era_loop(
+                self.server, read_stream, write_stream, lifespan_state=self, init_options=self.init_options
+            )
+        finally:
+            current_connection.reset(token)
+            self.connection_closed(connection.owner)
+
+    def connection_closed(self, owner: str | None) -> None:
+        """A connection or HTTP session ended: its runs go, and the work still running for them."""
+        if owner is None:
+            return
+        purged = self.app.runs.purge_owner(owner)
+        self._legacy_sessions.pop(owner, None)
+        if purged:
+            logger.info("connection %s closed: purged %d runs", owner, purged)
+
+    # --- tools/list and list_changed -----------------------------------------------------------
+
+    def _track(self, ctx: Any, info: ConnectionInfo) -> None:
+        if info.owner is not None and ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            self._legacy_sessions[info.owner] = ctx.session
+
+    async def _list_tools(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        self._track(ctx, connection_for_request(ctx.request))
+        if await self.registry.refresh():
+            await self.notify_tools_changed()
+        self._start_poller()
+        return await self.registry.list_page(params.cursor if params else None)
+
+    def _start_poller(self) -> None:
+        if self._poller_started or self.app.task_group is None:
+            return
+        self._poller_started = True
+        self.app.task_group.start_soon(self._poll_tools)
+
+    async def _poll_tools(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.tool_poll_interval_s)
+            try:
+                if await self.registry.refresh():
+                    await self.notify_tools_changed()
+            except Exception:
+                logger.exception("tool availability poll failed")
+
+    async def notify_tools_changed(self) -> None:
+        """`notifications/tools/list_changed` to handshake-era connections; a bus event for listeners."""
+        for owner, session in list(self._legacy_sessions.items()):
+            try:
+                with anyio.move_on_after(5):
+                    await session.send_tool_list_changed()
+            except Exception:
+                self._legacy_sessions.pop(owner, None)
+        await self.bus.publish(ToolsListChanged())
+
+    # --- tools/call ----------------------------------------------------------------------------
+
+    async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        info = connection_for_request(ctx.request)
+        self._track(ctx, info)
+        name = params.name
+        spec = self.registry.get(name)
+        if spec is None:
+            raise MCPError(INVALID_PARAMS, f"unknown tool {name!r}")
+        for guard in self.guards:
+            await guard(info, name)
+        disabled = spec.disabled_reason(self.settings)
+        if disabled:
+            return _error_result(f"{name} is {disabled}")
+        if self.registry.listed() and name not in self.registry.listed():
+            reason = self.registry.unavailable_reason(name) or "its backend is not available"
+            return _error_result(f"{name} is not available: {reason}")
+        tctx = ToolContext(
+            app=self.app,
+            tool=name,
+            owner=info.owner,
+            connection_id=info.id,
+            report_progress=ctx.session.report_progress,
+        )
+        try:
+            args = spec.args.model_validate(params.arguments or {})
+            output = await spec.handler(tctx, args)
+        except (Exception, ValidationError) as exc:
+            if isinstance(exc, NotFound):
+                return _error_result(str(exc))
+            return _error_result(tool_error_message(exc, name))
+        return self.finish(tctx, output)
+
+    def finish(self, tctx: ToolContext, output: ToolOutput) -> types.CallToolResult:
+        """Apply the output budget; whatever does not fit stays in a run context."""
+        budget = self.settings.output_budget
+        fitted, truncated = fit(output.structured, budget)
+        run = output.run
+        if truncated and run is None:
+            run = tctx.new_run()
+            self.app.runs.store(run, summary=None, result=output.structured)
+            self.app.runs.finish(run)
+        if run is not None:
+            fitted = {**fitted, "run_id": run.run_id}
+        fitted.setdefault("truncated", truncated)
+        text = output.text if output.text is not None else json.dumps(fitted, separators=(",", ":"), default=str)
+        if len(text) > budget:
+            text = text[: budget - 80] + f"\n…[truncated; get_run({run.run_id if run else ''}) has the rest]"
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=text)],
+            structured_content=fitted,
+            is_error=output.is_error,
+        )
+
+    # --- resources: run://{run_id} and run://{run_id}/log ---------------------------------------
+
+    async def _list_resources(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
+        info = connection_for_request(ctx.request)
+        resources: list[types.Resource] = []
+        for run in self.app.runs.list(info.owner):
+            resources.append(
+                types.Resource(
+                    uri=f"run://{run.run_id}", name=run.run_id, title=f"{run.tool} run", mime_type="application/json"
+                )
+            )
+            resources.append(
+                types.Resource(
+                    uri=f"run://{run.run_id}/log",
+                    name=f"{run.run_id}/log",
+                    title=f"{run.tool} log",
+                    mime_type="text/plain",
+                )
+            )
+        return types.ListResourcesResult(resources=resources)
+
+    async def _list_resource_templates(
+        self, ctx: Any, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        return types.ListResourceTemplatesResult(
+            resource_templates=[
+                types.ResourceTemplate(uri_template="run://{run_id}", name="run", mime_type="application/json"),
+                types.ResourceTemplate(uri_template="run://{run_id}/log", name="run-log", mime_type="text/plain"),
+            ]
+        )
+
+    async def _read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        info = connection_for_request(ctx.request)
+        uri = str(params.uri)
+        if not uri.startswith("run://"):
+            raise MCPError(INVALID_PARAMS, f"resource {uri!r} not found")
+        run_id, _, part = uri[len("run://") :].partition("/")
+        if part not in ("", "log"):
+            raise MCPError(INVALID_PARAMS, f"resource {uri!r} not found")
+        try:
+            run = self.app.runs.get(info.owner, run_id)
+        except NotFound:
+            raise MCPError(INVALID_PARAMS, f"resource {uri!r} not found") from None
+        if part == "log":
+            contents = types.TextResourceContents(uri=uri, mime_type="text/plain", text=run.log.text())
+        else:
+            body = {"run_id": run.run_id, "tool": run.tool, "running": run.running, "result": run.result}
+            if run.result is None:
+                body["summary"] = run.summary
+            contents = types.TextResourceContents(uri=uri, mime_type="application/json", text=json.dumps(body))
+        return types.ReadResourceResult(contents=[contents])
+
+
+def _error_result(message: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)

@@ -1,0 +1,82 @@
+"""Shared fixtures. `mcp_client` opens the SDK's `Client` to a server on every transport."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp.client import Client
+from mcp.client.stdio import StdioServerParameters
+
+from mcp_server.config import Settings, env_name, load_settings
+from mcp_server.server import CodeToolsServer
+
+TRANSPORTS = ["memory", "stdio"]
+"""Every transport a behaviour test runs over; the network transports add themselves below."""
+
+ClientFactory = Callable[..., AbstractAsyncContextManager[Client]]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def settings_env(root: Path, tmp: Path, **overrides: Any) -> dict[str, str]:
+    """Environment for a server subprocess: the test's root, a private audit log, and overrides."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_CODE_TOOLS_")}
+    env[env_name("roots")] = str(root)
+    env[env_name("audit_log")] = str(tmp / "audit.jsonl")
+    for key, value in overrides.items():
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        env[env_name(key)] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+def make_settings(root: Path, tmp: Path, **overrides: Any) -> Settings:
+    return load_settings({}, environ=settings_env(root, tmp, **overrides))
+
+
+@asynccontextmanager
+async def open_memory(root: Path, tmp: Path, mode: str = "legacy", **overrides: Any) -> AsyncIterator[Client]:
+    app = CodeToolsServer(make_settings(root, tmp, **overrides))
+    async with Client(app.server, mode=mode) as client:
+        yield client
+
+
+@asynccontextmanager
+async def open_stdio(root: Path, tmp: Path, mode: str = "legacy", **overrides: Any) -> AsyncIterator[Client]:
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "mcp_server"], env=settings_env(root, tmp, **overrides), cwd=str(root)
+    )
+    async with Client(params, mode=mode) as client:
+        yield client
+
+
+OPENERS: dict[str, Callable[..., AbstractAsyncContextManager[Client]]] = {
+    "memory": open_memory,
+    "stdio": open_stdio,
+}
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def mcp_client(transport: str, tmp_path: Path) -> ClientFactory:
+    """`async with mcp_client(root, mode="legacy", **settings) as client:` over the parametrized transport."""
+
+    def factory(
+        root: Path | None = None, mode: str = "legacy", **overrides: Any
+    ) -> AbstractAsyncContextManager[Client]:
+        return OPENERS[transport](root or tmp_path, tmp_path, mode, **overrides)
+
+    return factory

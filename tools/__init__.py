@@ -1,0 +1,12 @@
+"""The tools. `load_tools()` is called by the server on the first `tools/list` or call, never at start-up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp_server.api import ToolSpec
+
+
+def load_tools() -> list[ToolSpec[Any]]:
+    specs: list[ToolSpec[Any]] = []
+    return specs
