@@ -66,16 +66,16 @@ async def get_run(ctx: ToolContext, args: GetRunArgs) -> ToolOutput:
     result = run.result or {}
     items = result.get(args.section)
     if not isinstance(items, list):
-        sections = ["summary", "log", *sorted(k for k, v in result.items() if isinstance(v, list))]
-        raise ToolError(f"run {run.run_id} has no section {args.section!r}; sections: {', '.join(sections)}")
-    chunk, more = page(items, args.offset, args.limit or 100, budget - 500)
+        names = ["summary", "log", *sorted(k for k, v in result.items() if isinstance(v, list))]
+        raise ToolError(f"run {run.run_id} has no section {args.section!r}; sections: {', '.join(names)}")
+    items_page, more = page(items, args.offset, args.limit or 100, budget - 500)
     structured = {
         "run_id": run.run_id,
         "section": args.section,
         "offset": args.offset,
         "total": len(items),
-        "items": chunk,
-        "next_offset": args.offset + len(chunk) if more else None,
+        "items": items_page,
+        "next_offset": args.offset + len(items_page) if more else None,
     }
     return ToolOutput(structured)
 

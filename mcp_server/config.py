@@ -188,7 +188,7 @@ def _from_pyproject(root: Path) -> dict[str, Any]:
 def _origin_of(field: str, sources: Sequence[tuple[str, dict[str, Any]]]) -> str:
     for label, values in reversed(sources):
         if field in values:
-            return label.format(field=field, env=env_name(field), flag=flag_name(field))
+            return str(label).format(field=field, env=env_name(field), flag=flag_name(field))
     return "default"
 
 

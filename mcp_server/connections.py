@@ -58,5 +58,5 @@ def connection_for_request(request: Any | None) -> ConnectionInfo:
         owner = http_session_owner(session_id)
         return ConnectionInfo(id=f"http-{session_id[:12]}", owner=owner, transport="http", client=client)
     # Sessionless (2026-07-28 era): the token owns the run; without one, whoever holds the run_id.
-    owner = client if client.startswith("token:") else None
-    return ConnectionInfo(id="http-sessionless", owner=owner, transport="http", client=client)
+    sessionless_owner = client if client.startswith("token:") else None
+    return ConnectionInfo(id="http-sessionless", owner=sessionless_owner, transport="http", client=client)

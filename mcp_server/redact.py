@@ -91,8 +91,8 @@ class StreamRedactor:
         # newline before the window if there is one), never in the middle of a replacement.
         cut = len(redacted) - self._hold
         open_key = None
-        for open_key in _KEY_BEGIN.finditer(redacted):
-            pass
+        for match in _KEY_BEGIN.finditer(redacted):
+            open_key = match
         if open_key is not None and "-----END" not in redacted[open_key.end() :]:
             cut = min(cut, open_key.start())
         newline = redacted.rfind("\n", 0, cut)
