@@ -1,0 +1,101 @@
+"""Server core: cold start and trivial-call round trip, against a minimal SDK server in the same run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from benchmarks.common import PYTHON, ROOT, Options, Result, interleave, median_ms, percentile_ms
+from benchmarks.jsonrpc_client import StdioJsonRpc, bench_env
+
+OURS = [PYTHON, "-m", "mcp_server"]
+BASELINE = [PYTHON, str(ROOT / "benchmarks" / "minimal_server.py")]
+
+
+async def _cold_start(argv: list[str], root: Path) -> float:
+    started = time.perf_counter()
+    client = await StdioJsonRpc.spawn(argv, cwd=root, env=bench_env(root))
+    try:
+        reply = await client.initialize()
+        elapsed = time.perf_counter() - started
+        assert "result" in reply, reply
+    finally:
+        await client.close()
+    return elapsed
+
+
+async def _round_trips(argv: list[str], root: Path, n: int) -> list[float]:
+    client = await StdioJsonRpc.spawn(argv, cwd=root, env=bench_env(root))
+    samples: list[float] = []
+    try:
+        await client.initialize()
+        for _ in range(20):  # warm-up
+            await client.call_tool("get_run", {"run_id": "run_x"})
+        for _ in range(n):
+            started = time.perf_counter()
+            reply = await client.call_tool("get_run", {"run_id": "run_x"})
+            samples.append(time.perf_counter() - started)
+            assert reply["result"]["isError"], reply
+    finally:
+        await client.close()
+    return samples
+
+
+async def _ws_round_trips(root: Path, n: int) -> list[float] | None:
+    try:
+        from benchmarks.ws_rtt import ws_round_trips
+    except ImportError:
+        return None
+    return await ws_round_trips(root, n)
+
+
+async def run(opts: Options) -> list[Result]:
+    root = opts.workdir / "core"
+    root.mkdir(parents=True, exist_ok=True)
+    n = opts.n(20, 4)
+
+    async def ours() -> float:
+        return await _cold_start(OURS, root)
+
+    async def base() -> float:
+        return await _cold_start(BASELINE, root)
+
+    a, b = await interleave(n, ours, base)
+    results = [
+        Result(
+            "cold start (spawn → initialize result)",
+            median_ms(a),
+            median_ms(b),
+            baseline="minimal SDK server",
+            target="≤ 1.10×",
+            max_ratio=1.10,
+        )
+    ]
+    calls = opts.n(500, 100)
+    ours_rt: list[float] = []
+    base_rt: list[float] = []
+    for _ in range(2):  # two interleaved rounds of each
+        ours_rt += await _round_trips(OURS, root, calls // 2)
+        base_rt += await _round_trips(BASELINE, root, calls // 2)
+    results.append(
+        Result(
+            "tools/call round trip, stdio",
+            median_ms(ours_rt),
+            median_ms(base_rt),
+            baseline="minimal SDK server",
+            target="≤ 1.2×",
+            max_ratio=1.2,
+            extra={"p95_ms": percentile_ms(ours_rt, 95), "baseline_p95_ms": percentile_ms(base_rt, 95), "n": calls},
+        )
+    )
+    ws = await _ws_round_trips(root, calls)
+    if ws:
+        results.append(
+            Result(
+                f"tools/call round trip, WebSocket (p95 {percentile_ms(ws, 95):.2f} ms)",
+                median_ms(ws),
+                target="reported",
+                extra={"p95_ms": percentile_ms(ws, 95), "n": calls},
+            )
+        )
+    return results
