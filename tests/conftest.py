@@ -15,6 +15,7 @@ from mcp.client.stdio import StdioServerParameters
 
 from mcp_server.config import Settings, env_name, load_settings
 from mcp_server.server import CodeToolsServer
+from mcp_server.transports.memory import memory_transport
 
 TRANSPORTS = ["memory", "stdio"]
 """Every transport a behaviour test runs over; the network transports add themselves below."""
@@ -46,7 +47,7 @@ def make_settings(root: Path, tmp: Path, **overrides: Any) -> Settings:
 @asynccontextmanager
 async def open_memory(root: Path, tmp: Path, mode: str = "legacy", **overrides: Any) -> AsyncIterator[Client]:
     app = CodeToolsServer(make_settings(root, tmp, **overrides))
-    async with Client(app.server, mode=mode) as client:
+    async with Client(memory_transport(app), mode=mode) as client:
         yield client
 
 
