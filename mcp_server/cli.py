@@ -17,6 +17,7 @@ import anyio
 
 from mcp_server import __version__
 from mcp_server.config import Settings, SettingsError, env_name, flag_name, load_settings
+from mcp_server.telemetry import configure_telemetry
 
 EXIT_USAGE = 2
 _NOT_FLAGS = frozenset({"roots", "token"})
@@ -88,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mcp-code-tools: {exc}", file=sys.stderr)
         return EXIT_USAGE
     _setup_logging(settings.log_level)
+    configure_telemetry(settings)
     try:
         anyio.run(_serve, settings)
     except KeyboardInterrupt:

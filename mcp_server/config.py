@@ -83,7 +83,7 @@ class Settings(BaseModel):
     zygote_idle_ttl_s: float = Field(default=600.0, gt=0)
 
     # Telemetry.
-    otel_exporter: Literal["none", "console", "otlp"] = "none"
+    otel_exporter: Literal["none", "console"] = "none"
 
     @field_validator("roots")
     @classmethod
