@@ -99,6 +99,13 @@ class Settings(BaseModel):
                 resolved.append(path)
         return tuple(resolved)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, url: str) -> str:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return url
+
     @property
     def is_network(self) -> bool:
         return self.transport != "stdio"

@@ -37,6 +37,7 @@ from mcp_server.connections import ConnectionInfo, connection_for_request, curre
 from mcp_server.errors import NotFound, tool_error_message
 from mcp_server.executor import Executor, RunSlots
 from mcp_server.output import fit
+from mcp_server.ratelimit import RateLimiter, rate_limiter_for
 from mcp_server.redact import Redactor
 from mcp_server.registry import ToolLoader, ToolRegistry
 from mcp_server.runs import RunStore
@@ -82,6 +83,10 @@ class CodeToolsServer:
         self.app.on_tools_changed = self.notify_tools_changed
         self.registry = ToolRegistry(self.app, loaders if loaders is not None else default_loaders())
         self.guards: list[CallGuard] = []
+        self.rate_limiter: RateLimiter | None = None
+        if settings.is_network:
+            self.rate_limiter = rate_limiter_for(settings)
+            self.guards.append(self.rate_limiter)
         self.bus = InMemorySubscriptionBus()
         self._legacy_sessions: dict[str, ServerSession] = {}
         self._poller_started = False
@@ -121,6 +126,8 @@ class CodeToolsServer:
                         self.app.runs.clear()
                         await self.app.services.aclose()
                         await self.app.executor.aclose()
+                        if self.rate_limiter is not None:
+                            await self.rate_limiter.aclose()
                     tg.cancel_scope.cancel()
         finally:
             self.app.task_group = None

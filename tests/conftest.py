@@ -17,6 +17,8 @@ from mcp_server.config import Settings, env_name, load_settings
 from mcp_server.server import CodeToolsServer
 from mcp_server.transports.memory import memory_transport
 
+pytest_plugins = ["tests.leakcheck", "tests.redis_server"]
+
 TRANSPORTS = ["memory", "stdio"]
 """Every transport a behaviour test runs over; the network transports add themselves below."""
 
