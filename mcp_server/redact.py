@@ -2,7 +2,8 @@
 
 `StreamRedactor.feed()` takes chunks as they arrive and returns the text that is safe to pass on,
 holding back a short tail in which a secret could still be starting: a secret split across two
-chunks is redacted all the same. `flush()` releases the rest at the end of the stream.
+chunks is redacted all the same. `flush()` releases the rest at the end of the stream. Feeding
+any chunking of a text gives exactly what `Redactor.redact()` gives for the whole text.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ REDACTED = "[REDACTED]"
 _SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|PASS|API_?KEY|PRIVATE|CREDENTIAL|AUTH|SESSION)", re.I)
 _MIN_SECRET_LEN = 6
 
-# Shapes of common tokens. Each must end at a bounded width so the hold-back window is bounded.
+# Shapes of common tokens. Every part has a bounded width, so what a secret may still become
+# is decided within a bounded window; a private key block is redacted up to the end of the text
+# when its END line never comes (a key cut off mid-print is still a key).
 _TOKEN_PATTERNS = [
     r"ghp_[A-Za-z0-9]{36}",
     r"gh[ousr]_[A-Za-z0-9]{36}",
@@ -24,14 +27,15 @@ _TOKEN_PATTERNS = [
     r"(?:AKIA|ASIA)[A-Z0-9]{16}",
     r"xox[baprs]-[A-Za-z0-9-]{10,200}",
     r"sk-[A-Za-z0-9_-]{20,200}",
-    r"(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,4096}",
-    r"(?i:password|passwd|pwd|secret|token|api_key|apikey)\s*[=:]\s*[^\s'\"&,;]{1,512}",
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+    r"(?i:bearer)[ \t]{1,16}[A-Za-z0-9._~+/=-]{8,4096}",
+    r"(?i:password|passwd|pwd|secret|token|api_key|apikey)[ \t]{0,16}[=:][ \t]{0,16}[^\s'\"&,;]{1,512}",
+    r"-----BEGIN [A-Z ]{0,64}PRIVATE KEY-----[\s\S]{0,65536}?(?:-----END [A-Z ]{0,64}PRIVATE KEY-----|\Z)",
 ]
-# A private key block can be long; everything else is short. A block still open at the window's
-# edge is held back until it closes (or the stream ends).
-_KEY_BEGIN = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+# Held back at the end of a stream: longer than any prefix of a token shape that does not match
+# yet. (A match that runs into the end of the window is held back from its start, see `feed`.)
 _HOLD = 4096 + 64
+# When the cut can move back to a line end within this distance, it does: readable live output.
+_LINE_SLACK = 1024
 
 
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -51,7 +55,7 @@ def _keep_group(match: re.Match[str]) -> str:
     # Keep the key name of `password=...` and the scheme of `Bearer ...` so logs stay readable.
     for sep in ("=", ":"):
         head, found, _ = text.partition(sep)
-        if found and re.fullmatch(r"\s*(?i:password|passwd|pwd|secret|token|api_key|apikey)\s*", head):
+        if found and re.fullmatch(r"[ \t]*(?i:password|passwd|pwd|secret|token|api_key|apikey)[ \t]*", head):
             return f"{head}{sep}{REDACTED}"
     if text[:6].lower() == "bearer":
         return f"{text.split()[0]} {REDACTED}"
@@ -82,27 +86,30 @@ class StreamRedactor:
         self._hold = max(_HOLD, redactor.max_literal + 64)
 
     def feed(self, chunk: str) -> str:
+        """The redacted text that is final now; the rest waits for more input or `flush()`."""
         text = self._pending + chunk
         if len(text) <= self._hold:
             self._pending = text
             return ""
-        redacted = self._redactor.redact(text)
-        # Hold back the tail where a secret may be incomplete; cut at a safe boundary (the last
-        # newline before the window if there is one), never in the middle of a replacement.
-        cut = len(redacted) - self._hold
-        open_key = None
-        for match in _KEY_BEGIN.finditer(redacted):
-            open_key = match
-        if open_key is not None and "-----END" not in redacted[open_key.end() :]:
-            cut = min(cut, open_key.start())
-        newline = redacted.rfind("\n", 0, cut)
+        cut = len(text) - self._hold
+        newline = text.rfind("\n", max(0, cut - _LINE_SLACK), cut)
         if newline >= 0:
             cut = newline + 1
-        idx = redacted.rfind(REDACTED, 0, cut + len(REDACTED))
-        if idx >= 0 and idx < cut < idx + len(REDACTED):
-            cut = idx
-        out, self._pending = redacted[:cut], redacted[cut:]
-        return out
+        # Matches wholly before the cut are final: text after the cut cannot change them (every
+        # shape is bounded, or ends at a fixed marker). A match reaching past the cut may still
+        # grow, so the cut moves back to its start.
+        out: list[str] = []
+        pos = 0
+        for match in self._redactor.pattern.finditer(text):
+            if match.end() > cut:
+                cut = min(cut, match.start())
+                break
+            out.append(text[pos : match.start()])
+            out.append(_keep_group(match))
+            pos = match.end()
+        out.append(text[pos:cut])
+        self._pending = text[cut:]
+        return "".join(out)
 
     def flush(self) -> str:
         out = self._redactor.redact(self._pending)
