@@ -78,19 +78,31 @@ class Redactor:
 
 
 class StreamRedactor:
-    """Incremental redaction over a stream of text chunks."""
+    """Incremental redaction over a stream of text chunks.
+
+    The pending text is scanned again only once another `hold` characters have arrived, so the
+    work stays linear in the output even when a long match (a key block) keeps text held back.
+    """
 
     def __init__(self, redactor: Redactor) -> None:
         self._redactor = redactor
-        self._pending = ""
+        self._parts: list[str] = []
+        self._size = 0
         self._hold = max(_HOLD, redactor.max_literal + 64)
+        self._next_scan = 2 * self._hold
+
+    @property
+    def pending(self) -> int:
+        """Characters held back, not yet released."""
+        return self._size
 
     def feed(self, chunk: str) -> str:
         """The redacted text that is final now; the rest waits for more input or `flush()`."""
-        text = self._pending + chunk
-        if len(text) <= self._hold:
-            self._pending = text
+        self._parts.append(chunk)
+        self._size += len(chunk)
+        if self._size < self._next_scan:
             return ""
+        text = "".join(self._parts)
         cut = len(text) - self._hold
         newline = text.rfind("\n", max(0, cut - _LINE_SLACK), cut)
         if newline >= 0:
@@ -108,10 +120,15 @@ class StreamRedactor:
             out.append(_keep_group(match))
             pos = match.end()
         out.append(text[pos:cut])
-        self._pending = text[cut:]
+        rest = text[cut:]
+        self._parts = [rest]
+        self._size = len(rest)
+        self._next_scan = self._size + self._hold
         return "".join(out)
 
     def flush(self) -> str:
-        out = self._redactor.redact(self._pending)
-        self._pending = ""
+        out = self._redactor.redact("".join(self._parts))
+        self._parts = []
+        self._size = 0
+        self._next_scan = 2 * self._hold
         return out
