@@ -1,11 +1,14 @@
 """Zero processes left behind: a pytest plugin that fails the test that leaked one.
 
-Before each test it notes the descendants of the pytest process (those of higher-scoped fixtures
-already exist then); after the test, any descendant that was not there before and is still there
-after a short bounded wait (a process being reaped) is a leak: it is reported, killed, and the
-test errors at teardown. At the end of the session, after every fixture is torn down, no
-descendant may remain at all. Long-lived fixture processes (the session's redis-server) register
-with `allow_long_lived(pid)` and are exempt, with their own descendants, until the session ends.
+The pytest process makes itself a child subreaper, so a grandchild orphaned by its parent (the
+`sleep 60 &` of a killed shell) is re-parented to pytest instead of escaping to init: every
+process a test starts stays a descendant until it is gone. Before each test the plugin notes the
+descendants (those of higher-scoped fixtures exist by then); after the test, a new descendant
+that is still alive after a short bounded wait is a leak: it is reported, killed, and the test
+errors at teardown. Dead orphans (zombies adopted by pytest) are reaped. At the end of the
+session, after every fixture is torn down, no descendant may remain at all. Long-lived fixture
+processes (the session's redis-server) register with `allow_long_lived(pid)` and are exempt,
+with their own descendants, until the session ends.
 
 A process is known by (pid, start time) so a recycled pid is never mistaken for an old one.
 """
@@ -13,6 +16,7 @@ A process is known by (pid, start time) so a recycled pid is never mistaken for 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import select
 import signal
@@ -114,39 +118,56 @@ def _wait_for_exit(pids: list[int], timeout: float) -> None:
                 poller.register(fd, select.POLLIN)
         if fds:
             poller.poll(max(1, int(timeout * 1000)))
-        else:
-            # Only zombies: another thread (the event loop's child watcher) is about to reap them.
-            time.sleep(min(timeout, 0.01))
     finally:
         for fd in fds:
             os.close(fd)
 
 
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants (Linux `PR_SET_CHILD_SUBREAPER`); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(36, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    become_subreaper()
+
+
+def _reap_adopted_zombies(procs: list[Proc]) -> None:
+    """Reap dead orphans re-parented to us; a zombie of another parent is that parent's business."""
+    me = os.getpid()
+    for proc in procs:
+        if proc.state == "Z" and proc.ppid == me:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(proc.pid, os.WNOHANG)
+
+
 def leftovers(before: set[tuple[int, int]], *, wait_s: float = REAP_WAIT_S) -> list[Proc]:
-    """Descendants not in `before` and not exempt, after waiting up to `wait_s` for them to go."""
+    """Live descendants not in `before` and not exempt, after waiting up to `wait_s` for them to go."""
     deadline = time.monotonic() + wait_s
     while True:
         found = descendants()
         exempt = _exempt(found)
-        left = [p for k, p in found.items() if k not in before and k not in exempt]
+        new = [p for k, p in found.items() if k not in before and k not in exempt]
+        live = [p for p in new if p.state != "Z"]
         remaining = deadline - time.monotonic()
-        if not left or remaining <= 0:
-            return left
-        _wait_for_exit([p.pid for p in left if p.state != "Z"], min(remaining, 0.25))
+        if not live:
+            _reap_adopted_zombies(new)
+            return []
+        if remaining <= 0:
+            return live
+        _wait_for_exit([p.pid for p in live], min(remaining, 0.25))
 
 
 def kill_and_reap(procs: list[Proc]) -> None:
-    """Kill leaked processes so the next test starts clean; reap our own zombie children."""
+    """Kill leaked processes so the next test starts clean; reap the ones that were ours."""
     for proc in procs:
         with contextlib.suppress(OSError):
             os.kill(proc.pid, signal.SIGKILL)
-    me = os.getpid()
-    own = [p.pid for p in procs if p.ppid == me]
-    if own:
-        _wait_for_exit(own, 1.0)
-    for pid in own:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
+    leftovers({p.key for p in descendants().values() if p.key not in {q.key for q in procs}}, wait_s=2.0)
 
 
 def _report(procs: list[Proc]) -> str:
