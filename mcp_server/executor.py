@@ -121,6 +121,56 @@ class RunSlots:
             self.running -= 1
 
 
+class OutputCollector:
+    """One output stream of a child: decoded, redacted as it arrives, kept up to `max_chars`."""
+
+    def __init__(self, redactor: Redactor, max_chars: int, on_text: Callable[[str], None] | None = None) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._redact = redactor.stream()
+        self._max = max_chars
+        self._on_text = on_text
+        self._parts: list[str] = []
+        self._kept = 0
+        self.bytes = 0
+        self.truncated = False
+        self._finished = False
+
+    def _emit(self, text: str) -> None:
+        if not text:
+            return
+        room = self._max - self._kept
+        if len(text) > room:
+            self.truncated = True
+        if room > 0:
+            self._parts.append(text[:room])
+            self._kept += min(room, len(text))
+        if self._on_text is not None:
+            self._on_text(text)
+
+    def feed(self, chunk: bytes) -> None:
+        self.bytes += len(chunk)
+        self._emit(self._redact.feed(self._decoder.decode(chunk)))
+
+    async def pump(self, stream: anyio.abc.ByteReceiveStream | None) -> None:
+        """Feed everything `stream` yields until EOF. Safe to cancel: nothing fed is lost."""
+        if stream is None:
+            return
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            async for chunk in stream:
+                self.feed(chunk)
+
+    def finish(self) -> None:
+        """End of stream: release what redaction held back."""
+        if self._finished:
+            return
+        self._finished = True
+        self._emit(self._redact.feed(self._decoder.decode(b"", final=True)))
+        self._emit(self._redact.flush())
+
+    def text(self) -> str:
+        return "".join(self._parts)
+
+
 class Executor:
     def __init__(
         self,
@@ -171,8 +221,8 @@ class Executor:
         self.live.add(proc.pid)
         return proc
 
-    async def _reap(self, proc: anyio.abc.Process) -> None:
-        """Kill the whole group and wait for the leader, bounded and shielded."""
+    async def _kill(self, proc: anyio.abc.Process) -> None:
+        """Kill the whole group (TERM, then KILL) and wait for the leader; bounded and shielded."""
         with anyio.CancelScope(shield=True):
             if proc.returncode is None:
                 kill_group(proc.pid, signal.SIGTERM)
@@ -184,8 +234,12 @@ class Executor:
             if proc.returncode is None:
                 logger.error("process %s did not exit after SIGKILL", proc.pid)
             self.live.discard(proc.pid)
-            with contextlib.suppress(Exception):
-                await proc.aclose()
+
+    async def _reap(self, proc: anyio.abc.Process) -> None:
+        """Kill the whole group, wait for the leader and close the pipes."""
+        await self._kill(proc)
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await proc.aclose()
 
     async def run(
         self,
@@ -201,60 +255,47 @@ class Executor:
         max_output: int = 16 * 1024 * 1024,
         on_output: Callable[[str], None] | None = None,
     ) -> ProcessResult:
-        """Run to completion (or timeout), collecting redacted stdout/stderr up to `max_output` each."""
+        """Run to completion (or timeout), collecting redacted stdout/stderr up to `max_output` each.
+
+        On timeout the group is killed and what it wrote until then is kept. Cancelling kills the
+        group too; the command is audited either way.
+        """
         argv = self._check_argv(argv)
         env = self.environment(extra=env_extra, project=project_env)
         started = time.monotonic()
         proc = await self._spawn(argv, cwd, env, subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
-        out: list[str] = []
-        err: list[str] = []
-        counts = {"bytes": 0, "truncated": 0}
+        out = OutputCollector(self.redactor, max_output, on_output)
+        err = OutputCollector(self.redactor, max_output)
         timed_out = False
         outcome = "exited"
 
-        async def pump(stream: anyio.abc.ByteReceiveStream | None, sink: list[str], live: bool) -> None:
-            if stream is None:
-                return
-            decoder = codecs.getincrementaldecoder("utf-8")("replace")
-            redact = self.redactor.stream()
-            size = 0
-
-            def emit(text: str) -> None:
-                nonlocal size
-                if not text:
-                    return
-                if size < max_output:
-                    sink.append(text[: max_output - size])
-                    if size + len(text) > max_output:
-                        counts["truncated"] = 1
-                size += len(text)
-                if live and on_output is not None:
-                    on_output(text)
-
-            async for chunk in stream:
-                counts["bytes"] += len(chunk)
-                emit(redact.feed(decoder.decode(chunk)))
-            emit(redact.feed(decoder.decode(b"", final=True)))
-            emit(redact.flush())
+        async def pump_both() -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(out.pump, proc.stdout)
+                tg.start_soon(err.pump, proc.stderr)
 
         try:
-            with anyio.fail_after(timeout_s):
+            with anyio.move_on_after(timeout_s) as deadline:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(pump, proc.stdout, out, True)
-                    tg.start_soon(pump, proc.stderr, err, False)
+                    tg.start_soon(pump_both)
                     if stdin is not None and proc.stdin is not None:
                         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                             await proc.stdin.send(stdin)
                         await proc.stdin.aclose()
                     await proc.wait()
-        except TimeoutError:
-            timed_out = True
-            outcome = "timeout"
+            if deadline.cancelled_caught:
+                timed_out = True
+                outcome = "timeout"
+                await self._kill(proc)
+                with anyio.move_on_after(KILL_GRACE_S):
+                    await pump_both()  # what the killed group left in the pipes
         except BaseException:
             outcome = "cancelled"
             raise
         finally:
             await self._reap(proc)
+            out.finish()
+            err.finish()
             duration = time.monotonic() - started
             await self.audit.record(
                 AuditRecord(
@@ -265,19 +306,19 @@ class Executor:
                     cwd=str(cwd),
                     exit_status=proc.returncode,
                     duration_s=round(duration, 4),
-                    output_bytes=counts["bytes"],
+                    output_bytes=out.bytes + err.bytes,
                     outcome=outcome,
                 )
             )
         return ProcessResult(
             argv=argv,
             returncode=None if timed_out else proc.returncode,
-            stdout="".join(out),
-            stderr="".join(err),
+            stdout=out.text(),
+            stderr=err.text(),
             duration_s=duration,
             timed_out=timed_out,
-            output_bytes=counts["bytes"],
-            truncated=bool(counts["truncated"]),
+            output_bytes=out.bytes + err.bytes,
+            truncated=out.truncated or err.truncated,
         )
 
     @contextlib.asynccontextmanager

@@ -1,0 +1,386 @@
+"""The secure executor with real processes: no shell, scrubbed environment, process groups killed
+on timeout and cancel, one audit line per command, redaction; and the FIFO of run slots."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from mcp_server.audit import AuditLog
+from mcp_server.errors import Busy, ToolError
+from mcp_server.executor import ENV_ALLOW, Executor, RunSlots
+from mcp_server.redact import REDACTED, Redactor
+
+pytestmark = pytest.mark.anyio
+
+PY = sys.executable
+SECRET = "env-secret-0123456789"
+GHP = "ghp_" + "Z" * 36
+AUDIT_FIELDS = ["time", "connection", "tool", "argv", "cwd", "exit_status", "duration_s", "output_bytes", "outcome"]
+
+
+def make_executor(
+    tmp_path: Path,
+    *,
+    environ: dict[str, str] | None = None,
+    pass_env: tuple[str, ...] = (),
+    max_bytes: int = 1024 * 1024,
+    backups: int = 2,
+) -> Executor:
+    return Executor(
+        audit=AuditLog(tmp_path / "audit.jsonl", max_bytes=max_bytes, backups=backups),
+        redactor=Redactor([SECRET]),
+        slots=RunSlots(2, 2),
+        pass_env=pass_env,
+        environ=environ,
+    )
+
+
+def audit_lines(tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "audit.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+def in_group(pgid: int) -> list[int]:
+    """Live processes of process group `pgid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+async def run(executor: Executor, argv: list[str], cwd: Path, **kwargs: Any) -> Any:
+    kwargs.setdefault("timeout_s", 30)
+    return await executor.run(argv, cwd=cwd, tool="t", connection="conn-1", **kwargs)
+
+
+# --- no shell, scrubbed environment ------------------------------------------------------------
+
+
+async def test_shell_syntax_in_arguments_is_data(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    hostile = [f"x; touch {canary}", f"$(touch {canary})", f"`touch {canary}`", "*", "a && b | c > d"]
+    with anyio.fail_after(30):
+        result = await run(
+            make_executor(tmp_path), [PY, "-c", "import sys; print(repr(sys.argv[1:]))", *hostile], tmp_path
+        )
+    assert result.returncode == 0
+    assert result.stdout.strip() == repr(hostile)
+    assert not canary.exists()
+    assert not (tmp_path / "d").exists()
+
+
+async def test_the_environment_is_an_allow_list(tmp_path: Path) -> None:
+    environ = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "LC_ALL": "C.UTF-8",
+        "GITHUB_TOKEN": GHP,
+        "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG",
+        "PROJECT_DB_URL": "postgres://db/test",
+        "RANDOM_VAR": "x",
+    }
+    executor = make_executor(tmp_path, environ=environ, pass_env=("PROJECT_DB_URL",))
+    show_env = [PY, "-c", "import json, os; print(json.dumps(sorted(os.environ)))"]
+    with anyio.fail_after(30):
+        tool_env = json.loads((await run(executor, show_env, tmp_path)).stdout)
+        project_env = json.loads((await run(executor, show_env, tmp_path, project_env=True)).stdout)
+    assert "PATH" in tool_env and "HOME" in tool_env and "LC_ALL" in tool_env
+    assert not {"GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "PROJECT_DB_URL", "RANDOM_VAR"} & set(tool_env)
+    assert set(tool_env) <= set(ENV_ALLOW) | {"LC_ALL", "LC_CTYPE"}
+    # pass_env names variables for project code (test runs) only.
+    assert "PROJECT_DB_URL" in project_env
+    assert not {"GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "RANDOM_VAR"} & set(project_env)
+
+
+async def test_a_secret_in_the_server_environment_does_not_reach_the_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-abcdef-123456")
+    executor = make_executor(tmp_path)  # reads os.environ
+    with anyio.fail_after(30):
+        result = await run(executor, [PY, "-c", "import os; print(os.environ.get('MY_SERVICE_TOKEN'))"], tmp_path)
+    assert result.stdout.strip() == "None"
+
+
+async def test_bad_argument_vectors_are_refused(tmp_path: Path) -> None:
+    executor = make_executor(tmp_path)
+    with pytest.raises(ToolError, match="NUL"):
+        await run(executor, [PY, "-c", "pass", "a\x00b"], tmp_path)
+    with pytest.raises(ToolError, match="cannot start"):
+        await run(executor, [str(tmp_path / "no-such-binary")], tmp_path)
+    with pytest.raises(ToolError):
+        await run(executor, [], tmp_path)
+
+
+async def test_stdin_and_output_limits(tmp_path: Path) -> None:
+    executor = make_executor(tmp_path)
+    with anyio.fail_after(30):
+        echoed = await run(executor, [PY, "-c", "import sys; print(sys.stdin.read().upper())"], tmp_path, stdin=b"hi")
+        big = await run(executor, [PY, "-c", "print('x' * 100_000)"], tmp_path, max_output=1000)
+    assert echoed.stdout.strip() == "HI"
+    assert big.truncated and len(big.stdout) == 1000
+    assert big.output_bytes == 100_001  # the audit counts what the process wrote, not what was kept
+
+
+# --- process groups: timeout and cancellation ---------------------------------------------------
+
+
+async def test_a_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    executor = make_executor(tmp_path)
+    script = "echo $$; sleep 60 & echo $!; sleep 60"
+    with anyio.fail_after(30):
+        result = await run(executor, ["sh", "-c", script], tmp_path, timeout_s=0.5)
+    assert result.timed_out and result.returncode is None
+    # What the command wrote before the timeout is kept (redaction held it back; it is released).
+    leader, grandchild = (int(x) for x in result.stdout.split())
+    assert not alive(leader) and not alive(grandchild)
+    assert in_group(leader) == []
+    assert executor.live == set()
+    (line,) = audit_lines(tmp_path)
+    assert line["outcome"] == "timeout" and line["exit_status"] is not None and line["exit_status"] < 0
+
+
+async def test_cancellation_kills_the_whole_process_group(tmp_path: Path) -> None:
+    executor = make_executor(tmp_path)
+    sock = tmp_path / "ready.sock"
+    # The child starts a grandchild, tells us both pids over a socket, then waits forever.
+    child = (
+        "import os, socket, subprocess, sys, time\n"
+        "grandchild = subprocess.Popen(['sleep', '60'])\n"
+        "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
+        "s.sendall(f'{os.getpid()} {grandchild.pid}'.encode()); s.close()\n"
+        "time.sleep(60)\n"
+    )
+    with anyio.fail_after(30):
+        listener = await anyio.create_unix_listener(sock)
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(run, executor, [PY, "-c", child, str(sock)], tmp_path)
+            conn = await listener.accept()
+            async with conn:
+                pids = (await conn.receive()).decode()
+            tg.cancel_scope.cancel()
+    leader, grandchild = (int(x) for x in pids.split())
+    assert not alive(leader) and not alive(grandchild)
+    assert in_group(leader) == []
+    assert executor.live == set()
+    (line,) = audit_lines(tmp_path)
+    assert line["outcome"] == "cancelled"
+
+
+async def test_a_long_lived_child_is_killed_with_its_group_on_exit(tmp_path: Path) -> None:
+    executor = make_executor(tmp_path)
+    with anyio.fail_after(30):
+        async with executor.open(
+            ["sh", "-c", "sleep 60 & echo $!; cat"], cwd=tmp_path, tool="pool", connection="-"
+        ) as p:
+            assert p.stdout is not None
+            grandchild = int((await p.stdout.receive()).decode().strip())
+            assert alive(grandchild)
+    assert not alive(grandchild) and in_group(p.pid) == []
+    assert [line["outcome"] for line in audit_lines(tmp_path)] == ["closed"]
+
+
+# --- audit and redaction ------------------------------------------------------------------------
+
+
+async def test_one_audit_line_per_command_with_a_fixed_field_order(tmp_path: Path) -> None:
+    executor = make_executor(tmp_path)
+    with anyio.fail_after(30):
+        await run(executor, [PY, "-c", "print('hello')"], tmp_path)
+        await run(executor, [PY, "-c", "import sys; sys.exit(3)"], tmp_path)
+    raw = (tmp_path / "audit.jsonl").read_text().splitlines()
+    assert len(raw) == 2
+    first, second = (json.loads(line) for line in raw)
+    assert list(first) == AUDIT_FIELDS and list(second) == AUDIT_FIELDS
+    assert first["connection"] == "conn-1" and first["tool"] == "t"
+    assert first["argv"] == [PY, "-c", "print('hello')"]
+    assert first["cwd"] == str(tmp_path)
+    assert first["exit_status"] == 0 and first["outcome"] == "exited"
+    assert first["output_bytes"] == len("hello\n")
+    assert isinstance(first["duration_s"], float) and first["time"].endswith("Z")
+    assert second["exit_status"] == 3
+    assert oct((tmp_path / "audit.jsonl").stat().st_mode & 0o777) == oct(0o600)
+
+
+async def test_the_audit_log_rotates(tmp_path: Path) -> None:
+    executor = make_executor(tmp_path, max_bytes=1024, backups=2)
+    with anyio.fail_after(60):
+        for i in range(12):
+            await run(executor, [PY, "-c", "pass", f"run-{i}-" + "p" * 150], tmp_path)
+    files = sorted(name for name in os.listdir(tmp_path) if name.startswith("audit.jsonl"))
+    assert files == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"]
+    for name in files:
+        assert (tmp_path / name).stat().st_size <= 1024
+        for line in (tmp_path / name).read_text().splitlines():
+            assert list(json.loads(line)) == AUDIT_FIELDS
+    assert f"run-11-{'p' * 150}" in (tmp_path / "audit.jsonl").read_text()  # the newest is in the live file
+
+
+async def test_secrets_never_reach_the_audit_log_or_the_output(tmp_path: Path) -> None:
+    executor = make_executor(tmp_path)
+    seen: list[str] = []
+    # The secrets are written in two pieces with a flush between: split across pipe reads.
+    script = (
+        "import sys, time\n"
+        "for stream in (sys.stdout, sys.stderr):\n"
+        "    for secret in sys.argv[1:]:\n"
+        "        half = len(secret) // 2\n"
+        "        stream.write('x' * 9000 + secret[:half]); stream.flush()\n"
+        "        stream.write(secret[half:] + '\\n'); stream.flush()\n"
+    )
+    secrets = [SECRET, GHP, "password=opensesame99"]
+    with anyio.fail_after(30):
+        result = await run(executor, [PY, "-c", script, *secrets], tmp_path, on_output=seen.append)
+    audit_text = (tmp_path / "audit.jsonl").read_text()
+    for secret in (SECRET, GHP, "opensesame99"):
+        for where in (result.stdout, result.stderr, "".join(seen), audit_text):
+            assert secret not in where
+    assert result.stdout.count(REDACTED) == 3 and result.stderr.count(REDACTED) == 3
+    assert "".join(seen) == result.stdout  # live output is the same redacted text
+    assert REDACTED in audit_text
+
+
+# --- run slots: FIFO queue, backpressure, Busy, cancellation ------------------------------------
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let other tasks run until `condition` holds (the caller bounds the wait)."""
+    while not condition():
+        await anyio.lowlevel.checkpoint()
+
+
+async def test_slots_admit_in_fifo_order(tmp_path: Path) -> None:
+    slots = RunSlots(capacity=1, max_queued=10)
+    admitted: list[int] = []
+
+    async def job(i: int) -> None:
+        async with slots.slot():
+            admitted.append(i)
+            await anyio.lowlevel.checkpoint()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg, slots.slot():
+            for i in range(8):
+                tg.start_soon(job, i)
+                await until(lambda i=i: slots.waiting == i + 1)  # type: ignore[misc]
+            # Released: the queue drains in arrival order.
+    assert admitted == list(range(8))
+    assert slots.running == 0 and slots.waiting == 0
+
+
+async def test_backpressure_until_the_queue_limit_then_busy() -> None:
+    slots = RunSlots(capacity=2, max_queued=3)
+    release = anyio.Event()
+    done: list[int] = []
+
+    async def job(i: int) -> None:
+        async with slots.slot():
+            await release.wait()
+            done.append(i)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for i in range(5):
+                tg.start_soon(job, i)
+            await until(lambda: slots.running == 2 and slots.waiting == 3)
+            with pytest.raises(Busy, match="max_concurrent_runs") as busy:
+                async with slots.slot():
+                    pass
+            assert "max_queued_runs" in str(busy.value)
+            release.set()
+    assert sorted(done) == list(range(5))  # everything under the limit completed
+    assert slots.running == 0 and slots.waiting == 0
+
+
+async def test_cancelling_a_queued_run_does_not_leak_its_slot() -> None:
+    slots = RunSlots(capacity=1, max_queued=5)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg, slots.slot():
+            scope = anyio.CancelScope()
+
+            async def queued() -> None:
+                with scope:
+                    async with slots.slot():
+                        raise AssertionError("a cancelled waiter must not run")
+
+            tg.start_soon(queued)
+            await until(lambda: slots.waiting == 1)
+            scope.cancel()
+            await until(lambda: slots.waiting == 0)
+        assert slots.running == 0
+        async with slots.slot():  # free at once
+            assert slots.running == 1
+
+
+async def test_a_slot_handed_to_a_waiter_being_cancelled_passes_on() -> None:
+    slots = RunSlots(capacity=1, max_queued=5)
+    admitted: list[str] = []
+    scope_b = anyio.CancelScope()
+
+    async def waiter(name: str, scope: anyio.CancelScope | None = None) -> None:
+        with scope or anyio.CancelScope():
+            async with slots.slot():
+                admitted.append(name)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            holder = slots.slot()
+            await holder.__aenter__()
+            tg.start_soon(waiter, "b", scope_b)
+            await until(lambda: slots.waiting == 1)
+            tg.start_soon(waiter, "c")
+            await until(lambda: slots.waiting == 2)
+            # In one step: b is cancelled and the slot is handed to b before b can react.
+            scope_b.cancel()
+            await holder.__aexit__(None, None, None)
+    assert admitted == ["c"]
+    assert slots.running == 0 and slots.waiting == 0
+
+
+async def test_executor_runs_under_a_slot_in_fifo_order(tmp_path: Path) -> None:
+    executor = make_executor(tmp_path)
+    executor.slots = RunSlots(capacity=2, max_queued=8)
+    order: list[int] = []
+
+    async def job(i: int) -> None:
+        async with executor.slots.slot():
+            order.append(i)
+            await run(executor, [PY, "-c", "pass"], tmp_path)
+
+    started: list[Callable[[], Awaitable[None]]] = []
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for i in range(8):  # four times the cap: none refused, all complete
+                tg.start_soon(job, i)
+                await until(lambda i=i: len(order) + executor.slots.waiting == i + 1)  # type: ignore[misc]
+    assert order == list(range(8))
+    assert len(audit_lines(tmp_path)) == 8
+    del started
