@@ -144,7 +144,8 @@ class RunStore:
         self.sweep()
         ctx = self._runs.get(run_id) if isinstance(run_id, str) else None
         if ctx is None or ctx.owner != owner:
-            raise NotFound(f"run {run_id!r} not found (it may have expired)")
+            shown = run_id[:64] + "..." if isinstance(run_id, str) and len(run_id) > 64 else run_id
+            raise NotFound(f"run {shown!r} not found (it may have expired)")
         ctx.deadline = self._clock() + self.ttl_s
         self._runs.move_to_end(run_id)
         return ctx

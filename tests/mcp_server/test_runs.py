@@ -1,0 +1,187 @@
+"""Run contexts as pure state: TTL pushed forward on access, caps on count and bytes, owners, purge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from mcp_server.errors import NotFound
+from mcp_server.runs import PUBLIC_OWNER, RunContext, RunLog, RunStore
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_store(clock: FakeClock | None = None, **overrides: Any) -> RunStore:
+    options: dict[str, Any] = {"ttl_s": 10.0, "max_runs": 100, "max_bytes": 1 << 20, "max_log_bytes": 4096}
+    options.update(overrides)
+    return RunStore(clock=clock or FakeClock(), **options)
+
+
+def finished(store: RunStore, owner: str, result: dict[str, Any] | None = None) -> RunContext:
+    run = store.create(owner, "tool")
+    store.store(run, summary=None, result=result or {"ok": True})
+    store.finish(run)
+    return run
+
+
+def not_found_text(store: RunStore, owner: str, run_id: str) -> str:
+    with pytest.raises(NotFound) as err:
+        store.get(owner, run_id)
+    return str(err.value).replace(repr(run_id), "ID")
+
+
+def test_run_ids_are_unguessable() -> None:
+    store = make_store(max_runs=10_000)
+    ids = {store.create("a", "tool").run_id for _ in range(1000)}
+    assert len(ids) == 1000
+    for run_id in ids:
+        assert run_id.startswith("run_") and len(run_id) >= 4 + 24
+
+
+def test_ttl_is_pushed_forward_on_access() -> None:
+    clock = FakeClock()
+    store = make_store(clock)
+    run = store.create("a", "tool")
+    for _ in range(5):
+        clock.now += 9  # within the TTL of the last access, though far past the first
+        assert store.get("a", run.run_id) is run
+    clock.now += 10
+    with pytest.raises(NotFound, match="expired"):
+        store.get("a", run.run_id)
+    assert len(store) == 0
+
+
+def test_expired_runs_are_swept_without_access() -> None:
+    clock = FakeClock()
+    store = make_store(clock)
+    old = finished(store, "a")
+    clock.now += 6
+    young = finished(store, "a")
+    clock.now += 5  # old is past its deadline, young is not
+    assert [r.run_id for r in store.list("a")] == [young.run_id]
+    assert store.bytes_used == young.size
+    del old
+
+
+def test_count_cap_evicts_the_least_recently_used() -> None:
+    store = make_store(max_runs=3)
+    r1, r2, r3 = (finished(store, "a") for _ in range(3))
+    store.get("a", r1.run_id)  # r1 is used again: r2 is now the oldest
+    r4 = finished(store, "a")
+    assert {r.run_id for r in store.list("a")} == {r1.run_id, r3.run_id, r4.run_id}
+    assert not_found_text(store, "a", r2.run_id)
+
+
+@pytest.mark.anyio
+async def test_count_cap_evicts_finished_runs_before_running_ones() -> None:
+    store = make_store(max_runs=3)
+    running = store.create("a", "tool")
+    cancelled = anyio.Event()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(work_until_cancelled, running, cancelled)
+            done_1 = finished(store, "a")
+            done_2 = finished(store, "a")
+            done_3 = finished(store, "a")  # over the cap: the oldest *finished* run goes
+            assert {r.run_id for r in store.list("a")} == {running.run_id, done_2.run_id, done_3.run_id}
+            assert not cancelled.is_set()
+            # Only running runs left over the cap: the oldest running one goes, and its work is cancelled.
+            store.max_runs = 1
+            store.create("a", "tool")
+            await cancelled.wait()
+    assert not_found_text(store, "a", running.run_id)
+    del done_1
+
+
+def test_byte_cap_evicts_oldest_first_and_accounts_exactly() -> None:
+    store = make_store(max_bytes=3000)
+    big = {"items": ["x" * 100] * 10}  # about 1 KB as JSON
+    r1 = finished(store, "a", big)
+    r2 = finished(store, "a", big)
+    assert store.bytes_used == r1.size + r2.size
+    r3 = finished(store, "a", big)  # over 3000 bytes: r1 goes
+    assert [r.run_id for r in store.list("a")] == [r2.run_id, r3.run_id]
+    assert store.bytes_used == r2.size + r3.size
+    store.purge_owner("a")
+    assert store.bytes_used == 0 and len(store) == 0
+
+
+def test_a_result_bigger_than_the_cap_keeps_only_itself() -> None:
+    store = make_store(max_bytes=2000)
+    finished(store, "a")
+    huge = finished(store, "a", {"items": ["y" * 1000] * 10})
+    assert [r.run_id for r in store.list("a")] == [huge.run_id]
+
+
+def test_owners_are_isolated_and_foreign_looks_like_unknown() -> None:
+    store = make_store()
+    mine = finished(store, "alice")
+    assert store.list("bob") == []
+    foreign = not_found_text(store, "bob", mine.run_id)
+    unknown = not_found_text(store, "bob", "run_" + "A" * 24)
+    assert foreign == unknown
+    assert store.get("alice", mine.run_id) is mine
+    # Odd ids are not found either, never an exception of another kind.
+    for odd in ("", "run_", "../etc"):
+        assert not_found_text(store, "alice", odd) == unknown
+    with pytest.raises(NotFound) as long_id:
+        store.get("alice", "x" * 100_000)
+    assert len(str(long_id.value)) < 200  # the error does not echo a huge id back
+    with pytest.raises(NotFound):
+        store.get("alice", 12345)  # type: ignore[arg-type]
+
+
+def test_public_runs_are_never_listed() -> None:
+    store = make_store()
+    public = finished(store, PUBLIC_OWNER)  # type: ignore[arg-type]
+    assert store.list(PUBLIC_OWNER) == []
+    assert store.get(PUBLIC_OWNER, public.run_id) is public
+    with pytest.raises(NotFound):
+        store.get("alice", public.run_id)
+
+
+async def work_until_cancelled(
+    run: RunContext, cancelled: anyio.Event, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    with anyio.CancelScope() as scope:
+        run.cancel_scope = scope
+        task_status.started()
+        await anyio.sleep_forever()
+    cancelled.set()
+
+
+@pytest.mark.anyio
+async def test_purge_drops_the_owners_runs_and_cancels_their_work() -> None:
+    store = make_store()
+    running = store.create("conn-1", "run_tests")
+    done = finished(store, "conn-1")
+    other = finished(store, "conn-2")
+    cancelled = anyio.Event()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(work_until_cancelled, running, cancelled)
+            assert store.purge_owner("conn-1") == 2
+            await cancelled.wait()
+    assert store.list("conn-1") == []
+    assert [r.run_id for r in store.list("conn-2")] == [other.run_id]
+    assert not_found_text(store, "conn-1", done.run_id)
+
+
+def test_run_log_keeps_head_and_tail_within_its_cap() -> None:
+    log = RunLog(max_bytes=2048)
+    for i in range(1000):
+        log.write(f"line {i:04d}\n")
+    text = log.text()
+    assert text.startswith("line 0000\n")
+    assert text.endswith("line 0999\n")
+    assert "characters dropped" in text
+    assert len(log) <= 2 * 2048 + 1024
+    assert log.total == 10_000
