@@ -9,4 +9,7 @@ from mcp_server.api import ToolSpec
 
 def load_tools() -> list[ToolSpec[Any]]:
     specs: list[ToolSpec[Any]] = []
+    from tools.code_analysis import load_code_analysis_tools
+
+    specs += load_code_analysis_tools()
     return specs

@@ -1,0 +1,146 @@
+"""The `ruff` command line, run through the executor: whole trees, discovery, and the fallback path.
+
+Every argument vector is fixed; user values (paths, rule selectors) go after `--` or inside one
+`--select=...` argument. `--no-fix` is always passed to `ruff check`, so a project's `fix = true`
+never makes us write a file; `ruff format` only ever runs with `--check` or on stdin.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from mcp_server.api import ProcessResult, ToolContext, ToolError
+from tools.code_analysis.selection import Selection
+
+CLI_TIMEOUT_S = 300.0
+MAX_OUTPUT = 256 * 1024 * 1024
+_UNKNOWN_SELECTOR = re.compile(r"Unknown rule selector `([^`]*)` in `(\w+)`")
+
+
+@dataclass(frozen=True, slots=True)
+class RuffBinary:
+    path: str
+    version: str
+
+
+@functools.cache
+def ruff_binary() -> RuffBinary:
+    """The ruff that our `ruff` dependency installed (not whatever is on PATH), and its version."""
+    try:
+        from ruff import find_ruff_bin  # type: ignore[import-untyped]
+    except ImportError:
+        raise ToolError("the ruff package is not installed in the server's environment") from None
+    try:
+        path = find_ruff_bin()
+    except FileNotFoundError:
+        raise ToolError("the ruff package is installed but its binary was not found") from None
+    return RuffBinary(str(path), metadata.version("ruff"))
+
+
+def _first_lines(text: str, n: int = 6) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[:n])[:800]
+
+
+def ruff_failure(result: ProcessResult, what: str) -> ToolError:
+    """A clear tool error for a failed ruff run, naming an unknown selector when that is the cause."""
+    if result.timed_out:
+        return ToolError(f"{what} timed out")
+    match = _UNKNOWN_SELECTOR.search(result.stderr)
+    if match:
+        return ToolError(f"unknown rule selector {match.group(1)!r} in {match.group(2)}")
+    detail = _first_lines(result.stderr) or f"exit status {result.returncode}"
+    return ToolError(f"{what} failed: {detail}")
+
+
+class RuffCli:
+    """`ruff check` / `ruff format` for one tool call."""
+
+    def __init__(self, ctx: ToolContext, binary: RuffBinary) -> None:
+        self.ctx = ctx
+        self.binary = binary
+        self.timeout_s = min(CLI_TIMEOUT_S, ctx.settings.run_timeout_max_s)
+
+    async def _run(self, args: Sequence[str], root: Path, stdin: str | None = None) -> ProcessResult:
+        return await self.ctx.executor.run(
+            [self.binary.path, *args],
+            cwd=root,
+            tool=self.ctx.tool,
+            connection=self.ctx.connection_id,
+            timeout_s=self.timeout_s,
+            stdin=stdin.encode("utf-8") if stdin is not None else None,
+            max_output=MAX_OUTPUT,
+        )
+
+    async def _json(self, args: Sequence[str], root: Path, what: str, stdin: str | None = None) -> list[Any]:
+        result = await self._run(args, root, stdin)
+        if result.timed_out or result.returncode not in (0, 1):
+            raise ruff_failure(result, what)
+        try:
+            data = json.loads(result.stdout or "[]")
+        except json.JSONDecodeError:
+            raise ToolError(f"{what} gave output that is not JSON ({_first_lines(result.stdout, 2)!r})") from None
+        if not isinstance(data, list):
+            raise ToolError(f"{what} gave unexpected JSON")
+        return data
+
+    async def validate(self, selection: Selection, root: Path) -> None:
+        """Raise a clear error if ruff does not know one of the selectors."""
+        args = ["check", "--no-fix", "--exit-zero", "--no-cache", "--isolated", *selection.cli_args()]
+        result = await self._run([*args, "--stdin-filename", "_.py", "-"], root, stdin="")
+        if result.timed_out or result.returncode not in (0, 1):
+            raise ruff_failure(result, "checking the rule selection")
+
+    async def check(self, root: Path, targets: Sequence[str], selection: Selection) -> list[dict[str, Any]]:
+        """`ruff check --output-format json` over files or folders (ruff's discovery and cache)."""
+        args = ["check", "--output-format", "json", "--no-fix", "--exit-zero", "--force-exclude"]
+        return await self._json([*args, *selection.cli_args(), "--", *targets], root, "ruff check")
+
+    async def check_text(self, root: Path, filename: str, text: str, selection: Selection) -> list[dict[str, Any]]:
+        args = ["check", "--output-format", "json", "--no-fix", "--exit-zero", "--force-exclude"]
+        args += [*selection.cli_args(), "--stdin-filename", filename, "-"]
+        return await self._json(args, root, "ruff check", stdin=text)
+
+    async def fix_text(self, root: Path, filename: str, text: str, selection: Selection) -> str:
+        """The text after ruff's safe fixes (nothing is written: the text goes through stdin)."""
+        args = ["check", "--fix-only", "--exit-zero", "--force-exclude", *selection.cli_args()]
+        result = await self._run([*args, "--stdin-filename", filename, "-"], root, stdin=text)
+        if result.timed_out or result.returncode != 0:
+            raise ruff_failure(result, "ruff check --fix-only")
+        return result.stdout
+
+    async def discover(self, root: Path, targets: Sequence[str]) -> list[str]:
+        """The files ruff would check under `targets` (its include/exclude and .gitignore rules)."""
+        result = await self._run(["check", "--show-files", "--force-exclude", "--", *targets], root)
+        if result.timed_out or result.returncode not in (0, 1):
+            raise ruff_failure(result, "ruff check --show-files")
+        return [line for line in result.stdout.splitlines() if line.strip()]
+
+    async def format_check(self, root: Path, targets: Sequence[str]) -> list[dict[str, Any]]:
+        """`ruff format --check --output-format json`: the files that would change, with edits."""
+        args = ["format", "--check", "--output-format", "json", "--force-exclude", "--", *targets]
+        result = await self._run(args, root)
+        if result.timed_out or (result.returncode not in (0, 1) and not result.stdout.strip()):
+            raise ruff_failure(result, "ruff format --check")
+        try:
+            data = json.loads(result.stdout or "[]")
+        except json.JSONDecodeError:
+            raise ToolError("ruff format --check gave output that is not JSON") from None
+        return data if isinstance(data, list) else []
+
+    async def format_text(self, root: Path, filename: str, text: str) -> tuple[str | None, str | None]:
+        """(formatted text, None), or (None, why) when ruff cannot format it (a syntax error)."""
+        args = ["format", "--force-exclude", "--stdin-filename", filename, "-"]
+        result = await self._run(args, root, stdin=text)
+        if result.timed_out:
+            raise ruff_failure(result, "ruff format")
+        if result.returncode != 0:
+            return None, _first_lines(result.stderr, 2) or f"ruff format exit status {result.returncode}"
+        return result.stdout, None

@@ -1,0 +1,115 @@
+"""One diagnostic shape for both ruff paths: the language server's and `ruff check --output-format json`.
+
+`{path, line, column, end_line, end_column, code, message, fixable, url}`, 1-based code-point
+columns (as `ruff check` reports them), the end exclusive, paths relative to the root with `/`.
+`fixable` means ruff offers a fix (`fix: true` applies the safe ones, as `ruff check --fix` does).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tools.code_analysis.text_edits import PositionEncoding, column, line_starts
+
+Diagnostic = dict[str, Any]
+SYNTAX_ERROR = "invalid-syntax"
+
+
+def rel_path(filename: str, root: Path) -> str:
+    """`filename` relative to `root` with `/` separators (absolute if outside it)."""
+    prefix = str(root).rstrip(os.sep) + os.sep
+    if os.sep == "/" and filename.startswith(prefix) and "/./" not in filename and "/../" not in filename:
+        return filename[len(prefix) :]  # the common case, without building Path objects
+    path = Path(filename)
+    if not path.is_absolute():
+        path = root / path
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        rel = os.path.relpath(path, root)
+        return Path(rel).as_posix() if not rel.startswith("..") else path.as_posix()
+
+
+def _message(raw: Any) -> str:
+    # The language server appends the fix title ("\n\nhelp: ..."); the CLI keeps it apart.
+    return str(raw or "").split("\n\n", 1)[0]
+
+
+def from_lsp(items: Iterable[Mapping[str, Any]], rel: str, text: str, encoding: PositionEncoding) -> list[Diagnostic]:
+    starts = line_starts(text) if encoding != "utf-32" else []
+    out: list[Diagnostic] = []
+    for item in items:
+        rng = item.get("range") or {}
+        start, end = rng.get("start") or {}, rng.get("end") or {}
+        line0, char0 = int(start.get("line", 0)), int(start.get("character", 0))
+        line1, char1 = int(end.get("line", line0)), int(end.get("character", char0))
+        if encoding != "utf-32":
+            char0 = column(text, starts, line0, char0, encoding)
+            char1 = column(text, starts, line1, char1, encoding)
+        data = item.get("data")
+        href = (item.get("codeDescription") or {}).get("href")
+        out.append(
+            {
+                "path": rel,
+                "line": line0 + 1,
+                "column": char0 + 1,
+                "end_line": line1 + 1,
+                "end_column": char1 + 1,
+                "code": str(item.get("code") or SYNTAX_ERROR),
+                "message": _message(item.get("message")),
+                "fixable": bool(isinstance(data, dict) and data.get("edits")),
+                "url": href,
+            }
+        )
+    return out
+
+
+def from_cli(records: Iterable[Mapping[str, Any]], root: Path) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    for rec in records:
+        loc = rec.get("location") or {"row": 1, "column": 1}
+        end = rec.get("end_location") or loc
+        fix = rec.get("fix")
+        diag: Diagnostic = {
+            "path": rel_path(str(rec.get("filename", "")), root),
+            "line": int(loc["row"]),
+            "column": int(loc["column"]),
+            "end_line": int(end["row"]),
+            "end_column": int(end["column"]),
+            "code": str(rec.get("code") or SYNTAX_ERROR),
+            "message": _message(rec.get("message")),
+            "fixable": bool(
+                isinstance(fix, dict) and fix.get("edits") and fix.get("applicability") in ("safe", "unsafe")
+            ),
+            "url": rec.get("url"),
+        }
+        if rec.get("cell") is not None:
+            diag["cell"] = rec["cell"]
+        out.append(diag)
+    return out
+
+
+def sort_key(diag: Diagnostic) -> tuple[Any, ...]:
+    return (diag["path"], diag.get("cell") or 0, diag["line"], diag["column"], diag["code"])
+
+
+def summarize(diagnostics: Sequence[Diagnostic]) -> dict[str, Any]:
+    """The summary fields of a lint result, computed over the full list."""
+    counts = Counter(d["code"] for d in diagnostics)
+    return {
+        "counts": dict(sorted(counts.items())),
+        "total": len(diagnostics),
+        "fixable_count": sum(1 for d in diagnostics if d["fixable"]),
+        "files_with_diagnostics": len({d["path"] for d in diagnostics}),
+    }
+
+
+def group_by_path(diagnostics: Iterable[Diagnostic]) -> dict[str, list[Diagnostic]]:
+    grouped: dict[str, list[Diagnostic]] = {}
+    for diag in diagnostics:
+        grouped.setdefault(diag["path"], []).append(diag)
+    return grouped

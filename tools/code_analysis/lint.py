@@ -1,0 +1,161 @@
+"""The `lint` tool: ruff diagnostics for unsaved text, single files (warm servers) or trees (CLI + cache)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import anyio.to_thread
+
+from mcp_server.api import ToolContext, ToolOutput
+from tools.code_analysis.args import LintArgs
+from tools.code_analysis.cli_runner import RuffCli
+from tools.code_analysis.diagnostics import Diagnostic, from_cli, from_lsp, group_by_path, sort_key, summarize
+from tools.code_analysis.lsp import LinterGone
+from tools.code_analysis.results import summary_first
+from tools.code_analysis.ruff_pool import RuffServerPool, get_pool
+from tools.code_analysis.selection import Selection
+from tools.code_analysis.state import AnalysisState, TreeFile, get_state
+from tools.code_analysis.targets import Document, Tree, read_document, resolve_target
+from tools.code_analysis.text_edits import apply_lsp_edits, unified_diff
+
+logger = logging.getLogger("mcp_server.code_analysis")
+
+MAX_EXPLICIT_FILES = 200
+"""Up to this many changed files of a tree are passed to `ruff check` by name; more, and it gets the targets."""
+MAX_FIX_FILES = 200
+
+
+class Linter:
+    """One `lint` call's view of the shared state, the warm servers and the CLI."""
+
+    def __init__(self, ctx: ToolContext, state: AnalysisState, selection: Selection) -> None:
+        self.ctx = ctx
+        self.state = state
+        self.selection = selection
+        self.cli = RuffCli(ctx, state.binary)
+        self.engines: set[str] = set()
+
+    async def _pool(self) -> RuffServerPool:
+        return await get_pool(self.ctx.app)
+
+    async def document(self, doc: Document, *, want_fix: bool) -> tuple[list[Diagnostic], str | None]:
+        """Diagnostics (and the fixed text) of one document: cache, else a warm server, else the CLI."""
+        state, selection = self.state, self.selection
+        key = state.doc_key("lint", doc, selection)
+        fix_key = state.doc_key("fix", doc, selection) if want_fix else None
+        diags: list[Diagnostic] | None = state.results.get(key)
+        fixed: str | None = state.results.get(fix_key) if fix_key is not None else None
+        if diags is not None and (fix_key is None or fixed is not None):
+            self.engines.add("cache")
+            return diags, fixed
+        pool: RuffServerPool | None = None
+        try:
+            pool = await self._pool()
+            async with pool.lease(doc.root, selection, doc.configs) as server:
+                if diags is None:
+                    items = await server.diagnostics(doc.path, doc.text)
+                    diags = from_lsp(items, doc.rel, doc.text, server.encoding)
+                if fix_key is not None and fixed is None:
+                    fixed = apply_lsp_edits(doc.text, await server.fix_all(doc.path, doc.text), server.encoding)
+            self.engines.add("ruff server")
+        except LinterGone as exc:
+            logger.info("ruff server unavailable for %s (%s): using ruff check", doc.rel, exc)
+            if pool is not None:
+                pool.note_fallback()
+            if diags is None:
+                records = await self.cli.check_text(doc.root, str(doc.path), doc.text, selection)
+                diags = from_cli(records, doc.root)
+            if fix_key is not None and fixed is None:
+                fixed = await self.cli.fix_text(doc.root, str(doc.path), doc.text, selection)
+            self.engines.add("ruff check")
+        diags.sort(key=sort_key)
+        state.results.put(key, diags)
+        if fix_key is not None and fixed is not None:
+            state.results.put(fix_key, fixed)
+        return diags, fixed
+
+    async def tree(self, tree: Tree) -> tuple[list[Diagnostic], list[TreeFile]]:
+        """Diagnostics of a tree: cached per file; files not in the cache go through `ruff check`."""
+        listing = await self.state.list_tree(self.ctx.app, self.cli, tree)
+        root = tree.root
+        by_file: dict[str, list[Diagnostic]] = {}
+        misses: list[TreeFile] = []
+        for f in listing.files:
+            cached = self.state.results.get(self.state.file_key("lint", root, f, self.selection))
+            if cached is None:
+                misses.append(f)
+            else:
+                by_file[f.rel] = cached
+        self.engines.add("cache")
+        if misses:
+            self.engines.add("ruff check")
+            by_name = len(misses) <= MAX_EXPLICIT_FILES
+            targets = [m.rel for m in misses] if by_name else list(tree.rels)
+            fresh = group_by_path(from_cli(await self.cli.check(root, targets, self.selection), root))
+            still = await self.state.unchanged(misses)
+            for f in misses:
+                diags = sorted(fresh.pop(f.rel, []), key=sort_key)
+                by_file[f.rel] = diags
+                if f.path in still:
+                    self.state.results.put(self.state.file_key("lint", root, f, self.selection), diags)
+            for rel, diags in fresh.items():  # files ruff checked that discovery did not list
+                by_file.setdefault(rel, sorted(diags, key=sort_key))
+        # Each file's list is sorted: concatenating them in path order sorts the whole.
+        return [d for rel in sorted(by_file) for d in by_file[rel]], listing.files
+
+    async def fixes(self, tree: Tree, diagnostics: list[Diagnostic]) -> tuple[list[dict[str, str]], bool]:
+        """Per-file diffs of ruff's safe fixes for the files of a tree that have fixable diagnostics."""
+        rels = sorted({d["path"] for d in diagnostics if d["fixable"]})
+        cut = len(rels) > MAX_FIX_FILES
+        out: list[dict[str, str]] = []
+        for rel in rels[:MAX_FIX_FILES]:
+            path = tree.root / rel
+            doc = await anyio.to_thread.run_sync(read_document, tree.root, path, rel, rel)
+            _, fixed = await self.document(doc, want_fix=True)
+            diff = unified_diff(doc.text, fixed, rel) if fixed is not None else ""
+            if diff:
+                out.append({"path": rel, "diff": diff})
+        return out, cut
+
+
+async def lint(ctx: ToolContext, args: LintArgs) -> ToolOutput:
+    started = time.perf_counter()
+    state = await get_state(ctx.app)
+    selection = Selection.of(args.select, args.ignore)
+    target = await resolve_target(ctx, args)
+    linter = Linter(ctx, state, selection)
+    root = target.root if isinstance(target, Tree) else target[0].root
+    await state.validate(linter.cli, selection, root)
+    fixes: list[dict[str, str]] = []
+    fixes_cut = False
+    if isinstance(target, Tree):
+        diagnostics, files = await linter.tree(target)
+        checked = len(files)
+        if args.fix:
+            fixes, fixes_cut = await linter.fixes(target, diagnostics)
+    else:
+        diagnostics = []
+        for doc in target:
+            diags, fixed = await linter.document(doc, want_fix=args.fix)
+            diagnostics.extend(diags)
+            if fixed is not None and (diff := unified_diff(doc.text, fixed, doc.rel)):
+                fixes.append({"path": doc.rel, "diff": diff})
+        diagnostics.sort(key=sort_key)
+        checked = len(target)
+    result: dict[str, Any] = {
+        **summarize(diagnostics),
+        "files_checked": checked,
+        "engine": "+".join(sorted(linter.engines)),
+        "elapsed_ms": round((time.perf_counter() - started) * 1000, 2),
+        "truncated": False,
+        "diagnostics": diagnostics,
+    }
+    if args.fix:
+        result["fix_diff"] = "".join(f["diff"] for f in fixes)
+        result["fixed_files"] = len(fixes)
+        result["fixes"] = fixes
+        if fixes_cut:
+            result["fix_files_omitted"] = True
+    return summary_first(ctx, result, "diagnostics", run_only=("fixes",))
