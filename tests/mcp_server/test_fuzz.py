@@ -1,0 +1,366 @@
+"""Fuzzing the transports with hostile messages (hypothesis): no crash, no hang, every request
+gets an answer, nothing but protocol on the wire, and a normal call works afterwards.
+
+The stdio part drives one real `python -m mcp_server` process through pipes with many batches;
+each batch waits (bounded) for the answers to every request in it before the next is sent.
+
+What counts as a request that must be answered is decided by the SDK's own envelope parser (the
+oracle): a JSON object with `"jsonrpc": "2.0"`, a string or integer `id`, a string `method`, and
+`params` absent or an object. Lines that are not such a request (invalid JSON, non-objects,
+wrong versions, `params` of the wrong type, nesting deeper than the parser allows) must not
+disturb anything, but are not answered: the SDK's stream transports drop them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mcp_types as types
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import settings_env
+
+DRAWN = 34  # lines drawn per batch; each is sent three ways (`amplify`): 102 messages
+BATCHES = 100  # plus one before `initialize`: 10,302 messages per transport
+ANSWER_TIMEOUT_S = 60.0
+
+MODERN_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}
+METHODS = [
+    "ping",
+    "initialize",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "server/discover",
+    "subscriptions/listen",
+    "sampling/createMessage",
+    "roots/list",
+    "notifications/initialized",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+]
+
+# --- hostile messages ----------------------------------------------------------------------------
+
+json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=30),
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=6,
+)
+huge_string = st.builds(lambda ch, n: ch * n, st.characters(), st.integers(min_value=1_000, max_value=100_000))
+request_id = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63),
+    st.integers(min_value=2**64, max_value=2**300),  # ids too big for any 64-bit integer
+    st.integers(min_value=-(2**300), max_value=-(2**64)),
+    st.text(max_size=40),
+    st.sampled_from([0, 1, "", "dup", "1"]),  # duplicates, within and across batches
+    huge_string.map(lambda s: s[:20_000]),
+)
+bad_id = st.one_of(st.floats(allow_nan=False), st.booleans(), st.lists(st.integers(), max_size=2), st.just({}))
+method = st.one_of(st.sampled_from(["tools/call"] * 6 + METHODS), st.text(max_size=40))
+tool_name = st.one_of(st.sampled_from(["get_run", "cancel_run"]), st.text(max_size=30))
+tool_call_params = st.fixed_dictionaries(
+    {"name": tool_name},
+    optional={
+        "arguments": st.one_of(
+            json_value,
+            st.fixed_dictionaries(
+                {"run_id": st.one_of(st.text(max_size=40), json_value)},
+                optional={"section": json_value, "offset": json_value, "limit": json_value},
+            ),
+        ),
+        "_meta": st.one_of(json_value, st.just(MODERN_META)),
+    },
+)
+params = st.one_of(
+    st.dictionaries(st.text(max_size=10), json_value, max_size=5),
+    tool_call_params,
+    st.fixed_dictionaries({"cursor": json_value}),
+    st.fixed_dictionaries({"uri": st.one_of(st.text(max_size=60), json_value)}),
+    st.fixed_dictionaries(
+        {"protocolVersion": st.one_of(st.sampled_from(["2025-06-18", "2025-11-25", "2026-07-28"]), json_value)},
+        optional={"capabilities": json_value, "clientInfo": json_value},
+    ),
+    st.fixed_dictionaries({"_meta": st.just(MODERN_META)}),  # a 2026-era envelope on a legacy connection
+    st.fixed_dictionaries({"blob": huge_string}),
+    json_value,  # params of the wrong type: not an object
+)
+
+
+@st.composite
+def envelope(draw: st.DrawFn) -> dict[str, Any]:
+    """A JSON-RPC-shaped object: mostly well formed, with any field wrong, missing or extra."""
+    msg: dict[str, Any] = {}
+    version = draw(st.sampled_from(["2.0"] * 8 + ["1.0", "2", 2.0, None, "missing"]))
+    if version != "missing":
+        msg["jsonrpc"] = version
+    kind = draw(st.sampled_from(["request"] * 6 + ["notification", "response", "error", "bad-id"]))
+    if kind in ("request", "response", "error"):
+        msg["id"] = draw(request_id)
+    elif kind == "bad-id":
+        msg["id"] = draw(bad_id)
+    if kind in ("request", "notification", "bad-id"):
+        name = draw(method)
+        msg["method"] = name
+        if name == "tools/call":
+            msg["params"] = draw(st.one_of(tool_call_params, params))
+        elif draw(st.booleans()):
+            msg["params"] = draw(params)
+    elif kind == "response":
+        msg["result"] = draw(json_value)
+    else:
+        msg["error"] = draw(st.one_of(json_value, st.fixed_dictionaries({"code": json_value, "message": json_value})))
+    if draw(st.integers(0, 9)) == 0:
+        msg[draw(st.text(max_size=8))] = draw(json_value)
+    return msg
+
+
+def _nested(depth: int, inner: str = "1") -> str:
+    return "[" * depth + inner + "]" * depth
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\n", " ").replace("\r", " ")
+
+
+def _dump(value: Any, ascii_only: bool) -> str:
+    return json.dumps(value, ensure_ascii=ascii_only)
+
+
+@st.composite
+def hostile_line(draw: st.DrawFn, *, allow_initialize: bool = True) -> str:
+    """One line of input: valid, malformed or hostile JSON-RPC."""
+    kind = draw(st.sampled_from(["envelope"] * 10 + ["junk", "non-object", "deep", "batch", "truncated", "unicode"]))
+    ascii_only = draw(st.booleans())
+    if kind == "envelope":
+        msg = draw(envelope())
+        if not allow_initialize and msg.get("method") == "initialize":
+            msg["method"] = "ping"
+        if draw(st.integers(0, 19)) == 0:  # deeply nested params, within and beyond the parser's limit
+            depth = draw(st.integers(min_value=1, max_value=3000))
+            text = _dump({k: v for k, v in msg.items() if k != "params"}, ascii_only)
+            return text[:-1] + (", " if len(text) > 2 else "") + f'"params": {{"deep": {_nested(depth)}}}}}'
+        return _dump(msg, ascii_only)
+    if kind == "junk":
+        return _one_line(draw(st.text(max_size=200)))
+    if kind == "non-object":
+        return _dump(draw(st.one_of(json_leaf, st.lists(json_value, max_size=4))), ascii_only)
+    if kind == "deep":
+        return _nested(draw(st.integers(min_value=1, max_value=100_000)))
+    if kind == "batch":
+        return _dump(draw(st.lists(envelope(), min_size=1, max_size=3)), ascii_only)
+    if kind == "truncated":
+        text = _dump(draw(envelope()), ascii_only)
+        return text[: draw(st.integers(min_value=0, max_value=max(0, len(text) - 1)))]
+    # Unicode junk: lone surrogates (invalid UTF-8 on the wire), controls, private use, BOMs.
+    junk = draw(st.text(st.characters(codec=None, blacklist_characters="\n\r"), min_size=1, max_size=50))
+    return "\ufeff" + junk if draw(st.booleans()) else junk
+
+
+def encode(line: str) -> bytes:
+    return _one_line(line).encode("utf-8", "surrogatepass") + b"\n"
+
+
+def amplify(lines: list[str]) -> list[bytes]:
+    """Each drawn line three times over: as drawn, cut in half (malformed), and again (a duplicate
+    id while the first may still be in flight). Cheap variants keep 10,000 messages fast to make."""
+    out: list[bytes] = []
+    for line in lines:
+        out += [encode(line), encode(line[: len(line) // 2]), encode(line)]
+    return out
+
+
+def required_answer(data: bytes) -> Any | None:
+    """The id a line's request must be answered under, or None when it is not a request."""
+    text = data.decode("utf-8", "replace")
+    try:
+        message = types.jsonrpc_message_adapter.validate_json(text, by_name=False)
+    except Exception:
+        return None
+    if isinstance(message, types.JSONRPCRequest):
+        return message.id
+    return None
+
+
+def id_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+# --- the stdio peer ------------------------------------------------------------------------------
+
+
+class ProtocolViolation(AssertionError):
+    pass
+
+
+class StdioPeer:
+    """A real server process on pipes; a reader thread checks every line of its stdout."""
+
+    def __init__(self, root: Path, tmp: Path) -> None:
+        self._stderr_path = tmp / "server.stderr"
+        self._stderr = open(self._stderr_path, "wb")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mcp_server"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=settings_env(root, tmp, tool_poll_interval_s=3600),
+            cwd=root,
+        )
+        self.answers: Counter[str] = Counter()
+        self.violations: list[str] = []
+        self.sent = 0
+        self.eof = False
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, name="fuzz-stdout", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            try:
+                message = types.jsonrpc_message_adapter.validate_json(raw, by_name=False)
+            except Exception as exc:
+                with self._cond:
+                    self.violations.append(f"not protocol on stdout: {raw[:200]!r} ({exc})")
+                    self._cond.notify_all()
+                continue
+            if isinstance(message, types.JSONRPCResponse | types.JSONRPCError) and message.id is not None:
+                with self._cond:
+                    self.answers[id_key(message.id)] += 1
+                    self._cond.notify_all()
+        with self._cond:
+            self.eof = True
+            self._cond.notify_all()
+
+    def send(self, lines: list[bytes]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"".join(lines))
+        self.proc.stdin.flush()
+        self.sent += len(lines)
+
+    def exchange(self, lines: list[bytes]) -> None:
+        """Send a batch; wait until every request in it was answered (more answers than before)."""
+        needed = Counter(id_key(i) for i in (required_answer(line) for line in lines) if i is not None)
+        with self._cond:
+            baseline = {key: self.answers[key] for key in needed}
+        self.send(lines)
+
+        def done() -> bool:
+            return bool(self.violations) or self.eof or all(self.answers[k] > baseline[k] for k in needed)
+
+        with self._cond:
+            finished = self._cond.wait_for(done, timeout=ANSWER_TIMEOUT_S)
+            missing = [k for k in needed if self.answers[k] <= baseline[k]]
+        if self.violations:
+            raise ProtocolViolation(self.violations[0])
+        if not finished or missing:
+            state = "closed its stdout" if self.eof else f"did not answer within {ANSWER_TIMEOUT_S} s"
+            raise AssertionError(f"the server {state}; unanswered ids: {[k[:80] for k in missing[:5]]}")
+
+    def stderr_text(self) -> str:
+        return self._stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def close(self) -> int:
+        """EOF on stdin: the server must exit cleanly."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        try:
+            code = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            raise
+        finally:
+            self._reader.join(timeout=30)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+            self._stderr.close()
+        return code
+
+
+@contextmanager
+def stdio_peer(root: Path, tmp: Path) -> Iterator[StdioPeer]:
+    peer = StdioPeer(root, tmp)
+    try:
+        yield peer
+    finally:
+        if peer.proc.returncode is None:
+            peer.proc.kill()
+            peer.proc.wait(timeout=30)
+            peer.close()
+
+
+def request(id_: Any, method_name: str, params_: dict[str, Any] | None = None) -> bytes:
+    msg: dict[str, Any] = {"jsonrpc": "2.0", "id": id_, "method": method_name}
+    if params_ is not None:
+        msg["params"] = params_
+    return encode(json.dumps(msg))
+
+
+INITIALIZE = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "fuzz", "version": "1"}}
+FUZZ_SETTINGS = settings(
+    max_examples=BATCHES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+)
+
+
+def test_stdio_survives_hostile_messages(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    with stdio_peer(root, tmp_path) as peer:
+
+        @settings(FUZZ_SETTINGS, max_examples=1)
+        @given(st.lists(hostile_line(allow_initialize=False), min_size=DRAWN, max_size=DRAWN))
+        def before_initialize(lines: list[str]) -> None:
+            peer.exchange(amplify(lines))
+
+        @FUZZ_SETTINGS
+        @given(st.lists(hostile_line(), min_size=DRAWN, max_size=DRAWN))
+        def after_initialize(lines: list[str]) -> None:
+            peer.exchange(amplify(lines))
+
+        before_initialize()
+        peer.exchange([request("fuzz-init", "initialize", INITIALIZE)])
+        peer.send([encode(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))])
+        after_initialize()
+        assert peer.sent >= 10_000
+
+        # A normal session still works.
+        peer.exchange([request("fuzz-final-init", "initialize", INITIALIZE)])
+        before = {k: peer.answers[k] for k in (id_key("fuzz-list"), id_key("fuzz-call"))}
+        peer.exchange(
+            [
+                request("fuzz-list", "tools/list"),
+                request("fuzz-call", "tools/call", {"name": "get_run", "arguments": {"run_id": "run_nope"}}),
+            ]
+        )
+        assert all(peer.answers[k] == before[k] + 1 for k in before)
+        assert peer.close() == 0
+        stderr = peer.stderr_text()
+    assert "Traceback" not in stderr, stderr[-3000:]
