@@ -27,7 +27,7 @@ from mcp_server.ratelimit import (
 )
 from mcp_server.server import CodeToolsServer
 from mcp_server.transports.memory import memory_transport
-from tests.conftest import make_settings
+from tests.conftest import OPENERS, TRANSPORTS, make_settings
 from tests.redis_server import free_port, start_redis, stop_redis
 
 pytestmark = pytest.mark.anyio
@@ -296,3 +296,26 @@ async def test_a_redis_that_never_answers_is_bounded_by_the_timeout(caplog: pyte
                 assert store.degraded
         finally:
             await store.aclose()
+
+
+# --- over the real network transports ------------------------------------------------------------
+
+NETWORK = [t for t in TRANSPORTS if t not in ("memory", "stdio")]
+
+
+@pytest.mark.parametrize(
+    "network_transport",
+    NETWORK
+    or [pytest.param("none", marks=pytest.mark.skip("no network transport in tests/conftest.py TRANSPORTS yet"))],
+)
+async def test_rate_limit_over_the_network_transport(network_transport: str, tmp_path: Path) -> None:
+    with anyio.fail_after(60):
+        async with OPENERS[network_transport](
+            tmp_path, tmp_path, "legacy", rate_limit_rps=SLOW_RATE, rate_limit_burst=2
+        ) as client:
+            await call(client)
+            await call(client)
+            with pytest.raises(MCPError) as refused:
+                await call(client)
+            assert refused.value.code == RATE_LIMITED
+            assert isinstance(refused.value.data, dict) and refused.value.data["retry_after_s"] > 0
