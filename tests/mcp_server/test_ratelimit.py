@@ -99,13 +99,14 @@ async def call(client: Client) -> None:
     assert result.is_error  # not found, but served: the limit counts served calls
 
 
-async def test_calls_past_the_burst_get_a_json_rpc_error_saying_when_to_retry(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_calls_past_the_burst_get_a_json_rpc_error_saying_when_to_retry(tmp_path: Path, mode: str) -> None:
     with anyio.fail_after(30):
         async with (
             network_server(tmp_path, rate_limit_rps=SLOW_RATE, rate_limit_burst=3) as app,
-            Client(memory_transport(app, client_connection("ip:192.0.2.1"))) as first,
-            Client(memory_transport(app, client_connection("ip:192.0.2.1"))) as second,
-            Client(memory_transport(app, client_connection("ip:192.0.2.2"))) as other,
+            Client(memory_transport(app, client_connection("ip:192.0.2.1")), mode=mode) as first,
+            Client(memory_transport(app, client_connection("ip:192.0.2.1")), mode=mode) as second,
+            Client(memory_transport(app, client_connection("ip:192.0.2.2")), mode=mode) as other,
         ):
             await call(first)
             await call(second)  # two connections of one client share its bucket
