@@ -45,8 +45,21 @@ def ruff_binary() -> RuffBinary:
 
 
 def _first_lines(text: str, n: int = 6) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return " | ".join(lines[:n])[:800]
+
+
+def _ruff_cause(stderr: str) -> str:
+    """ruff's "ruff failed / Cause: ..." chain as one line, without its source-snippet art."""
+    causes: list[str] = []
+    for raw in stderr.splitlines():
+        line = raw.strip()
+        if not line or line == "ruff failed" or line[0] in "|^" or line[:1].isdigit():
+            continue
+        line = line.removeprefix("Cause:").removeprefix("error:").strip()
+        if line not in causes:
+            causes.append(line)
+    return ": ".join(causes[:4])[:800]
 
 
 def ruff_failure(result: ProcessResult, what: str) -> ToolError:
@@ -56,7 +69,7 @@ def ruff_failure(result: ProcessResult, what: str) -> ToolError:
     match = _UNKNOWN_SELECTOR.search(result.stderr)
     if match:
         return ToolError(f"unknown rule selector {match.group(1)!r} in {match.group(2)}")
-    detail = _first_lines(result.stderr) or f"exit status {result.returncode}"
+    detail = _ruff_cause(result.stderr) or f"exit status {result.returncode}"
     return ToolError(f"{what} failed: {detail}")
 
 
@@ -139,7 +152,7 @@ class RuffCli:
         """(formatted text, None), or (None, why) when ruff cannot format it (a syntax error)."""
         args = ["format", "--force-exclude", "--stdin-filename", filename, "-"]
         result = await self._run(args, root, stdin=text)
-        if result.timed_out:
+        if result.timed_out or result.stderr.lstrip().startswith("ruff failed"):  # not the text: ruff itself
             raise ruff_failure(result, "ruff format")
         if result.returncode != 0:
             return None, _first_lines(result.stderr, 2) or f"ruff format exit status {result.returncode}"

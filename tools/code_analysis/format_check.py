@@ -41,6 +41,8 @@ async def _document(ctx: ToolContext, state: AnalysisState, cli: RuffCli, doc: D
     if cached is not None:
         return cached
     try:
+        if not doc.for_language_server:
+            raise LinterGone(f"{doc.rel} is not Python source for the language server")
         pool = await get_pool(ctx.app)
         async with pool.lease(doc.root, Selection(), doc.configs) as server:
             edits = await server.format(doc.path, doc.text)

@@ -52,6 +52,8 @@ class Linter:
             return diags, fixed
         pool: RuffServerPool | None = None
         try:
+            if not doc.for_language_server:
+                raise LinterGone(f"{doc.rel} is not Python source for the language server")
             pool = await self._pool()
             async with pool.lease(doc.root, selection, doc.configs) as server:
                 if diags is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -106,8 +107,14 @@ class _Pending:
 class LspConnection:
     """JSON-RPC over the LSP base protocol on a pair of byte streams."""
 
-    def __init__(self, send: anyio.abc.ByteSendStream, receive: anyio.abc.ByteReceiveStream) -> None:
+    def __init__(
+        self,
+        send: anyio.abc.ByteSendStream,
+        receive: anyio.abc.ByteReceiveStream,
+        on_notification: Callable[[str, Any], None] | None = None,
+    ) -> None:
         self._send = send
+        self._on_notification = on_notification
         self._receive = receive
         self._decoder = MessageDecoder()
         self._pending: dict[int, _Pending] = {}
@@ -156,6 +163,8 @@ class LspConnection:
         elif "id" in message:  # a request from the server: we offer none of the capabilities it needs
             reply = {"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32601, "message": "not supported"}}
             await self._write(reply)
+        elif self._on_notification is not None:
+            self._on_notification(str(message["method"]), message.get("params"))
 
     async def _write(self, message: dict[str, Any]) -> None:
         if self.closed.is_set():

@@ -21,7 +21,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from mcp_server.api import AppState, ToolError
+from mcp_server.api import AppState
 from tools.code_analysis.cli_runner import ruff_binary
 from tools.code_analysis.lsp import LinterGone
 from tools.code_analysis.ruff_server import START_TIMEOUT_S, RuffServer
@@ -52,8 +52,8 @@ class RuffServerPool:
 
     @classmethod
     async def create(cls, app: AppState) -> RuffServerPool:
-        if app.task_group is None:
-            raise ToolError("internal: the server has no task group for the ruff server pool")
+        if app.task_group is None:  # not inside a running server: callers use the CLI
+            raise LinterGone("the server has no task group for the ruff server pool")
         pool = cls(app)
         await app.task_group.start(pool._host)
         return pool

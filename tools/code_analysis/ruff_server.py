@@ -3,7 +3,8 @@
 `serve()` is the host task: it starts the process through the executor, speaks LSP to it, and
 keeps it until `stop()` or its death; it never raises (but for cancellation). Calls send the
 document's current text (`didOpen`, then full-text `didChange`) and pull diagnostics, fixes or
-formatting. A dead or broken server raises `LinterGone`, which callers answer with the CLI path.
+formatting. A dead or broken server raises `LinterGone`, which callers answer with the CLI path; so does one that could not read the
+project's config (the CLI then reports why, as it does for trees).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class RuffServer:
         self._docs: OrderedDict[str, tuple[int, str]] = OrderedDict()
         self.encoding: PositionEncoding = "utf-16"
         self.error: str | None = None
+        self.settings_error: str | None = None
         self.pid: int | None = None
         self.requests = 0
         self.in_use = 0
@@ -97,7 +99,7 @@ class RuffServer:
             ) as proc:
                 self.pid = proc.pid
                 assert proc.stdin is not None and proc.stdout is not None
-                conn = LspConnection(proc.stdin, proc.stdout)
+                conn = LspConnection(proc.stdin, proc.stdout, self._notified)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._read, conn)
                     tg.start_soon(_drain_stderr, proc.stderr, proc.pid)
@@ -114,6 +116,13 @@ class RuffServer:
             self._stop.set()
             self.ready.set()
             self.stopped.set()
+
+    def _notified(self, method: str, params: Any) -> None:
+        # ruff says "Error while resolving settings" here when the project's config is broken, and
+        # then lints with defaults. Notifications are handled in order, so the flag is set before
+        # the answer to any later request is.
+        if method == "window/showMessage" and isinstance(params, dict) and params.get("type") == 1:
+            self.settings_error = str(params.get("message") or "ruff server error")
 
     async def _read(self, conn: LspConnection) -> None:
         await conn.run()
@@ -158,11 +167,14 @@ class RuffServer:
             raise LinterGone(self.error or "the ruff server is not running")
         self.requests += 1
         try:
-            return await conn.request(method, params, timeout_s=REQUEST_TIMEOUT_S)
+            result = await conn.request(method, params, timeout_s=REQUEST_TIMEOUT_S)
         except TimeoutError:
             self.error = f"{method} timed out after {REQUEST_TIMEOUT_S:.0f}s"
             self.stop()
             raise LinterGone(self.error) from None
+        if self.settings_error is not None:  # its answer ignores the project's config: not ours to give
+            raise LinterGone(self.settings_error)
+        return result
 
     async def _sync(self, uri: str, text: str) -> None:
         """Make the server's copy of `uri` equal `text`."""

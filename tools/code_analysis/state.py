@@ -114,7 +114,7 @@ class AnalysisState:
             pool.invalidate(tree.root, scan.configs)
         if discovered is None:
             found = await cli.discover(tree.root, tree.rels)
-            discovered = tuple(f if os.path.isabs(f) else str(tree.root / f) for f in found)
+            discovered = tuple(dict.fromkeys(f if os.path.isabs(f) else str(tree.root / f) for f in found))
             self.discovery.put(key, discovered)
             files = None
         if files is None:

@@ -39,6 +39,11 @@ class Document:
     configs: ConfigState
     config_key: str
 
+    @property
+    def for_language_server(self) -> bool:
+        """ruff's server takes Python text; a notebook or a pyproject.toml goes to the CLI."""
+        return self.path.suffix.lower() in DOCUMENT_SUFFIXES
+
 
 @dataclass(frozen=True)
 class Tree:

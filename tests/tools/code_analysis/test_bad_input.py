@@ -51,3 +51,24 @@ async def test_bad_input_gets_clear_errors(mcp_client: ClientFactory, project: P
             # ... and the server keeps serving.
             ok = await call(client, "lint", {"paths": ["pkg/mod.py"]})
             assert ok["total"] == 6
+
+
+async def test_a_broken_project_config_is_a_clear_error_until_fixed(mcp_client: ClientFactory, project: Path) -> None:
+    pyproject = project / "pyproject.toml"
+    good = pyproject.read_text()
+    with anyio.fail_after(60):
+        async with mcp_client(project) as client:
+            assert (await call(client, "lint", {"paths": ["pkg/mod.py"]}))["total"] == 6
+            pyproject.write_text(good.replace("line-length = 60", 'line-length = "sixty"'))
+            for tool, arguments in [
+                ("lint", {"paths": ["pkg/mod.py"]}),  # the warm server notices, and defers to the CLI
+                ("lint", {"source": "import os\n", "filename": "pkg/new.py"}),
+                ("lint", {}),
+                ("format_check", {"paths": ["pkg/mod.py"]}),
+                ("format_check", {"paths": ["pkg"]}),
+            ]:
+                message = await call_error(client, tool, arguments)
+                assert "pyproject.toml" in message and "line 6" in message, (tool, message)
+            pyproject.write_text(good)
+            assert (await call(client, "lint", {"paths": ["pkg/mod.py"]}))["total"] == 6
+            assert (await call(client, "lint", {}))["total"] == 6

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +181,17 @@ async def test_big_results_are_cut_and_paged_through_get_run(mcp_client: ClientF
                     lines += [d["line"] for d in page["items"]]
                     offset = page["next_offset"]
                 assert lines == list(range(1, 301))
+
+
+async def test_notebooks_go_through_the_cli_with_cell_numbers(mcp_client: ClientFactory, project: Path) -> None:
+    def cell(source: str) -> dict[str, Any]:
+        return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": [source]}
+
+    notebook = {"cells": [cell("import os\n"), cell("print(y)\n")], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (project / "notes.ipynb").write_text(json.dumps(notebook), encoding="utf-8")
+    with anyio.fail_after(60):
+        async with mcp_client(project) as client:
+            for arguments in ({"paths": ["notes.ipynb"]}, {"source": json.dumps(notebook), "filename": "notes.ipynb"}):
+                result = await call(client, "lint", arguments)
+                found = [(d["cell"], d["line"], d["code"]) for d in result["diagnostics"]]
+                assert found == [(1, 1, "F401"), (2, 1, "F821")]
