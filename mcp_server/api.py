@@ -104,6 +104,10 @@ class Services:
     def peek(self, key: str) -> Service | None:
         return self._items.get(key)
 
+    def items(self) -> list[tuple[str, Service]]:
+        """The services started so far, in creation order (readiness probes report them)."""
+        return list(self._items.items())
+
     async def aclose(self) -> None:
         items, self._items = list(self._items.values()), {}
         for item in reversed(items):
