@@ -3,8 +3,8 @@
 `serve()` is the host task: it starts the process through the executor, speaks LSP to it, and
 keeps it until `stop()` or its death; it never raises (but for cancellation). Calls send the
 document's current text (`didOpen`, then full-text `didChange`) and pull diagnostics, fixes or
-formatting. A dead or broken server raises `LinterGone`, which callers answer with the CLI path; so does one that could not read the
-project's config (the CLI then reports why, as it does for trees).
+formatting. A dead or broken server raises `LinterGone`, which callers answer with the CLI path;
+so does one that could not read the project's config (the CLI then reports why, as for trees).
 """
 
 from __future__ import annotations

@@ -9,9 +9,11 @@ is the "resolved config" part of every cache key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,10 +63,11 @@ ConfigState = dict[str, DirConfigs]
 """Directory (absolute, as str) -> the config files in it with their signatures (empty if none)."""
 
 
-def user_config_dir() -> Path:
+@functools.cache
+def user_config_dir() -> str:
     """Where ruff looks for the user's own config when a project has none (XDG, as ruff does)."""
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "ruff"
+    return os.path.join(base, "ruff")
 
 
 def sig_of(st: os.stat_result) -> Sig:
@@ -100,7 +103,7 @@ def chain_dirs(directory: str) -> list[str]:
 def observe_chain(directory: str, into: ConfigState | None = None) -> ConfigState:
     """The config state of `directory`, its ancestors and the user config dir (what ruff can use)."""
     state: ConfigState = into if into is not None else {}
-    for d in [*chain_dirs(directory), str(user_config_dir())]:
+    for d in [*chain_dirs(directory), user_config_dir()]:
         if d not in state:
             state[d] = _dir_configs(d)
     return state
@@ -114,7 +117,7 @@ def config_key(directory: str, state: ConfigState, memo: dict[str, str] | None =
     if directory not in state:
         state[directory] = _dir_configs(directory)
     if parent == directory:
-        user = str(user_config_dir())
+        user = user_config_dir()
         if user not in state:
             state[user] = _dir_configs(user)
         above = repr(state[user])
@@ -234,6 +237,7 @@ class StatCache:
     def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries
         self._states: dict[str, FileState] = {}
+        self._lock = threading.Lock()  # worker threads of concurrent calls record into it
 
     def __len__(self) -> int:
         return len(self._states)
@@ -257,10 +261,11 @@ class StatCache:
         return self.record(path, sig, digest(data))
 
     def record(self, path: str, sig: Sig, content_digest: str) -> FileState:
-        if len(self._states) >= self.max_entries and path not in self._states:
-            self._states.pop(next(iter(self._states)))
         state = FileState(sig, content_digest, time.time_ns())
-        self._states[path] = state
+        with self._lock:
+            if len(self._states) >= self.max_entries and path not in self._states:
+                self._states.pop(next(iter(self._states)))
+            self._states[path] = state
         return state
 
     def still(self, path: str, state: FileState) -> bool:
