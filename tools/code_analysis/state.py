@@ -112,7 +112,9 @@ class AnalysisState:
         pool = app.services.peek(POOL_SERVICE_KEY)
         if isinstance(pool, RuffServerPool):
             pool.invalidate(tree.root, scan.configs)
-        if discovered is None:
+        if discovered is not None:
+            self.discovery.get(key)  # refresh its place in the LRU (the worker thread only peeked)
+        else:
             found = await cli.discover(tree.root, tree.rels)
             discovered = tuple(dict.fromkeys(f if os.path.isabs(f) else str(tree.root / f) for f in found))
             self.discovery.put(key, discovered)
