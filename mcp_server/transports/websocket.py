@@ -1,0 +1,206 @@
+"""WebSocket: `ws://HOST:PORT/mcp`, one JSON-RPC message per text frame, on the `websockets` library.
+
+The SDK has no WebSocket transport since 2.0; this one speaks the wire of the 1.x SDK's client
+(subprotocol `mcp`, text frames) and of our adapter for the 2.x `Client` (`ws_client.py`).
+
+Each connection is admitted before the upgrade by `NetPolicy` (token 401, Origin 403, Host 421,
+connections per client 429), then bridged to the SDK's read/write streams and served by
+`CodeToolsServer.serve_streams`, which purges the connection's runs (and cancels their work) when it
+closes. Frames: `max_size` is `max_message_bytes` (bigger: close 1009, by the library); a binary
+frame, invalid JSON or a non-message gets a JSON-RPC error frame and the connection goes on.
+Keepalive pings every `ws_ping_interval_s`. `GET /healthz` and `GET /readyz` answer on the same port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from mcp.shared.message import SessionMessage
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from mcp_server.connections import new_connection
+from mcp_server.health import LIVENESS, ReadinessMonitor
+from mcp_server.netpolicy import NetPolicy, Refusal
+from mcp_server.server import CodeToolsServer
+from mcp_server.transports.framing import BINARY_FRAME_ERROR, decode_frame, encode_message
+from mcp_server.transports.shutdown import wait_for_stop_signal
+
+logger = logging.getLogger("mcp_server.websocket")
+
+MCP_PATH = "/mcp"
+SUBPROTOCOL = Subprotocol("mcp")
+CLOSE_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class WebSocketEndpoint:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}{MCP_PATH}"
+
+
+def _json_response(
+    connection: ServerConnection, status: int, body: dict[str, Any], extra: tuple[tuple[str, str], ...] = ()
+) -> Response:
+    response = connection.respond(status, json.dumps(body) + "\n")
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = "application/json"
+    response.headers["Cache-Control"] = "no-store"
+    for name, value in extra:
+        response.headers[name] = value
+    return response
+
+
+def _select_subprotocol(connection: ServerConnection, offered: Any) -> Subprotocol | None:
+    """`mcp` when offered; a client that offers none (or only others) is still served."""
+    return SUBPROTOCOL if SUBPROTOCOL in offered else None
+
+
+def _peer(connection: ServerConnection) -> str | None:
+    address = connection.remote_address
+    return str(address[0]) if isinstance(address, tuple) and address else None
+
+
+class _WebSocketTransport:
+    """The per-server state the websockets callbacks close over."""
+
+    def __init__(self, app: CodeToolsServer, policy: NetPolicy, readiness: ReadinessMonitor) -> None:
+        self.app = app
+        self.policy = policy
+        self.readiness = readiness
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Health endpoints, then admission; None lets the upgrade go on."""
+        path = request.path.partition("?")[0]
+        if path == "/healthz":
+            return _json_response(connection, 200, LIVENESS)
+        if path == "/readyz":
+            current = self.readiness.current
+            return _json_response(connection, current.status_code, current.body)
+        if path != MCP_PATH:
+            return _json_response(connection, 404, {"error": f"not found: the MCP endpoint is {MCP_PATH}"})
+        refusal = self.policy.check(request.headers)
+        if refusal is None:
+            client = self.policy.client_identity(request.headers, _peer(connection))
+            if not self.policy.connections.has_room(client):
+                refusal = self.policy.too_many(client)
+        if refusal is not None:
+            logger.info("refused %s: %s", _peer(connection), refusal.message)
+            return self._refuse(connection, refusal)
+        return None
+
+    @staticmethod
+    def _refuse(connection: ServerConnection, refusal: Refusal) -> Response:
+        return _json_response(connection, refusal.status, {"error": refusal.message}, refusal.headers)
+
+    async def handler(self, connection: ServerConnection) -> None:
+        """One connection: admitted (counted), bridged, served until either side closes."""
+        assert connection.request is not None
+        client = self.policy.client_identity(connection.request.headers, _peer(connection))
+        if not self.policy.connections.try_acquire(client):  # lost a race with another handshake
+            await connection.close(CloseCode.TRY_AGAIN_LATER, "too many connections for this client")
+            return
+        try:
+            info = new_connection("ws", client=client)
+            await self._bridge(connection, info)
+        finally:
+            self.policy.connections.release(client)
+
+    async def _bridge(self, connection: ServerConnection, info: Any) -> None:
+        to_server, server_reads = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+        server_writes, to_client = anyio.create_memory_object_stream[SessionMessage](0)
+
+        async def read_frames() -> None:
+            async with to_server:
+                try:
+                    async for frame in connection:
+                        if isinstance(frame, bytes):
+                            await connection.send(BINARY_FRAME_ERROR)
+                            continue
+                        decoded = decode_frame(frame)
+                        if isinstance(decoded, str):
+                            await connection.send(decoded)
+                        else:
+                            await to_server.send(decoded)
+                except ConnectionClosed:
+                    pass
+
+        async def write_frames() -> None:
+            async with to_client:
+                async for message in to_client:
+                    # On a closed socket keep draining: the session ends once the reader sees the close.
+                    with contextlib.suppress(ConnectionClosed):
+                        await connection.send(encode_message(message))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_frames)
+            tg.start_soon(write_frames)
+            await self.app.serve_streams(server_reads, server_writes, info)
+            tg.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def websocket_server(
+    app: CodeToolsServer, host: str | None = None, port: int | None = None
+) -> AsyncIterator[WebSocketEndpoint]:
+    """Serve WebSocket (and /healthz, /readyz) while the block runs; `port=0` binds a free port.
+
+    On exit the listener closes, open connections are closed (1001) and their sessions end (runs
+    purged), then the runtime closes, which ends every child process.
+    """
+    settings = app.settings
+    host = host if host is not None else settings.host
+    port = port if port is not None else settings.effective_port
+    async with app.running():
+        assert app.app.task_group is not None
+        readiness = ReadinessMonitor(app.app, settings.readiness_interval_s)
+        await readiness.start(app.app.task_group)
+        transport = _WebSocketTransport(app, NetPolicy(settings), readiness)
+        server = await serve(
+            transport.handler,
+            host,
+            port,
+            subprotocols=[SUBPROTOCOL],
+            select_subprotocol=_select_subprotocol,
+            process_request=transport.process_request,
+            compression=None,
+            max_size=settings.max_message_bytes,
+            ping_interval=settings.ws_ping_interval_s,
+            ping_timeout=settings.ws_ping_interval_s,
+            close_timeout=CLOSE_TIMEOUT_S,
+            server_header=None,
+            logger=logger,
+        )
+        try:
+            bound = server.sockets[0].getsockname()
+            family = server.sockets[0].family
+            yield WebSocketEndpoint(host=str(bound[0]) if family == socket.AF_INET6 else host, port=int(bound[1]))
+        finally:
+            server.close()
+            with anyio.move_on_after(CLOSE_TIMEOUT_S + 5, shield=True):
+                await server.wait_closed()
+
+
+async def serve_websocket(app: CodeToolsServer) -> None:
+    """`--transport websocket`: serve until SIGTERM or SIGINT, then shut down cleanly."""
+    async with websocket_server(app) as endpoint:
+        print(f"mcp-code-tools: listening on {endpoint.url}", file=sys.stderr, flush=True)
+        signum = await wait_for_stop_signal()
+        logger.info("signal %d: shutting down", signum)
