@@ -12,4 +12,7 @@ def load_tools() -> list[ToolSpec[Any]]:
     from tools.code_analysis import load_code_analysis_tools
 
     specs += load_code_analysis_tools()
+    from tools.test_runner import load_test_runner_tools
+
+    specs += load_test_runner_tools()
     return specs

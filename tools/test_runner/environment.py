@@ -1,0 +1,90 @@
+"""Which interpreter runs a project's tests, and the fingerprint that says when a zygote is stale.
+
+Blocking functions (a few `stat`s, a bounded walk): call them through `anyio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+VENV_DIRS = (".venv", "venv")
+CONFIG_FILES = ("pyproject.toml", "pytest.ini", ".pytest.ini", "setup.cfg", "tox.ini", "conftest.py")
+# Directories pytest does not recurse into by default (`norecursedirs`), plus caches.
+SKIP_DIRS = frozenset({"__pycache__", "node_modules", "build", "dist", "venv", "site-packages", "CVS", "_darcs"})
+MAX_WALK_DIRS = 2000
+
+
+def find_interpreter(root: Path, configured: Path | None) -> Path:
+    """The project's interpreter: `.venv/bin/python` or `venv/bin/python` under the root, else the
+    configured one (setting `python`), else the server's own. Not resolved: a venv's `python` is
+    a symlink whose location is what makes it that venv."""
+    for name in VENV_DIRS:
+        candidate = root / name / "bin" / "python"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    if configured is not None:
+        return configured
+    return Path(sys.executable)
+
+
+def _signature(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "-"
+    return f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}"
+
+
+def _is_venv(path: str) -> bool:
+    return os.path.exists(os.path.join(path, "pyvenv.cfg"))
+
+
+def config_files(root: Path, max_dirs: int = MAX_WALK_DIRS) -> list[str]:
+    """pytest's configuration files that apply to `root`: those in the root and its ancestors, and
+    every `conftest.py` below it (skipping hidden, cache and virtual-environment directories, like
+    pytest's `norecursedirs`; at most `max_dirs` directories are visited)."""
+    found: list[str] = []
+    for directory in [root, *root.parents]:
+        found += [str(directory / name) for name in CONFIG_FILES]
+    seen = 0
+    stack = [str(root)]
+    while stack and seen < max_dirs:
+        current = stack.pop()
+        seen += 1
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            continue
+        for entry in entries:
+            name = entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if name.startswith(".") or name in SKIP_DIRS or name.endswith((".egg-info", ".egg")):
+                    continue
+                if not _is_venv(entry.path):
+                    stack.append(entry.path)
+            elif name == "conftest.py" and current != str(root):
+                found.append(entry.path)
+    return sorted(found)
+
+
+def fingerprint(root: Path, interpreter: Path, site_dirs: Sequence[str] = ()) -> str:
+    """A digest of everything a zygote depends on: the interpreter, the directories packages are
+    installed in (their listing changes on install/uninstall), and pytest's configuration files."""
+    return digest(
+        [
+            f"python {interpreter} {_signature(str(interpreter))}",
+            *(f"site {d} {_signature(d)}" for d in site_dirs),
+            *(f"config {f} {_signature(f)}" for f in config_files(root)),
+        ]
+    )
+
+
+def digest(lines: Iterable[str]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for line in lines:
+        h.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    return h.hexdigest()

@@ -1,0 +1,295 @@
+"""What a run's events add up to: counts, failures, the slowest tests, the final status.
+
+Pure state, no I/O: `RunState.feed()` takes the worker's events one by one (see `worker.py`) and
+says when a test finished (for progress); `RunState.result()` builds the pinned result shape.
+Tracebacks are trimmed to the frames in the project; the full text stays in the run log.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+COUNT_KEYS = ("passed", "failed", "skipped", "xfailed", "xpassed", "errors", "deselected")
+_COUNTED = {"passed": "passed", "failed": "failed", "skipped": "skipped", "xfailed": "xfailed", "xpassed": "xpassed"}
+_COUNTED["error"] = "errors"
+# The outcome of a test, from the categories of its phases: the worst one wins.
+_PRIORITY = ("failed", "error", "xpassed", "xfailed", "skipped", "passed")
+_OUTSIDE = frozenset({"site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox", "__pypackages__"})
+
+MAX_FAILURES = 1000
+MAX_MESSAGE = 2000
+MAX_TRACEBACK = 6000
+MAX_FULL_TEXT = 2 * 1024 * 1024
+SLOWEST = 10
+OUTPUT_TAIL = 4000
+
+# pytest's exit codes.
+EXIT_OK, EXIT_TESTS_FAILED, EXIT_INTERRUPTED, EXIT_INTERNAL, EXIT_USAGE, EXIT_NO_TESTS = 0, 1, 2, 3, 4, 5
+
+
+def clip(text: str, limit: int) -> str:
+    """At most about `limit` characters: the head and the (more telling) tail."""
+    if len(text) <= limit:
+        return text
+    head = limit // 4
+    tail = limit - head
+    return f"{text[:head]}\n[... {len(text) - head - tail} characters cut ...]\n{text[-tail:]}"
+
+
+def in_project(path: str | None, root: Path) -> bool:
+    """Whether a traceback frame's file is the project's own code (not a library, not a venv)."""
+    if not path:
+        return False
+    full = path if os.path.isabs(path) else os.path.join(root, path)
+    full = os.path.normpath(full)
+    try:
+        rel = Path(full).relative_to(root)
+    except ValueError:
+        return False
+    return not any(part in _OUTSIDE for part in rel.parts)
+
+
+def project_traceback(frames: list[dict[str, Any]], root: Path, fallback: str) -> str:
+    """The traceback with only the project's frames, plus the last frame of each exception in a
+    chain (where it was raised, with its `E` lines); runs of other frames become one line."""
+    if not frames:
+        return clip(fallback, MAX_TRACEBACK)
+    kept: list[str] = []
+    omitted = 0
+
+    def flush() -> None:
+        nonlocal omitted
+        if omitted:
+            kept.append(f"[... {omitted} frame{'s' if omitted != 1 else ''} outside the project ...]")
+            omitted = 0
+
+    for i, frame in enumerate(frames):
+        text = str(frame.get("text", ""))
+        if frame.get("descr"):
+            flush()
+            kept.append(text)
+            continue
+        last_of_chain = i + 1 == len(frames) or bool(frames[i + 1].get("descr"))
+        if last_of_chain or in_project(frame.get("path"), root):
+            flush()
+            kept.append(text)
+        else:
+            omitted += 1
+    flush()
+    return clip("\n\n".join(kept), MAX_TRACEBACK)
+
+
+def outcome_of(categories: list[str]) -> str:
+    for outcome in _PRIORITY:
+        if outcome in categories:
+            return outcome
+    return categories[0] if categories else "passed"
+
+
+def describe_exit(status: int | None) -> str:
+    if status is None:
+        return "with an unknown status"
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"killed by {name}"
+    return f"with exit status {status}"
+
+
+@dataclass(frozen=True, slots=True)
+class TestFinished:
+    nodeid: str
+    outcome: str
+    done: int
+    total: int | None
+
+
+class RunState:
+    """Everything a run reported so far."""
+
+    def __init__(self, root: Path, redact: Callable[[str], str] = lambda text: text) -> None:
+        self.root = root
+        self._redact = redact
+        self.counts = dict.fromkeys(COUNT_KEYS, 0)
+        self.total: int | None = None
+        self.done = 0
+        self.current: str | None = None
+        self.failures: list[dict[str, Any]] = []
+        self.failures_dropped = 0
+        self.collect_errors: list[dict[str, Any]] = []
+        self.nodeids: list[str] = []
+        self.full_texts: list[str] = []
+        self._full_size = 0
+        self._slowest: list[tuple[float, str]] = []
+        self.exit_code: int | None = None
+        self.elapsed: float | None = None
+        self.session_finished = False
+        self.output_tail = ""
+        self.internal: list[str] = []
+
+    # --- events ----------------------------------------------------------------------------------
+
+    def feed(self, event: dict[str, Any]) -> TestFinished | None:
+        kind = event.get("e")
+        if kind == "collected":
+            self.total = int(event.get("total", 0))
+            self.counts["deselected"] = int(event.get("deselected", 0))
+            self.nodeids = [str(n) for n in event.get("nodeids", [])]
+        elif kind == "collect_error":
+            self.counts["errors"] += 1
+            failure = self._failure(event, "error")
+            self.collect_errors.append(failure)
+            self._add_failure(failure)
+        elif kind == "start":
+            self.current = str(event.get("nodeid", ""))
+        elif kind == "test":
+            return self._finished(event)
+        elif kind == "finish":
+            self.session_finished = True
+        elif kind == "exit":
+            self.exit_code = int(event.get("code", EXIT_INTERNAL))
+            self.elapsed = float(event.get("elapsed", 0.0))
+        return None
+
+    def _finished(self, event: dict[str, Any]) -> TestFinished:
+        nodeid = str(event.get("nodeid", ""))
+        categories = [str(c) for c in event.get("categories", [])]
+        for category in categories:
+            key = _COUNTED.get(category)
+            if key is not None:
+                self.counts[key] += 1
+        for failure in event.get("failures", []):
+            self._add_failure(self._failure(failure, str(failure.get("outcome", "failed"))))
+        duration = float(event.get("duration", 0.0))
+        if duration > 0:
+            entry = (duration, nodeid)
+            if len(self._slowest) < SLOWEST:
+                heapq.heappush(self._slowest, entry)
+            else:
+                heapq.heappushpop(self._slowest, entry)
+        self.done += 1
+        self.current = None
+        return TestFinished(self._redact(nodeid), outcome_of(categories), self.done, self.total)
+
+    def _failure(self, event: dict[str, Any], outcome: str) -> dict[str, Any]:
+        longrepr = str(event.get("longrepr", ""))
+        frames = [f for f in event.get("frames", []) if isinstance(f, dict)]
+        if self._full_size < MAX_FULL_TEXT:
+            text = f"{event.get('nodeid', '')} ({outcome})\n{longrepr}"
+            self.full_texts.append(text)
+            self._full_size += len(text)
+        return {
+            "nodeid": self._redact(str(event.get("nodeid", ""))),
+            "outcome": outcome,
+            "message": self._redact(clip(str(event.get("message", "")), MAX_MESSAGE)),
+            "traceback": self._redact(project_traceback(frames, self.root, longrepr)),
+        }
+
+    def _add_failure(self, failure: dict[str, Any]) -> None:
+        if len(self.failures) < MAX_FAILURES:
+            self.failures.append(failure)
+        else:
+            self.failures_dropped += 1
+
+    def note_output(self, text: str) -> None:
+        """Redacted output as it streams: the tail explains usage errors and crashes."""
+        self.output_tail = (self.output_tail + text)[-OUTPUT_TAIL:]
+
+    # --- endings ---------------------------------------------------------------------------------
+
+    def usage_error(self) -> str:
+        """pytest's `ERROR:` lines (usage errors go to stderr, not to a report), else the last line."""
+        lines = [line[len("ERROR:") :].strip() for line in self.output_tail.splitlines() if line.startswith("ERROR:")]
+        if lines:
+            return "; ".join(lines)
+        tail = self.output_tail.strip()
+        return tail.splitlines()[-1] if tail else ""
+
+    def crashed(self, status: int | None) -> str:
+        """A child that died: like pytest-xdist, a failed report for the test it was running."""
+        where = f"while running {self.current}" if self.current else "outside of any test (during collection or setup)"
+        message = f"the test process died {describe_exit(status)} {where}"
+        self.counts["failed"] += 1 if self.current else 0
+        self._add_failure(
+            {
+                "nodeid": self._redact(self.current or ""),
+                "outcome": "crashed",
+                "message": message,
+                "traceback": clip(self.output_tail.strip(), MAX_TRACEBACK),
+            }
+        )
+        return message
+
+    def stopped(self, outcome: str, why: str) -> str:
+        """A run ended by a timeout or a cancel: the test it was in is named, not counted."""
+        where = f" while running {self.current}" if self.current else ""
+        message = f"{why}{where}"
+        if self.current and outcome == "timeout":
+            self._add_failure(
+                {"nodeid": self._redact(self.current), "outcome": outcome, "message": message, "traceback": ""}
+            )
+        return message
+
+    def status_and_message(self) -> tuple[str, str | None]:
+        """For a session that ended by itself: pytest's exit code as a status."""
+        code = self.exit_code
+        if code == EXIT_OK:
+            return "passed", None
+        if code == EXIT_NO_TESTS:
+            if self.counts["deselected"]:
+                return "passed", f"no tests ran: {self.counts['deselected']} deselected by keyword/markers"
+            return "passed", "no tests ran: pytest collected none"
+        if code == EXIT_TESTS_FAILED:
+            return "failed", None
+        if code == EXIT_USAGE:
+            return "error", f"pytest usage error: {self.usage_error()}"
+        if self.collect_errors:
+            first = self.collect_errors[0]
+            n = len(self.collect_errors)
+            return "error", f"{n} error{'s' if n != 1 else ''} during collection; first in {first['nodeid']}: " + (
+                first["message"].splitlines()[-1] if first["message"] else ""
+            )
+        if code == EXIT_INTERRUPTED:
+            return "error", "the session was interrupted: " + (self.usage_error() or "see the log")
+        if code == EXIT_INTERNAL:
+            return "error", "pytest internal error: see the log"
+        return ("failed" if self.counts["failed"] or self.counts["errors"] else "error"), f"pytest exited with {code}"
+
+    def slowest(self) -> list[dict[str, Any]]:
+        return [{"nodeid": self._redact(n), "duration_s": round(d, 4)} for d, n in sorted(self._slowest, reverse=True)]
+
+    def result(self, *, run_id: str, status: str, duration_s: float, message: str | None) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "run_id": run_id,
+            "status": status,
+            "counts": dict(self.counts),
+            "duration_s": round(duration_s, 4),
+            "failures": list(self.failures),
+            "slowest": self.slowest(),
+            "truncated": self.failures_dropped > 0,
+        }
+        if message:
+            result["message"] = message
+        if self.total is not None:
+            result["collected"] = self.total
+        if self.failures_dropped:
+            result["failures_dropped"] = self.failures_dropped
+        return result
+
+    def running_summary(self, run_id: str) -> dict[str, Any]:
+        return {
+            "run_id": run_id,
+            "status": "running",
+            "counts": dict(self.counts),
+            "done": self.done,
+            "total": self.total,
+            "current": self._redact(self.current) if self.current else None,
+        }

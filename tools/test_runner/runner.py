@@ -1,0 +1,272 @@
+"""One forked pytest session, from its place in the run queue to its last byte of output.
+
+`TestRun.execute()` takes a run slot (FIFO, `Busy` past the queue limit), leases the zygote of
+(root, interpreter), forks a child, reads its events and output as they stream, and waits for it
+under the run's timeout. A timeout or a cancel kills the child's whole process group and waits
+for it (bounded, shielded); what was reported until then stays in `state`. Every run is audited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shlex
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from mcp_server.api import AppState
+from mcp_server.audit import AuditRecord
+from mcp_server.executor import OutputCollector, kill_group
+from tools.test_runner.pool import get_pool
+from tools.test_runner.rendezvous import Arrival
+from tools.test_runner.reports import RunState, TestFinished
+from tools.test_runner.zygote import FORK_TIMEOUT_S, ChildHandle, Zygote
+
+logger = logging.getLogger("mcp_server.test_runner")
+
+KILL_WAIT_S = 5.0
+DRAIN_S = 2.0
+MAX_EVENT_LINE = 16 * 1024 * 1024
+
+Ending = Literal["exited", "timeout", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    root: Path
+    interpreter: Path
+    args: list[str]
+    mode: Literal["run", "collect"]
+    timeout_s: float
+
+    def command_line(self) -> str:
+        return shlex.join([str(self.interpreter), "-m", "pytest", *self.args])
+
+
+async def _ignore_test(finished: TestFinished) -> None:
+    return None
+
+
+class TestRun:
+    __test__ = False  # not a pytest test class, whatever its name
+
+    def __init__(
+        self,
+        app: AppState,
+        request: RunRequest,
+        *,
+        tool: str,
+        connection: str,
+        write_log: Callable[[str], None] = lambda text: None,
+        on_test: Callable[[TestFinished], Awaitable[None]] = _ignore_test,
+        on_update: Callable[[RunState], None] = lambda state: None,
+    ) -> None:
+        self.app = app
+        self.request = request
+        self.tool = tool
+        self.connection = connection
+        self.state = RunState(request.root, app.redactor.redact)
+        self._write_log = write_log
+        self._on_test = on_test
+        self._on_update = on_update
+        self.started = False
+        self.ending: Ending | None = None
+        self.handle: ChildHandle | None = None
+        self.queued_s = 0.0
+        self.duration_s = 0.0
+        self._eofs = 0
+        self._drained = anyio.Event()
+        self._event_bytes = 0
+
+    # --- the run ---------------------------------------------------------------------------------
+
+    async def execute(self) -> None:
+        """Run to the end. Raises `ToolError` if no child could be started (busy, no pytest, ...);
+        when cancelled, kills the child and re-raises once it is gone."""
+        async with self.app.executor.slots.slot() as queued_s:
+            self.queued_s = queued_s
+            pool = await get_pool(self.app)
+            async with (
+                pool.lease(self.request.root, self.request.interpreter) as zygote,
+                pool.rendezvous.expect() as (token, arrivals),
+            ):
+                await self._run_child(zygote, token, pool.rendezvous.path, arrivals)
+
+    async def _run_child(
+        self, zygote: Zygote, token: str, sock: str, arrivals: MemoryObjectReceiveStream[Arrival]
+    ) -> None:
+        request = self.request
+        handle = self.handle = zygote.new_child()
+        output = OutputCollector(self.app.redactor, 0, self._output)
+        command = {"token": token, "sock": sock, "root": str(request.root), "args": request.args, "mode": request.mode}
+        self._write_log(self.app.redactor.redact(f"$ {request.command_line()}\n"))
+        started = time.monotonic()
+        self.started = True
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._take, arrivals, output, tg)
+                await zygote.fork(handle, command)
+                with anyio.move_on_after(request.timeout_s) as deadline:
+                    await handle.exited.wait()
+                if deadline.cancelled_caught:
+                    self.ending = "timeout"
+                    await self._stop_child(zygote, handle)
+                else:
+                    self.ending = "exited"
+                with anyio.move_on_after(DRAIN_S):
+                    await self._drained.wait()
+                tg.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():
+            self.ending = "cancelled"
+            await self._stop_child(zygote, handle)
+            raise
+        finally:
+            output.finish()
+            self.duration_s = time.monotonic() - started
+            await self._audit(handle, output.bytes + self._event_bytes)
+
+    async def _stop_child(self, zygote: Zygote, handle: ChildHandle) -> None:
+        """Kill the child's process group and wait until it is reaped. Shielded and bounded."""
+        with anyio.CancelScope(shield=True):
+            if handle.sent:
+                with anyio.move_on_after(FORK_TIMEOUT_S):
+                    await handle.forked.wait()
+            await zygote.kill(handle)
+            with anyio.move_on_after(KILL_WAIT_S):
+                await handle.exited.wait()
+            if not handle.exited.is_set() and handle.pid is not None:
+                logger.error("test worker %s did not reap child %s; stopping it", zygote.pid, handle.pid)
+                kill_group(handle.pid)
+                zygote.stop()
+
+    # --- streams ---------------------------------------------------------------------------------
+
+    async def _take(
+        self, arrivals: MemoryObjectReceiveStream[Arrival], output: OutputCollector, tg: anyio.abc.TaskGroup
+    ) -> None:
+        taken: set[str] = set()
+        async for arrival in arrivals:
+            if arrival.kind in taken:
+                await arrival.stream.aclose()
+                continue
+            taken.add(arrival.kind)
+            if arrival.kind == "ev":
+                tg.start_soon(self._read_events, arrival)
+            else:
+                tg.start_soon(self._read_output, arrival, output)
+
+    def _eof(self) -> None:
+        self._eofs += 1
+        if self._eofs >= 2:
+            self._drained.set()
+
+    def _output(self, text: str) -> None:
+        self._write_log(text)
+        self.state.note_output(text)
+
+    async def _read_output(self, arrival: Arrival, output: OutputCollector) -> None:
+        async with arrival.stream:
+            try:
+                if arrival.leftover:
+                    output.feed(arrival.leftover)
+                await output.pump(arrival.stream)
+            finally:
+                self._eof()
+
+    async def _read_events(self, arrival: Arrival) -> None:
+        buffer = bytearray(arrival.leftover)
+        async with arrival.stream:
+            try:
+                await self._parse(buffer)
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    async for chunk in arrival.stream:
+                        self._event_bytes += len(chunk)
+                        buffer += chunk
+                        await self._parse(buffer)
+                        if len(buffer) > MAX_EVENT_LINE:
+                            self.state.internal.append("an oversized event from the test process was dropped")
+                            buffer.clear()
+            finally:
+                self._eof()
+
+    async def _parse(self, buffer: bytearray) -> None:
+        while True:
+            end = buffer.find(b"\n")
+            if end < 0:
+                return
+            line = bytes(buffer[:end])
+            del buffer[: end + 1]
+            try:
+                event = json.loads(line)
+            except ValueError:
+                self.state.internal.append("an unreadable event from the test process was dropped")
+                continue
+            if not isinstance(event, dict):
+                continue
+            finished = self.state.feed(event)
+            if finished is not None:
+                self._on_update(self.state)
+                await self._on_test(finished)
+            elif event.get("e") == "collected":
+                self._on_update(self.state)
+
+    # --- the end ---------------------------------------------------------------------------------
+
+    def outcome(self) -> tuple[str, str | None]:
+        """(status, message) of a run that started."""
+        state = self.state
+        if self.ending == "timeout":
+            return "timeout", state.stopped("timeout", f"timed out after {self.request.timeout_s:g}s")
+        if self.ending == "cancelled":
+            return "cancelled", state.stopped("cancelled", "cancelled")
+        if state.exit_code is None:
+            handle = self.handle
+            if handle is not None and handle.error is not None:
+                state.crashed(None)
+                return "crashed", handle.error
+            return "crashed", state.crashed(handle.status if handle is not None else None)
+        return state.status_and_message()
+
+    def finish_log(self, status: str) -> None:
+        """For a session that did not end by itself, the full text of its failures (pytest's own
+        summary never came), and a closing line."""
+        if not self.state.session_finished and self.state.full_texts:
+            self._write_log(f"\n===== failures before the run ended ({status}) =====\n")
+            for text in self.state.full_texts:
+                self._write_log(self.app.redactor.redact(text) + "\n\n")
+        self._write_log(f"\n[run ended: {status} after {self.duration_s:.2f}s]\n")
+
+    async def _audit(self, handle: ChildHandle, output_bytes: int) -> None:
+        outcome: str = self.ending or "exited"
+        if outcome == "exited" and self.state.exit_code is None:
+            outcome = "crashed"
+        redact = self.app.redactor.redact
+        argv = [str(self.request.interpreter), "-m", "pytest", *self.request.args]
+        await self.app.executor.audit.record(
+            AuditRecord(
+                time=AuditRecord.now(),
+                connection=self.connection,
+                tool=self.tool,
+                argv=[redact(a) for a in argv],
+                cwd=str(self.request.root),
+                exit_status=handle.status,
+                duration_s=round(self.duration_s, 4),
+                output_bytes=output_bytes,
+                outcome=outcome,
+            )
+        )
+
+    def child_seconds(self) -> float | None:
+        """The child's own run time, from just before its fork to just before its exit."""
+        return self.state.elapsed
+
+    def extra(self) -> dict[str, Any]:
+        return {"queued_s": round(self.queued_s, 4)}

@@ -1,0 +1,234 @@
+"""The tools `list_tests` and `run_tests`, and the check that lists them only where pytest is.
+
+A `run_tests` call owns a run context from the start: its summary follows the run while it goes
+(`get_run` shows it), its log gets pytest's output as it streams (redacted), and the result is
+stored in it at the end, whatever the ending. `wait: false` runs it in the server's task group
+and answers at once; `cancel_run`, a client's `notifications/cancelled` and the end of the
+connection all cancel it, which kills the child's process group and records `cancelled`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from mcp_server.api import AppState, Busy, RunContext, ToolContext, ToolError, ToolOutput, ToolSpec
+from mcp_server.runs import RunLog
+from tools.test_runner.args import ListTestsArgs, RunTestsArgs, pytest_args
+from tools.test_runner.environment import find_interpreter
+from tools.test_runner.reports import COUNT_KEYS, TestFinished
+from tools.test_runner.runner import RunRequest, TestRun
+
+CHECK_SERVICE = "pytest_check"
+NEGATIVE_RECHECK_S = 10.0
+CHECK_CODE = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('pytest') else 1)"
+
+
+def _request(ctx: ToolContext, args: ListTestsArgs, mode: str, timeout_s: float | None) -> RunRequest:
+    root = ctx.root(args.root)
+    argv = pytest_args(ctx, root, args)
+    ceiling = ctx.settings.run_timeout_max_s
+    timeout = min(timeout_s, ceiling) if timeout_s is not None else ceiling
+    interpreter = find_interpreter(root, ctx.settings.python)
+    return RunRequest(root, interpreter, argv, "collect" if mode == "collect" else "run", timeout)
+
+
+# --- run_tests -----------------------------------------------------------------------------------
+
+
+def _queued_summary(run: RunContext) -> dict[str, Any]:
+    return {"run_id": run.run_id, "status": "running", "counts": dict.fromkeys(COUNT_KEYS, 0), "done": 0}
+
+
+async def _execute(ctx: ToolContext, run: RunContext, request: RunRequest, report: bool) -> None:
+    """Run and record the result in `run`, whatever happens (cancellation included)."""
+
+    async def on_test(finished: TestFinished) -> None:
+        if report:
+            await ctx.progress(finished.done, finished.total, f"{finished.nodeid} {finished.outcome}")
+
+    def on_update(state: Any) -> None:
+        summary = state.running_summary(run.run_id)
+        summary["queued_s"] = round(test_run.queued_s, 4)
+        run.summary = summary
+
+    test_run = TestRun(
+        ctx.app,
+        request,
+        tool=ctx.tool,
+        connection=ctx.connection_id,
+        write_log=run.log.write,
+        on_test=on_test,
+        on_update=on_update,
+    )
+    error: str | None = None
+    try:
+        await test_run.execute()
+    except ToolError as exc:
+        error = str(exc)
+        raise
+    finally:
+        _record(ctx, run, test_run, error)  # synchronous: nothing in it can be interrupted
+
+
+def _record(ctx: ToolContext, run: RunContext, test_run: TestRun, error: str | None) -> None:
+    """Store the run's result, whatever its ending, and mark it finished."""
+    if test_run.started:
+        status, message = test_run.outcome()
+        test_run.finish_log(status)
+        result = test_run.state.result(
+            run_id=run.run_id, status=status, duration_s=test_run.duration_s, message=message
+        )
+        result.update(test_run.extra())
+    else:
+        status = "error" if error is not None else "cancelled"
+        result = {**_queued_summary(run), "status": status, "message": error or "cancelled before it started"}
+        run.log.write(f"[run not started: {result['message']}]\n")
+    ctx.runs.store(run, summary={k: result[k] for k in ("run_id", "status", "counts")}, result=result)
+    ctx.runs.finish(run)
+
+
+def _output(run: RunContext) -> ToolOutput:
+    result = dict(run.result or {})
+    status = result.get("status")
+    usage = status == "error" and str(result.get("message", "")).startswith("pytest usage error")
+    return ToolOutput(result, run=run, is_error=usage)
+
+
+async def run_tests(ctx: ToolContext, args: RunTestsArgs) -> ToolOutput:
+    request = _request(ctx, args, "run", args.timeout_s)
+    if not args.wait:
+        # The background task queues itself; refuse here what the queue would refuse there.
+        slots = ctx.executor.slots
+        if (slots.running >= slots.capacity or slots.waiting) and slots.waiting >= slots.max_queued:
+            raise Busy(
+                f"busy: {slots.running} runs in progress and {slots.waiting} queued "
+                f"(settings max_concurrent_runs / max_queued_runs); retry in a few seconds"
+            )
+    run = ctx.new_run()
+    run.summary = _queued_summary(run)
+    if not args.wait:
+        ctx.app.start_background(run, functools.partial(_execute, ctx, run, request, False))
+        return ToolOutput(dict(run.summary), run=run)
+    scope = anyio.CancelScope()
+    run.cancel_scope = scope
+    with scope:  # cancel_run(run_id) cancels this scope; a client's cancel cancels the whole call
+        await _execute(ctx, run, request, True)
+    return _output(run)
+
+
+# --- list_tests ----------------------------------------------------------------------------------
+
+
+async def list_tests(ctx: ToolContext, args: ListTestsArgs) -> ToolOutput:
+    request = _request(ctx, args, "collect", None)
+    log = RunLog(ctx.settings.max_log_bytes)
+    test_run = TestRun(ctx.app, request, tool=ctx.tool, connection=ctx.connection_id, write_log=log.write)
+    await test_run.execute()
+    status, message = test_run.outcome()
+    state = test_run.state
+    errors = [{k: e[k] for k in ("nodeid", "message", "traceback")} for e in state.collect_errors]
+    if status in ("crashed", "timeout") or (status == "error" and not state.collect_errors):
+        raise ToolError(f"list_tests: {message}")
+    structured: dict[str, Any] = {"tests": state.nodeids, "total": len(state.nodeids), "errors": errors}
+    if state.counts["deselected"]:
+        structured["deselected"] = state.counts["deselected"]
+    if message and status == "error":
+        structured["message"] = message
+    return ToolOutput(structured)
+
+
+# --- availability --------------------------------------------------------------------------------
+
+
+@dataclass
+class PytestCheck:
+    """Whether pytest is importable by an interpreter, cached by the interpreter's file signature.
+    A yes holds until the interpreter changes; a no is checked again after a while."""
+
+    results: dict[str, tuple[str, str | None, float]] = field(default_factory=dict)
+
+    async def aclose(self) -> None:
+        return None
+
+    async def check(self, app: AppState) -> str | None:
+        root = app.settings.primary_root
+        interpreter = await anyio.to_thread.run_sync(find_interpreter, root, app.settings.python)
+        signature = await anyio.to_thread.run_sync(_signature, interpreter)
+        cached = self.results.get(str(interpreter))
+        now = time.monotonic()
+        fresh = cached is not None and (cached[1] is None or now - cached[2] < NEGATIVE_RECHECK_S)
+        if cached is not None and fresh and cached[0] == signature:
+            return cached[1]
+        reason = await _probe(app, root, interpreter)
+        self.results[str(interpreter)] = (signature, reason, now)
+        return reason
+
+
+def _signature(path: Path) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}"
+
+
+async def _probe(app: AppState, root: Path, interpreter: Path) -> str | None:
+    why = f"pytest is not importable by {interpreter} (the interpreter of the root {root})"
+    try:
+        result = await app.executor.run(
+            [str(interpreter), "-c", CHECK_CODE],
+            cwd=root,
+            tool="run_tests availability",
+            connection="server",
+            timeout_s=30,
+            project_env=True,
+            max_output=4096,
+        )
+    except ToolError as exc:
+        return f"{why}: {exc}"
+    return None if result.returncode == 0 else why
+
+
+async def pytest_available(app: AppState) -> str | None:
+    async def factory() -> PytestCheck:
+        return PytestCheck()
+
+    checker = await app.services.get(CHECK_SERVICE, factory)
+    return await checker.check(app)
+
+
+def load_test_runner_tools() -> list[ToolSpec[Any]]:
+    return [
+        ToolSpec(
+            name="list_tests",
+            title="List tests",
+            description="Collect the project's tests with pytest (collection only; the project's own pytest "
+            "configuration applies) and return their node ids, with any collection errors.",
+            args=ListTestsArgs,
+            handler=list_tests,
+            requires_test_execution=True,
+            available=pytest_available,
+        ),
+        ToolSpec(
+            name="run_tests",
+            title="Run tests",
+            description="Run the project's tests with pytest in its own interpreter, on a warm forked worker. "
+            "Returns status (passed, failed, error, timeout, crashed, cancelled, running), counts, failures "
+            "with tracebacks trimmed to the project's frames, and the slowest tests; the full output is in "
+            "get_run(run_id, section='log'). Sends one progress notification per finished test. With "
+            "wait=false it answers at once with the run_id: poll get_run, stop it with cancel_run.",
+            args=RunTestsArgs,
+            handler=run_tests,
+            requires_test_execution=True,
+            read_only=False,
+            available=pytest_available,
+        ),
+    ]

@@ -1,0 +1,475 @@
+# ruff: noqa: UP006, UP031, UP035, UP045  (this file runs in any Python >= 3.8 with pytest)
+"""The test worker: a zygote that imports pytest once and forks one child per run.
+
+Standard library only (it runs in the *project's* interpreter, which need not have anything of
+ours) and kept to Python 3.8 syntax. Started as `python worker.py` by the server, it:
+
+1. moves its protocol channel off fd 0/1 (so nothing pytest prints can corrupt it), imports
+   pytest, pre-warms it with a throwaway session in an empty temporary directory, cleans up what
+   that session left in `sys.modules`/`sys.path`, and `gc.freeze()`s; it never imports project code;
+2. says `ready` and serves commands, one JSON object per line on stdin: `run` (fork a child),
+   `kill` (SIGKILL a child's process group), `exit`;
+3. reaps its children and reports `exited` with their wait status, after killing what is left of
+   their process group (while the child is still a zombie, so its pid cannot have been reused).
+
+A child leads its own process group, connects twice to the server's rendezvous socket (events;
+output, which becomes its fd 1 and 2), reads /dev/null as stdin, chdirs to the root, puts the
+root first on `sys.path`, reseeds `random`, runs `pytest.main` with `Reporter`, and leaves with
+`os._exit`. Events are JSON lines: collected, collect_error, start, test, finish, exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+PROTOCOL = 1
+MAX_TEXT = 64 * 1024
+MAX_FRAME = 8 * 1024
+EXIT_INTERNAL = 70
+
+Event = Dict[str, Any]
+Send = Callable[[Event], None]
+
+WARM_TESTS = """
+import pytest
+
+@pytest.fixture
+def value():
+    return 1
+
+def test_pass(value):
+    assert value == 1
+
+@pytest.mark.parametrize("x", [1, 2])
+def test_param(x):
+    assert x
+
+def test_fail():
+    assert [1, 2] == [1, 3]
+
+def test_raise():
+    raise ValueError("warm")
+
+@pytest.mark.skip(reason="warm")
+def test_skip():
+    pass
+
+@pytest.mark.xfail
+def test_xfail():
+    assert 0
+"""
+
+
+def _clip(text: str, limit: int = MAX_TEXT) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return text[:half] + "\n[... %d characters cut ...]\n" % (len(text) - 2 * half) + text[-half:]
+
+
+# --- reporting (runs in the child) ---------------------------------------------------------------
+
+
+def _frames(longrepr: Any) -> List[Event]:
+    """The traceback entries of a failure: path, line, and the text pytest would print."""
+    chain = getattr(longrepr, "chain", None)
+    if chain is None:
+        reprtb = getattr(longrepr, "reprtraceback", None)
+        chain = [(reprtb, None, None)] if reprtb is not None else []
+    out: List[Event] = []
+    for reprtb, _crash, descr in chain:
+        for entry in getattr(reprtb, "reprentries", []):
+            loc = getattr(entry, "reprfileloc", None)
+            lines = "\n".join(getattr(entry, "lines", []))
+            if loc is not None:
+                lines += "\n%s:%s: %s" % (loc.path, loc.lineno, loc.message)
+            out.append(
+                {
+                    "path": str(loc.path) if loc is not None else None,
+                    "lineno": loc.lineno if loc is not None else None,
+                    "text": _clip(lines.strip("\n"), MAX_FRAME),
+                }
+            )
+        if descr:
+            out.append({"path": None, "lineno": None, "text": str(descr), "descr": True})
+    return out
+
+
+def _message(longrepr: Any, text: str) -> str:
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is not None and getattr(crash, "message", None):
+        return str(crash.message)
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip: (path, line, reason)
+        return str(longrepr[2])
+    e_lines = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
+    if e_lines:
+        return "\n".join(e_lines[-5:])
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def describe_failure(report: Any, outcome: str) -> Event:
+    longrepr = report.longrepr
+    text = getattr(report, "longreprtext", None)
+    if text is None:
+        text = str(longrepr) if longrepr is not None else ""
+    return {
+        "nodeid": report.nodeid,
+        "outcome": outcome,
+        "when": getattr(report, "when", "collect"),
+        "message": _clip(_message(longrepr, text), 4096),
+        "longrepr": _clip(text),
+        "frames": _frames(longrepr),
+    }
+
+
+class Reporter:
+    """A pytest plugin that streams what happens as JSON events."""
+
+    def __init__(self, send: Send, mode: str) -> None:
+        self.send = send
+        self.mode = mode
+        self.config: Any = None
+        self.deselected = 0
+        self.categories: List[str] = []
+        self.failures: List[Event] = []
+        self.duration = 0.0
+
+    def pytest_configure(self, config: Any) -> None:
+        self.config = config
+
+    def pytest_deselected(self, items: List[Any]) -> None:
+        self.deselected += len(items)
+
+    def pytest_collectreport(self, report: Any) -> None:
+        if report.failed:
+            self.send({"e": "collect_error", **describe_failure(report, "error")})
+
+    def pytest_collection_finish(self, session: Any) -> None:
+        event: Event = {"e": "collected", "total": len(session.items), "deselected": self.deselected}
+        if self.mode == "collect":
+            event["nodeids"] = [item.nodeid for item in session.items]
+        self.send(event)
+
+    def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
+        self.categories = []
+        self.failures = []
+        self.duration = 0.0
+        self.send({"e": "start", "nodeid": nodeid})
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
+        category = status[0] if status else report.outcome
+        self.duration += float(getattr(report, "duration", 0.0) or 0.0)
+        if category:
+            self.categories.append(str(category))
+        if report.failed:
+            outcome = "error" if report.when != "call" else "failed"
+            self.failures.append(describe_failure(report, outcome))
+
+    def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
+        event: Event = {"e": "test", "nodeid": nodeid, "categories": self.categories, "duration": self.duration}
+        if self.failures:
+            event["failures"] = self.failures
+        self.send(event)
+
+    def pytest_sessionfinish(self, session: Any, exitstatus: Any) -> None:
+        self.send({"e": "finish", "exitstatus": int(exitstatus)})
+
+
+# --- the child -----------------------------------------------------------------------------------
+
+
+def _connect(path: str, token: str, kind: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    sock.sendall(("%s %s\n" % (token, kind)).encode("ascii"))
+    return sock
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this child if the zygote dies (its group is then killed by the server)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def child_main(cmd: Event, inherited_fds: List[int], forked_at: float) -> None:
+    """Run one pytest session in this forked child; never returns."""
+    code = EXIT_INTERNAL
+    try:
+        os.setpgid(0, 0)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for fd in inherited_fds:
+            os.close(fd)
+        _die_with_parent()
+        events = _connect(cmd["sock"], cmd["token"], "ev")
+        output = _connect(cmd["sock"], cmd["token"], "out")
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(output.fileno(), 1)
+        os.dup2(output.fileno(), 2)
+        os.close(devnull)
+        output.close()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+
+        def send(event: Event) -> None:
+            events.sendall(json.dumps(event, default=str).encode("utf-8") + b"\n")
+
+        root = cmd["root"]
+        os.chdir(root)
+        sys.path.insert(0, root)
+        import random
+
+        random.seed()
+        import pytest
+
+        sys.argv = [os.path.join(os.path.dirname(pytest.__file__), "__main__.py")]
+        args = list(cmd["args"])
+        if cmd.get("mode") == "collect":
+            args = ["--collect-only", "-q", *args]
+        code = int(pytest.main(args, plugins=[Reporter(send, str(cmd.get("mode", "run")))]))
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        send({"e": "exit", "code": code, "elapsed": time.perf_counter() - forked_at})
+    except BaseException as exc:  # the child must always leave through os._exit
+        with contextlib.suppress(Exception):
+            os.write(2, ("test worker: %s: %s\n" % (type(exc).__name__, exc)).encode("utf-8", "replace"))
+        code = EXIT_INTERNAL
+    finally:
+        os._exit(code)
+
+
+# --- the zygote ----------------------------------------------------------------------------------
+
+
+def _site_dirs() -> List[str]:
+    """Directories whose listing changes when packages are installed or removed."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    dirs = []
+    for entry in sys.path:
+        path = os.path.abspath(entry or ".")
+        if path != here and os.path.isdir(path) and path not in dirs:
+            dirs.append(path)
+    return dirs
+
+
+def prewarm(pytest: Any) -> None:
+    """A throwaway session in an empty temporary directory: imports and caches what every run needs.
+
+    Whatever it leaves behind that is not library code (its test module, its sys.path entry,
+    import hooks) is removed again, so the first real run starts as clean as the hundredth.
+    """
+    saved_path = list(sys.path)
+    saved_meta = list(sys.meta_path)
+    saved_modules = set(sys.modules)
+    saved_cwd = os.getcwd()
+    tmp = tempfile.mkdtemp(prefix="mcp-warm-")
+    try:
+        with open(os.path.join(tmp, "pytest.ini"), "w") as f:
+            f.write("[pytest]\n")
+        with open(os.path.join(tmp, "test_mcp_warm.py"), "w") as f:
+            f.write(WARM_TESTS)
+        os.chdir(tmp)
+        pytest.main([tmp, "-q", "-p", "no:cacheprovider"], plugins=[Reporter(lambda event: None, "run")])
+    except BaseException:  # a plugin that breaks the warm-up only costs speed
+        pass
+    finally:
+        os.chdir(saved_cwd)
+        for name in set(sys.modules) - saved_modules:
+            module_file = getattr(sys.modules.get(name), "__file__", None) or ""
+            if module_file.startswith(tmp) or name in ("conftest", "test_mcp_warm"):
+                sys.modules.pop(name, None)
+        sys.path[:] = saved_path
+        sys.meta_path[:] = saved_meta
+        for key in [k for k in sys.path_importer_cache if k.startswith(tmp)]:
+            del sys.path_importer_cache[key]
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+
+
+class Zygote:
+    def __init__(self, proto_in: int, proto_out: int) -> None:
+        self.proto_in = proto_in
+        self.proto_out = proto_out
+        self.children: Dict[int, int] = {}  # pid -> run id
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.signal(signal.SIGTERM, self._on_term)
+
+    def emit(self, event: Event) -> None:
+        data = json.dumps(event).encode("utf-8") + b"\n"
+        while data:
+            written = os.write(self.proto_out, data)
+            data = data[written:]
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.shutdown()
+        os._exit(0)
+
+    def serve(self) -> int:
+        buffer = b""
+        while True:
+            readable, _, _ = select.select([self.proto_in, self.wake_r], [], [])
+            if self.wake_r in readable:
+                try:
+                    while os.read(self.wake_r, 512):
+                        pass
+                except (BlockingIOError, InterruptedError):
+                    pass
+                self.reap()
+            if self.proto_in in readable:
+                data = os.read(self.proto_in, 65536)
+                if not data:
+                    self.shutdown()
+                    return 0
+                buffer += data
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip() and self.handle(json.loads(line)):
+                        self.shutdown()
+                        return 0
+
+    def handle(self, cmd: Event) -> bool:
+        """Run one command; True means exit."""
+        op = cmd.get("cmd")
+        if op == "run":
+            self.fork(cmd)
+        elif op == "kill":
+            self.kill(int(cmd["pid"]))
+        elif op == "exit":
+            return True
+        return False
+
+    def fork(self, cmd: Event) -> None:
+        run_id = int(cmd["id"])
+        forked_at = time.perf_counter()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            self.emit({"e": "fork_failed", "id": run_id, "message": str(exc)})
+            return
+        if pid == 0:
+            child_main(cmd, [self.proto_in, self.proto_out, self.wake_r, self.wake_w], forked_at)
+        self.children[pid] = run_id
+        self.emit({"e": "forked", "id": run_id, "pid": pid})
+
+    def kill(self, pid: int) -> None:
+        if pid in self.children:  # not reaped yet: the group id cannot belong to anyone else
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+
+    def reap(self) -> None:
+        for pid in list(self.children):
+            status = self._collect(pid)
+            if status is None:
+                continue
+            run_id = self.children.pop(pid)
+            code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status
+            self.emit({"e": "exited", "id": run_id, "pid": pid, "status": code})
+
+    def _collect(self, pid: int) -> Optional[int]:
+        """The wait status of `pid` if it has exited (its group killed first), else None."""
+        waitid = getattr(os, "waitid", None)
+        if waitid is None:  # no way to look without reaping: reap, then kill the group
+            got, status = os.waitpid(pid, os.WNOHANG)
+            if got == 0:
+                return None
+            self.kill(pid)
+            return status
+        try:
+            if waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                return None
+        except ChildProcessError:
+            return 0
+        self.kill(pid)  # still a zombie: what it left running in its group goes with it
+        try:
+            return os.waitpid(pid, 0)[1]
+        except ChildProcessError:
+            return 0
+
+    def shutdown(self) -> None:
+        """Kill every child's group and reap them."""
+        for pid in list(self.children):
+            self.kill(pid)
+        for pid in list(self.children):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            self.children.pop(pid, None)
+
+
+def main() -> int:
+    here = os.path.dirname(os.path.abspath(__file__))
+    if sys.path and os.path.abspath(sys.path[0] or ".") == here:
+        del sys.path[0]  # the project must never import our modules
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    sys.dont_write_bytecode = False  # pytest caches rewritten test modules as bytecode
+    proto_in, proto_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)  # whatever pytest prints in the zygote goes nowhere
+    os.close(devnull)
+    zygote = Zygote(proto_in, proto_out)
+    try:
+        import pytest
+    except BaseException as exc:
+        zygote.emit({"e": "error", "message": "%s: %s" % (type(exc).__name__, exc), "python": sys.executable})
+        return 3
+    saved_stderr = os.dup(2)
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(quiet, 2)
+    try:
+        prewarm(pytest)
+    finally:
+        os.dup2(saved_stderr, 2)
+        os.close(saved_stderr)
+        os.close(quiet)
+    gc.collect()
+    if hasattr(gc, "freeze"):
+        gc.freeze()  # children share the warm heap copy-on-write; the collector must not touch it
+    zygote.emit(
+        {
+            "e": "ready",
+            "protocol": PROTOCOL,
+            "pid": os.getpid(),
+            "python": sys.executable,
+            "python_version": "%d.%d.%d" % sys.version_info[:3],
+            "pytest": getattr(pytest, "__version__", "?"),
+            "site_dirs": _site_dirs(),
+        }
+    )
+    return zygote.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
