@@ -19,8 +19,8 @@ from mcp_server.transports.memory import memory_transport
 
 pytest_plugins = ["tests.leakcheck", "tests.redis_server"]
 
-TRANSPORTS = ["memory", "stdio"]
-"""Every transport a behaviour test runs over; the network transports add themselves below."""
+TRANSPORTS = ["memory", "stdio", "websocket", "http"]
+"""Every transport a behaviour test runs over (`OPENERS` below has one opener for each)."""
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[Client]]
 
@@ -62,9 +62,54 @@ async def open_stdio(root: Path, tmp: Path, mode: str = "legacy", **overrides: A
         yield client
 
 
+def network_settings(transport: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """A network server for a behaviour test: a free loopback port, and the tools' policy of stdio
+    (network transports forbid running project code by default; tests of that policy say so)."""
+    return {"allow_test_execution": True, **overrides, "transport": transport, "host": "127.0.0.1", "port": 0}
+
+
+def bearer(overrides: dict[str, Any]) -> dict[str, str]:
+    token = overrides.get("token")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+@asynccontextmanager
+async def open_websocket(root: Path, tmp: Path, mode: str = "legacy", **overrides: Any) -> AsyncIterator[Client]:
+    """A WebSocket server in this event loop on a real socket, and the 2.x Client through our adapter."""
+    from mcp_server.transports.websocket import websocket_server
+    from mcp_server.transports.ws_client import websocket_client
+
+    app = CodeToolsServer(make_settings(root, tmp, **network_settings("websocket", overrides)))
+    async with (
+        websocket_server(app) as endpoint,
+        Client(websocket_client(endpoint.url, headers=bearer(overrides)), mode=mode) as client,
+    ):
+        yield client
+
+
+@asynccontextmanager
+async def open_http(root: Path, tmp: Path, mode: str = "legacy", **overrides: Any) -> AsyncIterator[Client]:
+    """A Streamable HTTP server in this event loop on a real socket, and the SDK's own HTTP client."""
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    from mcp_server.transports.http import http_server
+
+    app = CodeToolsServer(make_settings(root, tmp, **network_settings("http", overrides)))
+    timeout = httpx2.Timeout(30.0, read=300.0)
+    async with (
+        http_server(app) as endpoint,
+        httpx2.AsyncClient(headers=bearer(overrides), timeout=timeout) as http,
+        Client(streamable_http_client(endpoint.url, http_client=http), mode=mode) as client,
+    ):
+        yield client
+
+
 OPENERS: dict[str, Callable[..., AbstractAsyncContextManager[Client]]] = {
     "memory": open_memory,
     "stdio": open_stdio,
+    "websocket": open_websocket,
+    "http": open_http,
 }
 
 
