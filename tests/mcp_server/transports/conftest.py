@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio
 import mcp_types as types
 from pydantic import Field
 
@@ -14,6 +15,11 @@ from mcp_server.server import CodeToolsServer
 from tests.conftest import make_settings
 
 TOKEN = "s3cret-token-for-tests"
+INITIALIZE = {
+    "protocolVersion": "2025-11-25",
+    "capabilities": {},
+    "clientInfo": {"name": "raw-test", "version": "0"},
+}
 
 
 class BigArgs(ToolArgs):
@@ -50,3 +56,25 @@ def error_text(result: types.CallToolResult) -> str:
     content = result.content[0]
     assert isinstance(content, types.TextContent)
     return content.text
+
+
+class ClosedConnections:
+    """Records the owners whose connections ended (via `app.connection_closed`); waits are bounded."""
+
+    def __init__(self, app: CodeToolsServer) -> None:
+        self.owners: list[str | None] = []
+        self._changed = anyio.Event()
+        original = app.connection_closed
+
+        def closed(owner: str | None) -> None:
+            original(owner)
+            self.owners.append(owner)
+            self._changed.set()
+            self._changed = anyio.Event()
+
+        app.connection_closed = closed  # type: ignore[method-assign]
+
+    async def wait_for(self, count: int, timeout_s: float = 10.0) -> None:
+        with anyio.fail_after(timeout_s):
+            while len(self.owners) < count:
+                await self._changed.wait()

@@ -22,15 +22,16 @@ from websockets.uri import parse_uri
 from mcp_server.server import CodeToolsServer
 from mcp_server.transports.websocket import WebSocketEndpoint, websocket_server
 from mcp_server.transports.ws_client import websocket_client
-from tests.mcp_server.transports.conftest import TOKEN, error_text, make_app, structured
+from tests.mcp_server.transports.conftest import (
+    INITIALIZE,
+    TOKEN,
+    ClosedConnections,
+    error_text,
+    make_app,
+    structured,
+)
 
 pytestmark = pytest.mark.anyio
-
-INITIALIZE = {
-    "protocolVersion": "2025-11-25",
-    "capabilities": {},
-    "clientInfo": {"name": "raw-test", "version": "0"},
-}
 
 
 @asynccontextmanager
@@ -58,28 +59,6 @@ async def handshake(ws: ClientConnection) -> None:
     reply = await rpc(ws, 1, "initialize", INITIALIZE)
     assert reply["result"]["serverInfo"]["name"] == "mcp-code-tools"
     await ws.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-
-
-class ClosedConnections:
-    """Records the owners whose connections ended (via `app.connection_closed`); waits are bounded."""
-
-    def __init__(self, app: CodeToolsServer) -> None:
-        self.owners: list[str | None] = []
-        self._changed = anyio.Event()
-        original = app.connection_closed
-
-        def closed(owner: str | None) -> None:
-            original(owner)
-            self.owners.append(owner)
-            self._changed.set()
-            self._changed = anyio.Event()
-
-        app.connection_closed = closed  # type: ignore[method-assign]
-
-    async def wait_for(self, count: int, timeout_s: float = 10.0) -> None:
-        with anyio.fail_after(timeout_s):
-            while len(self.owners) < count:
-                await self._changed.wait()
 
 
 def refused_status(exc: pytest.ExceptionInfo[InvalidStatus]) -> tuple[int, dict[str, Any]]:

@@ -1,0 +1,210 @@
+"""The Streamable HTTP transport on a real socket: eras, health, admission, limits, session end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from mcp_server.server import CodeToolsServer
+from mcp_server.transports.http import HttpEndpoint, http_server
+from tests.mcp_server.transports.conftest import (
+    INITIALIZE,
+    TOKEN,
+    ClosedConnections,
+    error_text,
+    make_app,
+    structured,
+)
+
+pytestmark = pytest.mark.anyio
+
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+@asynccontextmanager
+async def serving(
+    tmp_path: Path, app: CodeToolsServer | None = None, **settings: Any
+) -> AsyncIterator[tuple[CodeToolsServer, HttpEndpoint, httpx2.AsyncClient]]:
+    app = app or make_app(tmp_path, "http", **settings)
+    with anyio.fail_after(60):
+        async with http_server(app) as endpoint, httpx2.AsyncClient(timeout=30) as http:
+            yield app, endpoint, http
+
+
+def initialize_body(request_id: int = 1) -> str:
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "initialize", "params": INITIALIZE})
+
+
+def payload(response: httpx2.Response) -> dict[str, Any]:
+    """The JSON-RPC message of a response, whether sent as JSON or as one SSE event."""
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        for line in response.text.splitlines():
+            if line.startswith("data:") and line[5:].strip():
+                return dict(json.loads(line[5:]))
+        raise AssertionError(f"no data event in {response.text!r}")
+    return dict(response.json())
+
+
+def client_for(url: str, http: httpx2.AsyncClient, mode: str = "legacy") -> Client:
+    return Client(streamable_http_client(url, http_client=http), mode=mode)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_both_protocol_eras_through_the_sdk_client(tmp_path: Path, mode: str) -> None:
+    async with serving(tmp_path) as (_, endpoint, _), Client(endpoint.url, mode=mode) as client:
+        names = [t.name for t in (await client.list_tools()).tools]
+        assert {"get_run", "big"} <= set(names)
+        data = structured(await client.call_tool("big", {"n": 300}))
+        assert data["truncated"] is True and data["run_id"]
+        assert "not found" in error_text(await client.call_tool("get_run", {"run_id": "run_nope"}))
+
+
+async def test_healthz_and_readyz(tmp_path: Path) -> None:
+    async with serving(tmp_path) as (_, endpoint, http):
+        live = await http.get(endpoint.base_url + "/healthz")
+        assert live.status_code == 200 and live.json() == {"status": "ok"}
+        ready = await http.get(endpoint.base_url + "/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        assert ready.json()["executor"] == {"running": 0, "capacity": 2, "waiting": 0, "max_queued": 64}
+
+
+class SickService:
+    async def aclose(self) -> None:
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {"ready": False, "detail": "warming up"}
+
+
+async def test_readyz_is_503_with_reasons_when_a_service_is_not_ready(tmp_path: Path) -> None:
+    app = make_app(tmp_path, "http", max_concurrent_runs=2)
+
+    async def factory() -> SickService:
+        return SickService()
+
+    await app.app.services.get("sick", factory)
+    async with serving(tmp_path, app) as (_, endpoint, http):
+        ready = await http.get(endpoint.base_url + "/readyz")
+        assert ready.status_code == 503
+        body = ready.json()
+        assert body["reasons"] == ["service sick not ready"]
+        assert body["services"]["sick"] == {"ready": False, "detail": "warming up"}
+        assert (await http.get(endpoint.base_url + "/healthz")).status_code == 200
+
+
+async def test_a_token_is_required_on_every_request(tmp_path: Path) -> None:
+    async with serving(tmp_path, token=TOKEN) as (_, endpoint, http):
+        missing = await http.post(endpoint.url, content=initialize_body(), headers=MCP_HEADERS)
+        assert missing.status_code == 401 and "missing bearer token" in missing.json()["error"]
+        assert missing.headers["www-authenticate"].startswith("Bearer")
+        wrong = await http.post(
+            endpoint.url, content=initialize_body(), headers={**MCP_HEADERS, "Authorization": "Bearer nope"}
+        )
+        assert wrong.status_code == 401 and TOKEN not in wrong.text
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as authed,
+            client_for(endpoint.url, authed, mode="auto") as client,
+        ):
+            assert "not found" in error_text(await client.call_tool("get_run", {"run_id": "run_nope"}))
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as authed,
+            client_for(endpoint.url, authed, mode="legacy") as client,
+        ):
+            assert (await client.list_tools()).tools
+
+
+@pytest.mark.parametrize(
+    ("origin", "status"),
+    [
+        (None, 200),
+        ("http://localhost:5173", 200),
+        ("https://ide.example.com", 200),
+        ("https://evil.example.com", 403),
+    ],
+)
+async def test_origin_allow_list(tmp_path: Path, origin: str | None, status: int) -> None:
+    async with serving(tmp_path, allowed_origins=["https://ide.example.com"]) as (_, endpoint, http):
+        headers = dict(MCP_HEADERS)
+        if origin is not None:
+            headers["Origin"] = origin
+        response = await http.post(endpoint.url, content=initialize_body(), headers=headers)
+        assert response.status_code == status, response.text
+        if status == 200:
+            assert payload(response)["result"]["serverInfo"]["name"] == "mcp-code-tools"
+
+
+async def test_a_rebound_host_name_is_refused(tmp_path: Path) -> None:
+    async with serving(tmp_path) as (_, endpoint, http):
+        response = await http.post(
+            endpoint.url, content=initialize_body(), headers={**MCP_HEADERS, "Host": "attacker.example"}
+        )
+        assert response.status_code == 421
+
+
+async def test_an_oversized_body_is_413_and_the_server_goes_on(tmp_path: Path) -> None:
+    async with serving(tmp_path, max_message_bytes=4096) as (_, endpoint, http):
+        big = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": "y" * 5000}})
+        response = await http.post(endpoint.url, content=big, headers=MCP_HEADERS)
+        assert response.status_code == 413
+        ok = await http.post(endpoint.url, content=initialize_body(), headers=MCP_HEADERS)
+        assert ok.status_code == 200
+
+
+async def test_malformed_json_is_a_parse_error_and_the_session_goes_on(tmp_path: Path) -> None:
+    async with serving(tmp_path) as (_, endpoint, http):
+        opened = await http.post(endpoint.url, content=initialize_body(), headers=MCP_HEADERS)
+        session = {**MCP_HEADERS, "Mcp-Session-Id": opened.headers["mcp-session-id"]}
+        bad = await http.post(endpoint.url, content="{not json", headers=session)
+        assert bad.status_code == 400 and payload(bad)["error"]["code"] == -32700
+        notified = await http.post(
+            endpoint.url, content=json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}), headers=session
+        )
+        assert notified.status_code == 202
+        ping = await http.post(
+            endpoint.url, content=json.dumps({"jsonrpc": "2.0", "id": 2, "method": "ping"}), headers=session
+        )
+        assert ping.status_code == 200 and payload(ping)["result"] == {}
+
+
+async def test_sessions_per_client_are_capped(tmp_path: Path) -> None:
+    async with serving(tmp_path, max_connections_per_client=1) as (app, endpoint, http):
+        closed = ClosedConnections(app)
+        async with client_for(endpoint.url, http) as client:
+            assert (await client.list_tools()).tools
+            refused = await http.post(endpoint.url, content=initialize_body(), headers=MCP_HEADERS)
+            assert refused.status_code == 429 and "max_connections_per_client" in refused.json()["error"]
+        await closed.wait_for(1)  # the client's DELETE ended its session
+        again = await http.post(endpoint.url, content=initialize_body(), headers=MCP_HEADERS)
+        assert again.status_code == 200
+
+
+async def test_ending_an_http_session_purges_its_runs(tmp_path: Path) -> None:
+    async with serving(tmp_path) as (app, endpoint, http):
+        closed = ClosedConnections(app)
+        async with client_for(endpoint.url, http) as other:
+            async with client_for(endpoint.url, http) as owner:
+                run_id = structured(await owner.call_tool("big", {"n": 400}))["run_id"]
+                assert "not found" in error_text(await other.call_tool("get_run", {"run_id": run_id}))
+                assert len(app.app.runs) == 1
+            await closed.wait_for(1)
+            assert str(closed.owners[0]).startswith("http-session:")
+            assert len(app.app.runs) == 0
+            assert "not found" in error_text(await other.call_tool("get_run", {"run_id": run_id}))
+
+
+async def test_shutdown_ends_open_sessions(tmp_path: Path) -> None:
+    app = make_app(tmp_path, "http")
+    closed = ClosedConnections(app)
+    async with serving(tmp_path, app) as (_, endpoint, http):
+        opened = await http.post(endpoint.url, content=initialize_body(), headers=MCP_HEADERS)
+        assert opened.status_code == 200
+    assert [str(owner) for owner in closed.owners] == [f"http-session:{opened.headers['mcp-session-id']}"]
