@@ -198,6 +198,9 @@ async def _probe(app: AppState, root: Path, interpreter: Path) -> str | None:
 
 
 async def pytest_available(app: AppState) -> str | None:
+    if not app.settings.test_execution_allowed:
+        return None  # listed as disabled by policy; the project's interpreter is not even started
+
     async def factory() -> PytestCheck:
         return PytestCheck()
 

@@ -86,7 +86,7 @@ async def test_outcomes_progress_and_the_run_context(mcp_client: ClientFactory, 
             assert page["total"] == 3 and len(page["items"]) == 1
 
 
-async def test_results_match_python_m_pytest(mcp_client: ClientFactory, tmp_path: Path) -> None:
+async def test_results_match_python_m_pytest(memory_client: Any, tmp_path: Path) -> None:
     """The project's configuration applies (addopts, testpaths, markers, conftest), and the root is
     first on sys.path, so the counts are those of `python -m pytest` in the root."""
     root = write_project(
@@ -123,7 +123,7 @@ async def test_results_match_python_m_pytest(mcp_client: ClientFactory, tmp_path
     cold = await anyio.run_process(argv, cwd=root, check=False)
     summary = cold.stdout.decode().strip().splitlines()[-1]
     with anyio.fail_after(90):
-        async with mcp_client(root) as client:
+        async with memory_client(root) as client:
             result = await call(client, "run_tests", {})
     counts = result["counts"]
     assert (counts["passed"], counts["failed"], counts["deselected"]) == (1, 1, 1)
@@ -142,14 +142,14 @@ async def test_wait_false_then_get_run(mcp_client: ClientFactory, project: Path)
             assert set(done) >= {"run_id", "status", "counts", "duration_s", "failures", "slowest", "truncated"}
 
 
-async def test_timeout_kills_the_process_group(mcp_client: ClientFactory, tmp_path: Path, signals: Signals) -> None:
+async def test_timeout_kills_the_process_group(memory_client: Any, tmp_path: Path, signals: Signals) -> None:
     root = write_project(
         tmp_path / "hang",
         {"test_hang.py": HANG + "\ndef test_first():\n    pass\n\ndef test_hangs():\n    _hang()\n"},
     )
     signals.install(root)
     with anyio.fail_after(90):
-        async with mcp_client(root) as client:
+        async with memory_client(root) as client:
             result = await call(client, "run_tests", {"timeout_s": 2})
             assert result["status"] == "timeout"
             assert result["counts"]["passed"] == 1
@@ -205,7 +205,7 @@ async def test_client_cancellation_stops_a_waiting_run(
             await assert_gone(root)
 
 
-async def test_crashed_children_are_reported_and_the_pool_goes_on(mcp_client: ClientFactory, tmp_path: Path) -> None:
+async def test_crashed_children_are_reported_and_the_pool_goes_on(memory_client: Any, tmp_path: Path) -> None:
     root = write_project(
         tmp_path / "crash",
         {
@@ -224,7 +224,7 @@ async def test_crashed_children_are_reported_and_the_pool_goes_on(mcp_client: Cl
         },
     )
     with anyio.fail_after(90):
-        async with mcp_client(root) as client:
+        async with memory_client(root) as client:
             both = ["test_crash.py::test_before", "test_crash.py::test_segfault"]
             segv = await call(client, "run_tests", {"select": both})
             assert segv["status"] == "crashed"
@@ -295,3 +295,25 @@ async def test_past_the_queue_limit_is_busy(mcp_client: ClientFactory, tmp_path:
                 assert refused_bg.is_error and "busy" in refused_bg.content[0].text  # type: ignore[union-attr]
                 await gate.send(b"g")
             assert sorted(r["status"] for r in results) == ["passed", "passed"]
+
+
+async def test_test_output_never_reaches_the_protocol(mcp_client: ClientFactory, tmp_path: Path) -> None:
+    """Whatever a test writes to fd 1 and 2 (uncaptured, and from a subprocess) lands in the run
+    log, never on the server's stdout: over stdio that would break the protocol."""
+    tests = """
+import os, subprocess, sys
+
+def test_noisy():
+    os.write(1, b'{"jsonrpc": "2.0", "id": 1, "result": {}}\\n')
+    os.write(2, b"stderr noise\\n")
+    subprocess.run([sys.executable, "-c", "print('from a subprocess')"], check=True)
+"""
+    root = write_project(tmp_path / "noisy", {"test_noisy.py": tests}, ini="[pytest]\naddopts = -s\n")
+    with anyio.fail_after(90):
+        async with mcp_client(root) as client:
+            result = await call(client, "run_tests", {})
+            assert result["status"] == "passed"
+            log = await call(client, "get_run", {"run_id": result["run_id"], "section": "log"})
+            for text in ('"jsonrpc": "2.0"', "stderr noise", "from a subprocess"):
+                assert text in log["text"]
+            assert (await call(client, "run_tests", {}))["status"] == "passed"
