@@ -264,7 +264,8 @@ class RunState:
         return ("failed" if self.counts["failed"] or self.counts["errors"] else "error"), f"pytest exited with {code}"
 
     def slowest(self) -> list[dict[str, Any]]:
-        return [{"nodeid": self._redact(n), "duration_s": round(d, 4)} for d, n in sorted(self._slowest, reverse=True)]
+        ordered = sorted(self._slowest, key=lambda entry: (-entry[0], entry[1]))
+        return [{"nodeid": self._redact(n), "duration_s": round(d, 4)} for d, n in ordered]
 
     def result(self, *, run_id: str, status: str, duration_s: float, message: str | None) -> dict[str, Any]:
         result: dict[str, Any] = {

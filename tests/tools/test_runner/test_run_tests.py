@@ -317,3 +317,13 @@ def test_noisy():
             for text in ('"jsonrpc": "2.0"', "stderr noise", "from a subprocess"):
                 assert text in log["text"]
             assert (await call(client, "run_tests", {}))["status"] == "passed"
+
+
+async def test_closing_the_connection_stops_its_runs(memory_client: Any, tmp_path: Path, signals: Signals) -> None:
+    root = write_project(tmp_path / "hang", {"test_hang.py": HANG + "\ndef test_hangs():\n    _hang()\n"})
+    signals.install(root)
+    with anyio.fail_after(60):
+        async with memory_client(root) as client:
+            await call(client, "run_tests", {"wait": False})
+            await signals.wait()
+        await assert_gone(root)

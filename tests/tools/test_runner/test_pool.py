@@ -1,0 +1,131 @@
+"""ZygotePool with real zygotes: reuse, rebuild on environment change, LRU cap, idle TTL, a zygote
+that dies (mid-run too), and the rendezvous socket refusing strangers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from mcp_server.api import AppState
+from mcp_server.server import build_app_state
+from tests.conftest import make_settings
+from tests.tools.test_runner.conftest import HANG, Signals, assert_gone, write_project
+from tools.test_runner.pool import get_pool
+from tools.test_runner.runner import RunRequest, TestRun
+
+pytestmark = pytest.mark.anyio
+PY = Path(sys.executable)
+
+
+@asynccontextmanager
+async def app_state(tmp_path: Path, **overrides: Any) -> AsyncIterator[AppState]:
+    """The server's shared runtime without a transport: settings, executor, services, task group."""
+    app = build_app_state(make_settings(tmp_path, tmp_path, **overrides))
+    async with anyio.create_task_group() as tg:
+        app.task_group = tg
+        try:
+            yield app
+        finally:
+            with anyio.CancelScope(shield=True):
+                await app.services.aclose()
+                await app.executor.aclose()
+            tg.cancel_scope.cancel()
+
+
+async def test_reuse_and_rebuild_on_config_change(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "p", {"tests/test_a.py": "def test_a():\n    pass\n"})
+    with anyio.fail_after(60):
+        async with app_state(tmp_path) as app:
+            pool = await get_pool(app)
+            async with pool.lease(root, PY) as first:
+                pass
+            async with pool.lease(root, PY) as same:
+                assert same is first and pool.rebuilds == 0
+            seen = [first]
+            for change in (
+                lambda: (root / "tests" / "conftest.py").write_text("# new conftest\n"),
+                lambda: (root / "pytest.ini").write_text("[pytest]\naddopts = -q\n"),
+                lambda: (root / "pyproject.toml").write_text("[project]\nname = 'p'\n"),
+            ):
+                change()
+                async with pool.lease(root, PY) as zygote:
+                    assert zygote not in seen and zygote.alive
+                await seen[-1].stopped.wait()
+                seen.append(zygote)
+            assert pool.rebuilds == 3 and pool.started == 4
+            status = pool.status()
+            assert status["size"] == 1 and status["zygotes"][0]["pid"] == seen[-1].pid
+
+
+async def test_a_stale_zygote_finishes_its_runs_first(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "p", {"test_a.py": "def test_a():\n    pass\n"})
+    with anyio.fail_after(60):
+        async with app_state(tmp_path) as app:
+            pool = await get_pool(app)
+            async with pool.lease(root, PY) as old:
+                (root / "conftest.py").write_text("\n")
+                async with pool.lease(root, PY) as new:
+                    assert new is not old
+                assert old.alive, "a zygote in use is not stopped under its run"
+            await old.stopped.wait()
+
+
+async def test_lru_cap_and_idle_ttl(tmp_path: Path) -> None:
+    a = write_project(tmp_path / "a", {"test_a.py": "def test_a():\n    pass\n"})
+    b = write_project(tmp_path / "b", {"test_b.py": "def test_b():\n    pass\n"})
+    with anyio.fail_after(60):
+        async with app_state(tmp_path, zygote_pool_size=1) as app:
+            pool = await get_pool(app)
+            async with pool.lease(a, PY) as za:
+                pass
+            async with pool.lease(b, PY) as zb:
+                pass
+            await za.stopped.wait()  # least recently used, over the cap
+            assert pool.zygotes() == [zb]
+        async with app_state(tmp_path, zygote_idle_ttl_s=0.2) as app:
+            pool = await get_pool(app)
+            async with pool.lease(a, PY) as zygote:
+                pass
+            await zygote.stopped.wait()  # idle past the TTL
+            pool.prune()
+            assert pool.zygotes() == []
+
+
+async def test_a_dead_zygote_is_replaced_and_its_run_reports_it(tmp_path: Path, signals: Signals) -> None:
+    root = write_project(tmp_path / "hang", {"test_hang.py": HANG + "\ndef test_hangs():\n    _hang()\n"})
+    signals.install(root)
+    with anyio.fail_after(60):
+        async with app_state(tmp_path) as app:
+            pool = await get_pool(app)
+            run = TestRun(app, RunRequest(root, PY, [], "run", 60), tool="run_tests", connection="test")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run.execute)
+                await signals.wait()
+                (zygote,) = pool.zygotes()
+                assert zygote.pid is not None
+                os.kill(zygote.pid, signal.SIGKILL)
+            status, message = run.outcome()
+            assert status == "crashed" and message is not None and "died" in message
+            await assert_gone(root)
+            async with pool.lease(root, PY) as fresh:
+                assert fresh is not zygote and fresh.alive
+
+
+async def test_the_rendezvous_refuses_unknown_tokens(tmp_path: Path) -> None:
+    with anyio.fail_after(30):
+        async with app_state(tmp_path) as app:
+            pool = await get_pool(app)
+            async with await anyio.connect_unix(pool.rendezvous.path) as stranger:
+                await stranger.send(b"not-a-token ev\n")
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await stranger.receive()
+            assert pool.rendezvous.rejected == 1
+            assert oct(pool.rendezvous.directory.stat().st_mode & 0o777) == "0o700"
