@@ -2,28 +2,97 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import io
 import os
 import signal
+import threading
+from collections.abc import Iterator
+from typing import BinaryIO, cast
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 from mcp.server.stdio import stdio_server
 
 from mcp_server.connections import new_connection
 from mcp_server.server import CodeToolsServer
 
+LINE_BUFFER = 16
+
+
+class StdinLines:
+    """The lines of stdin for `stdio_server(stdin=...)`, read by a daemon thread.
+
+    Why not the SDK's reader: it reads in an anyio worker thread, and a read blocked on a pipe
+    whose writer is still attached can be neither cancelled nor abandoned (anyio shields the wait,
+    and the interpreter joins that thread at exit), so SIGTERM with the client still connected
+    would never finish. A daemon thread blocked in `read()` is simply left behind at exit.
+    """
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._send, self._receive = anyio.create_memory_object_stream[str](LINE_BUFFER)
+        self._token = anyio.lowlevel.current_token()
+        threading.Thread(target=self._pump, name="mcp-code-tools stdin", daemon=True).start()
+
+    def _pump(self) -> None:
+        try:
+            for raw in self._file:
+                anyio.from_thread.run(self._send.send, raw.decode("utf-8", errors="replace"), token=self._token)
+        except (anyio.RunFinishedError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ValueError):
+            pass
+        finally:
+            with contextlib.suppress(anyio.RunFinishedError):
+                anyio.from_thread.run_sync(self._send.close, token=self._token)
+
+    def __aiter__(self) -> StdinLines:
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+
+@contextlib.contextmanager
+def claimed_stdin() -> Iterator[BinaryIO]:
+    """Read the wire from a private copy of fd 0; fd 0 itself reads /dev/null while we serve,
+    so nothing else in the process (or a child) can eat protocol bytes."""
+    try:
+        private = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError:  # no fd 0 at all: nothing will ever arrive
+        yield io.BytesIO()
+        return
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        os.dup2(null, 0)
+    finally:
+        os.close(null)
+    # Never closed: the reader thread may still be blocked on it when we return.
+    file = os.fdopen(private, "rb", closefd=False)
+    try:
+        yield file
+    finally:
+        os.dup2(private, 0)
+
 
 async def serve_stdio(app: CodeToolsServer) -> None:
     """Serve until EOF on stdin or SIGTERM/SIGINT; the runtime (and every child process) is closed after."""
     connection = new_connection("stdio", client=f"pid:{os.getppid()}")
-    async with app.running(), anyio.create_task_group() as tg:
+    with claimed_stdin() as stdin_file:
+        async with app.running(), anyio.create_task_group() as tg:
 
-        async def on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for _ in signals:
-                    tg.cancel_scope.cancel()
-                    return
+            async def on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for _ in signals:
+                        tg.cancel_scope.cancel()
+                        return
 
-        tg.start_soon(on_signal)
-        async with stdio_server() as (read_stream, write_stream):
-            await app.serve_streams(read_stream, write_stream, connection)
-        tg.cancel_scope.cancel()
+            tg.start_soon(on_signal)
+            stdin = cast("anyio.AsyncFile[str]", StdinLines(stdin_file))  # the SDK only iterates it
+            async with stdio_server(stdin=stdin) as (read_stream, write_stream):
+                await app.serve_streams(read_stream, write_stream, connection)
+            tg.cancel_scope.cancel()

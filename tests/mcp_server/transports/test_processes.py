@@ -1,0 +1,209 @@
+"""`python -m mcp_server` as a real process on each transport: clean exit, no orphans, clean stdout.
+
+Each test makes the server start a child (a warm ruff server, through `lint`), then stops the
+server the way its users do (EOF on stdin, SIGTERM, SIGINT) and checks that it exits 0, that the
+children it had are gone, and that stdout carried nothing but protocol. (The leak check plugin
+also fails any test that leaves a descendant behind.)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import httpx2
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+from mcp.client import Client
+
+from mcp_server.transports.ws_client import websocket_client
+from tests.conftest import settings_env
+from tests.mcp_server.transports.conftest import INITIALIZE
+
+pytestmark = pytest.mark.anyio
+
+LINT_SOURCE = "import os\n"
+MAX_LINE = 4 * 1024 * 1024
+
+
+def children_of(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text()
+        found |= {int(p) for p in text.split()}
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+@asynccontextmanager
+async def server_process(root: Path, *args: str, **settings: Any) -> AsyncIterator[anyio.abc.Process]:
+    command = [sys.executable, "-m", "mcp_server", *args]
+    env = settings_env(root, root, **settings)
+    proc = await anyio.open_process(
+        command, env=env, cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        with anyio.move_on_after(10, shield=True):
+            await proc.wait()
+        await proc.aclose()
+
+
+class StdioPeer:
+    """A hand-driven stdio client that keeps every stdout line it reads."""
+
+    def __init__(self, proc: anyio.abc.Process) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self.proc = proc
+        self.stdin = proc.stdin
+        self.stdout = BufferedByteReceiveStream(proc.stdout)
+        self.lines: list[str] = []
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.stdin.send((json.dumps(message) + "\n").encode())
+
+    async def answer(self, request_id: int) -> dict[str, Any]:
+        while True:
+            line = (await self.stdout.receive_until(b"\n", MAX_LINE)).decode()
+            self.lines.append(line)
+            message = json.loads(line)
+            if message.get("id") == request_id and "method" not in message:
+                return dict(message)
+
+    async def rest(self) -> None:
+        """Read stdout to EOF."""
+        tail = b""
+        try:
+            while True:
+                tail += await self.stdout.receive()
+        except (anyio.EndOfStream, anyio.IncompleteRead):
+            pass
+        self.lines += [line for line in tail.decode().splitlines() if line]
+
+    async def start_a_child(self) -> set[int]:
+        await self.send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INITIALIZE})
+        assert "result" in await self.answer(1)
+        await self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        call = {"name": "lint", "arguments": {"source": LINT_SOURCE, "select": ["F401"]}}
+        await self.send({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call})
+        result = (await self.answer(2))["result"]
+        assert not result.get("isError"), result
+        children = children_of(self.proc.pid)
+        assert children, "lint should have started a warm ruff server"
+        return children
+
+
+async def read_all(stream: anyio.abc.ByteReceiveStream) -> bytes:
+    data = b""
+    try:
+        while True:
+            data += await stream.receive()
+    except (anyio.EndOfStream, anyio.ClosedResourceError):
+        return data
+
+
+def assert_only_protocol(lines: list[str]) -> None:
+    assert lines
+    for line in lines:
+        message = json.loads(line)
+        assert isinstance(message, dict) and message.get("jsonrpc") == "2.0", line
+
+
+async def test_stdio_exits_cleanly_on_eof(tmp_path: Path) -> None:
+    with anyio.fail_after(60):
+        async with server_process(tmp_path) as proc:
+            peer = StdioPeer(proc)
+            children = await peer.start_a_child()
+            await proc.stdin.aclose()  # type: ignore[union-attr]
+            await peer.rest()
+            assert await proc.wait() == 0
+            assert not [pid for pid in children if alive(pid)]
+            assert_only_protocol(peer.lines)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_stdio_exits_cleanly_on_a_signal(tmp_path: Path, signum: signal.Signals) -> None:
+    with anyio.fail_after(60):
+        async with server_process(tmp_path) as proc:
+            peer = StdioPeer(proc)
+            children = await peer.start_a_child()
+            proc.send_signal(signum)
+            await peer.rest()
+            assert await proc.wait() == 0
+            assert not [pid for pid in children if alive(pid)]
+            assert_only_protocol(peer.lines)
+            assert proc.stderr is not None
+            assert b"Traceback" not in await read_all(proc.stderr)
+
+
+async def listening_url(proc: anyio.abc.Process) -> str:
+    """The URL from the server's `listening on ...` line on stderr."""
+    assert proc.stderr is not None
+    stderr = BufferedByteReceiveStream(proc.stderr)
+    while True:
+        line = (await stderr.receive_until(b"\n", 65536)).decode()
+        found = re.search(r"listening on (\S+)", line)
+        if found:
+            return found.group(1)
+
+
+async def lint_over(client: Client) -> None:
+    result = await client.call_tool("lint", {"source": LINT_SOURCE, "select": ["F401"]})
+    assert not result.is_error, result.content
+
+
+@pytest.mark.parametrize(("transport", "signum"), [("websocket", signal.SIGTERM), ("http", signal.SIGINT)])
+async def test_network_servers_serve_then_exit_cleanly_on_a_signal(
+    tmp_path: Path, transport: str, signum: signal.Signals
+) -> None:
+    with anyio.fail_after(60):
+        async with server_process(tmp_path, "--transport", transport, "--port", "0") as proc:
+            url = await listening_url(proc)
+            base = url.rsplit("/mcp", 1)[0].replace("ws://", "http://")
+            async with httpx2.AsyncClient(timeout=30) as http:
+                assert (await http.get(base + "/healthz")).json() == {"status": "ok"}
+            opened = Client(websocket_client(url)) if transport == "websocket" else Client(url)
+            async with opened as client:
+                await lint_over(client)
+                children = children_of(proc.pid)
+                assert children
+                proc.send_signal(signum)
+                assert await proc.wait() == 0
+            assert not [pid for pid in children if alive(pid)]
+            assert proc.stdout is not None
+            assert await read_all(proc.stdout) == b""  # nothing on stdout but protocol, and there is none
+
+
+def test_the_network_servers_refuse_to_start_beyond_loopback_without_a_token(tmp_path: Path) -> None:
+    for transport in ("websocket", "http"):
+        env = settings_env(tmp_path, tmp_path)
+        done = subprocess.run(
+            [sys.executable, "-m", "mcp_server", "--transport", transport, "--host", "0.0.0.0"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert done.returncode == 2 and done.stdout == ""
+        assert "MCP_CODE_TOOLS_TOKEN" in done.stderr and len(done.stderr.strip().splitlines()) == 1
