@@ -17,20 +17,29 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import mcp_types as types
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
+from websockets.typing import Subprotocol
 
 from tests.conftest import settings_env
 
-DRAWN = 34  # lines drawn per batch; each is sent three ways (`amplify`): 102 messages
-BATCHES = 100  # plus one before `initialize`: 10,302 messages per transport
+DRAWN = 26  # messages drawn per batch; each is sent four ways (`variants`): 104 messages
+BATCHES = 100  # plus one before `initialize`: 10,504 messages per transport
+
+pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning")
 ANSWER_TIMEOUT_S = 60.0
 
 MODERN_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}
@@ -180,17 +189,22 @@ def hostile_line(draw: st.DrawFn, *, allow_initialize: bool = True) -> str:
     return "\ufeff" + junk if draw(st.booleans()) else junk
 
 
+_Frame = TypeVar("_Frame", str, bytes)
+
+
 def encode(line: str) -> bytes:
     return _one_line(line).encode("utf-8", "surrogatepass") + b"\n"
 
 
+def variants(frame: _Frame) -> list[_Frame]:
+    """Each drawn message four times over: as drawn, cut in half and cut at a third (malformed),
+    and again (a duplicate id while the first may still be in flight). Cheap variants keep
+    10,000 messages fast to make."""
+    return [frame, frame[: len(frame) // 2], frame, frame[: len(frame) // 3]]
+
+
 def amplify(lines: list[str]) -> list[bytes]:
-    """Each drawn line three times over: as drawn, cut in half (malformed), and again (a duplicate
-    id while the first may still be in flight). Cheap variants keep 10,000 messages fast to make."""
-    out: list[bytes] = []
-    for line in lines:
-        out += [encode(line), encode(line[: len(line) // 2]), encode(line)]
-    return out
+    return [encode(variant) for line in lines for variant in variants(line)]
 
 
 def required_answer(data: bytes) -> Any | None:
@@ -322,10 +336,15 @@ def request(id_: Any, method_name: str, params_: dict[str, Any] | None = None) -
 
 
 INITIALIZE = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "fuzz", "version": "1"}}
+# No shrinking: every batch runs against the same long-lived server, so a failure depends on the
+# history before it and shrinking would replay it against a changed server (slowly). The failing
+# batch is reported as drawn.
 FUZZ_SETTINGS = settings(
     max_examples=BATCHES,
     deadline=None,
     database=None,
+    phases=[Phase.explicit, Phase.generate],
+    report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
 )
 
@@ -364,3 +383,268 @@ def test_stdio_survives_hostile_messages(tmp_path: Path) -> None:
         assert peer.close() == 0
         stderr = peer.stderr_text()
     assert "Traceback" not in stderr, stderr[-3000:]
+
+
+# --- the WebSocket peer --------------------------------------------------------------------------
+#
+# A message-framed transport answers what the SDK's stdio reader drops (`transports/framing.py`):
+# every text frame that is not a valid notification or response gets an answer, a parse error or
+# an invalid request under the request's id when one can be read, else under `null`. Frames that
+# the protocol itself must refuse end the connection with a close code instead (and the fuzz
+# reconnects): a frame over `max_message_bytes` (1009) and a text frame that is not UTF-8 (1007).
+
+WS_MAX_MESSAGE_BYTES = 64 * 1024
+CLEAN_CLOSES = {"too-big": CloseCode.MESSAGE_TOO_BIG, "not-utf8": CloseCode.INVALID_DATA}
+
+
+def frame_kind(frame: str | bytes) -> str:
+    """`binary`, `text`, or the kind of a frame that must close the connection."""
+    if isinstance(frame, bytes):
+        return "too-big" if len(frame) > WS_MAX_MESSAGE_BYTES else "binary"
+    try:
+        size = len(frame.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "not-utf8"
+    return "too-big" if size > WS_MAX_MESSAGE_BYTES else "text"
+
+
+def needs_error_answer(frame: str | bytes) -> bool:
+    """Whether the server must answer this (non-closing) frame with an error of its own."""
+    if isinstance(frame, bytes):
+        return True
+    try:
+        types.jsonrpc_message_adapter.validate_json(frame, by_name=False)
+    except Exception:
+        return True
+    return False
+
+
+class WebSocketPeer:
+    """`python -m mcp_server --transport websocket --port 0` and a sync client that checks every frame."""
+
+    def __init__(self, root: Path, tmp: Path) -> None:
+        env = settings_env(
+            root,
+            tmp,
+            max_message_bytes=WS_MAX_MESSAGE_BYTES,
+            rate_limit_rps=1_000_000,
+            rate_limit_burst=1_000_000,
+            tool_poll_interval_s=3600,
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mcp_server", "--transport", "websocket", "--port", "0"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=root,
+        )
+        self.stderr_lines: list[str] = []
+        self.stdout_data = b""
+        self._listening = threading.Event()
+        self.url = ""
+        self._threads = [
+            threading.Thread(target=self._read_stderr, name="fuzz-ws-stderr", daemon=True),
+            threading.Thread(target=self._read_stdout, name="fuzz-ws-stdout", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        if not self._listening.wait(timeout=30) or not self.url:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            self.close_pipes()
+            raise AssertionError(f"the WebSocket server did not start: {''.join(self.stderr_lines)[-2000:]}")
+        self.ws: ClientConnection | None = None
+        self._ws_stack = ExitStack()
+        self.sent = 0
+        self.reconnects = 0
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace")
+            self.stderr_lines.append(line)
+            if "listening on ws://" in line and not self._listening.is_set():
+                self.url = line.split("listening on ", 1)[1].strip()
+                self._listening.set()
+        self._listening.set()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        self.stdout_data = self.proc.stdout.read()
+
+    def connection(self) -> ClientConnection:
+        if self.ws is None:
+            self._ws_stack = ExitStack()
+            self.ws = self._ws_stack.enter_context(
+                ws_connect(self.url, subprotocols=[Subprotocol("mcp")], max_size=None, open_timeout=10)
+            )
+        return self.ws
+
+    def disconnect(self) -> None:
+        self.ws = None
+        self._ws_stack.close()
+
+    def _receive(self, deadline: float) -> types.JSONRPCMessage:
+        ws = self.connection()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        frame = ws.recv(timeout=remaining)
+        try:
+            return types.jsonrpc_message_adapter.validate_json(frame, by_name=False)
+        except Exception as exc:
+            raise ProtocolViolation(f"not a JSON-RPC message from the server: {frame[:200]!r} ({exc})") from None
+
+    def _exchange_open(self, frames: list[str | bytes]) -> None:
+        """Frames that keep the connection open: every request is answered under its id, and every
+        other frame that is not a notification or a response gets an error (under its id or null)."""
+        ws = self.connection()
+        ids: set[str] = set()
+        expected = 0
+        for frame in frames:
+            ws.send(frame)
+            self.sent += 1
+            request_id = required_answer(frame.encode("utf-8")) if isinstance(frame, str) else None
+            if request_id is not None:
+                ids.add(id_key(request_id))
+                expected += 1
+            elif needs_error_answer(frame):
+                expected += 1
+        answered: set[str] = set()
+        received = 0
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
+        try:
+            while not ids <= answered or received < expected:
+                message = self._receive(deadline)
+                if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
+                    answered.add(id_key(message.id))
+                    received += 1
+        except TimeoutError:
+            missing = sorted(ids - answered)[:5]
+            raise AssertionError(
+                f"no answer within {ANSWER_TIMEOUT_S} s: {received}/{expected} answers, ids missing: {missing}"
+            ) from None
+
+    def _exchange_closing(self, frame: str | bytes, kind: str) -> None:
+        """A frame the protocol refuses: the server closes the connection cleanly, with the right code."""
+        ws = self.connection()
+        data = frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame
+        try:
+            ws.send(data, text=isinstance(frame, str))
+            self.sent += 1
+            deadline = time.monotonic() + ANSWER_TIMEOUT_S
+            while True:
+                self._receive(deadline)  # answers still in flight may come first
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None, "the server dropped the connection without a close frame"
+            assert closed.rcvd.code == CLEAN_CLOSES[kind], f"{kind}: closed with {closed.rcvd}"
+        except TimeoutError:
+            raise AssertionError(f"{kind}: the server did not close the connection") from None
+        finally:
+            self.disconnect()
+            self.reconnects += 1
+
+    def exchange(self, frames: list[str | bytes]) -> None:
+        pending: list[str | bytes] = []
+        for frame in frames:
+            kind = frame_kind(frame)
+            if kind in CLEAN_CLOSES:
+                self._exchange_open(pending)
+                pending = []
+                self._exchange_closing(frame, kind)
+            else:
+                pending.append(frame)
+        self._exchange_open(pending)
+
+    def call(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """Send well-formed requests; return the answers by id."""
+        ws = self.connection()
+        for message in messages:
+            ws.send(json.dumps(message))
+        wanted = {id_key(m["id"]) for m in messages if "id" in m}
+        answers: dict[str, Any] = {}
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
+        while not wanted <= set(answers):
+            message = self._receive(deadline)
+            if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
+                answers[id_key(message.id)] = message
+        return answers
+
+    def stop(self) -> int:
+        """SIGTERM: the server must shut down cleanly."""
+        self.disconnect()
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            self.close_pipes()
+
+    def close_pipes(self) -> None:
+        for thread in self._threads:
+            thread.join(timeout=30)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@contextmanager
+def websocket_peer(root: Path, tmp: Path) -> Iterator[WebSocketPeer]:
+    peer: WebSocketPeer | None = None
+    try:
+        peer = WebSocketPeer(root, tmp)
+        yield peer
+    finally:
+        if peer is not None and peer.proc.returncode is None:
+            peer.proc.kill()
+            peer.proc.wait(timeout=30)
+            peer.close_pipes()
+
+
+hostile_frame = st.one_of(
+    hostile_line(),
+    hostile_line(),
+    hostile_line(),
+    st.binary(max_size=200),  # binary frames are not part of the protocol
+)
+
+
+def test_websocket_survives_hostile_messages(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    with websocket_peer(root, tmp_path) as peer:
+
+        @settings(FUZZ_SETTINGS, max_examples=1)
+        @given(st.lists(hostile_line(allow_initialize=False), min_size=DRAWN, max_size=DRAWN))
+        def before_initialize(lines: list[str]) -> None:
+            peer.exchange([variant for line in lines for variant in variants(line)])
+
+        @FUZZ_SETTINGS
+        @given(st.lists(hostile_frame, min_size=DRAWN, max_size=DRAWN))
+        def after_initialize(frames: list[str | bytes]) -> None:
+            peer.exchange([variant for frame in frames for variant in variants(frame)])
+
+        before_initialize()
+        init = {"jsonrpc": "2.0", "id": "ws-init", "method": "initialize", "params": INITIALIZE}
+        peer.call([init, {"jsonrpc": "2.0", "method": "notifications/initialized"}])
+        after_initialize()
+        assert peer.sent >= 10_000
+
+        # A normal session on a fresh connection still works.
+        peer.disconnect()
+        peer.call([init, {"jsonrpc": "2.0", "method": "notifications/initialized"}])
+        call = {
+            "jsonrpc": "2.0",
+            "id": "ws-call",
+            "method": "tools/call",
+            "params": {"name": "get_run", "arguments": {"run_id": "run_nope"}},
+        }
+        answers = peer.call([call, {"jsonrpc": "2.0", "id": "ws-list", "method": "tools/list"}])
+        result = answers[id_key("ws-call")]
+        assert isinstance(result, types.JSONRPCResponse)
+        assert result.result["isError"] is True and "not found" in result.result["content"][0]["text"]
+        assert isinstance(answers[id_key("ws-list")], types.JSONRPCResponse)
+        assert peer.stop() == 0
+    stderr = "".join(peer.stderr_lines)
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert peer.stdout_data == b""
