@@ -1,6 +1,7 @@
-"""Which interpreter runs a project's tests, and the fingerprint that says when a zygote is stale.
+"""Which interpreter runs a project's tests, and the fingerprints that say when a zygote is stale.
 
-Blocking functions (a few `stat`s, a bounded walk): call them through `anyio.to_thread`.
+`env_fingerprint` is a few `stat`s; `config_fingerprint` walks the project (bounded): call it
+through `anyio.to_thread`.
 """
 
 from __future__ import annotations
@@ -71,16 +72,23 @@ def config_files(root: Path, max_dirs: int = MAX_WALK_DIRS) -> list[str]:
     return sorted(found)
 
 
-def fingerprint(root: Path, interpreter: Path, site_dirs: Sequence[str] = ()) -> str:
-    """A digest of everything a zygote depends on: the interpreter, the directories packages are
-    installed in (their listing changes on install/uninstall), and pytest's configuration files."""
+def env_fingerprint(interpreter: Path, site_dirs: Sequence[str] = ()) -> str:
+    """What the zygote's imports depend on: the interpreter, and the directories packages are
+    installed in (their listing changes on install/uninstall/upgrade). A few `stat`s: cheap
+    enough to check before every run."""
     return digest(
-        [
-            f"python {interpreter} {_signature(str(interpreter))}",
-            *(f"site {d} {_signature(d)}" for d in site_dirs),
-            *(f"config {f} {_signature(f)}" for f in config_files(root)),
-        ]
+        [f"python {interpreter} {_signature(str(interpreter))}", *(f"site {d} {_signature(d)}" for d in site_dirs)]
     )
+
+
+def config_fingerprint(root: Path) -> str:
+    """pytest's configuration files for `root` (a bounded walk: run it in a thread)."""
+    return digest(f"config {f} {_signature(f)}" for f in config_files(root))
+
+
+def fingerprint(root: Path, interpreter: Path, site_dirs: Sequence[str] = ()) -> str:
+    """Everything a zygote depends on."""
+    return env_fingerprint(interpreter, site_dirs) + config_fingerprint(root)
 
 
 def digest(lines: Iterable[str]) -> str:

@@ -1,6 +1,10 @@
 """ZygotePool: one warm zygote per (root, interpreter), rebuilt on environment change, LRU-capped,
 shut down after an idle TTL.
 
+A change of the interpreter or of the installed packages is checked before every run (a few
+`stat`s); a change of pytest's configuration files (a walk of the project) beside the run, and
+the zygote is replaced for the runs after it.
+
 Created lazily (`Services.get("test_pool", ...)`) on the first run. Its host task lives in the
 server's task group and owns the rendezvous socket, every zygote's host task, and a sweeper that
 stops zygotes idle past `zygote_idle_ttl_s`. At most `zygote_pool_size` are kept: starting one
@@ -23,7 +27,7 @@ import anyio.abc
 import anyio.to_thread
 
 from mcp_server.api import AppState, ToolError
-from tools.test_runner.environment import fingerprint
+from tools.test_runner.environment import config_fingerprint, env_fingerprint
 from tools.test_runner.rendezvous import Rendezvous
 from tools.test_runner.zygote import START_TIMEOUT_S, WorkerGone, Zygote
 
@@ -98,21 +102,18 @@ class ZygotePool:
     async def _get(self, root: Path, interpreter: Path) -> Zygote:
         key = (root, interpreter)
         zygote = self._zygotes.get(key)
-        if zygote is not None and zygote.alive:
-            current = await anyio.to_thread.run_sync(fingerprint, root, interpreter, zygote.site_dirs)
-            if current == zygote.fingerprint:
-                self._zygotes.move_to_end(key)
-                return zygote
+        if zygote is not None and self._usable(zygote):
+            self._zygotes.move_to_end(key)
+            self._check_config_soon(key, zygote)
+            return zygote
         async with self._locks.setdefault(key, anyio.Lock()):
             zygote = self._zygotes.get(key)
             if zygote is not None:
-                fresh = zygote.alive and zygote.fingerprint == await anyio.to_thread.run_sync(
-                    fingerprint, root, interpreter, zygote.site_dirs
-                )
-                if fresh:
+                if self._usable(zygote):
                     self._zygotes.move_to_end(key)
                     return zygote
-                logger.info("rebuilding the test worker for %s: %s", root, zygote.error or "its environment changed")
+                why = zygote.error or "its interpreter or installed packages changed"
+                logger.info("rebuilding the test worker for %s: %s", root, why)
                 self.rebuilds += 1
                 self._retire(key)
             zygote = await self._start(root, interpreter)
@@ -120,9 +121,35 @@ class ZygotePool:
             self._evict()
             return zygote
 
+    @staticmethod
+    def _usable(zygote: Zygote) -> bool:
+        """Alive, and what it imported is unchanged: the interpreter and the installed packages.
+        A few `stat`s, checked before every run (a stale pytest would change results)."""
+        return zygote.alive and env_fingerprint(zygote.interpreter, zygote.site_dirs) == zygote.env_fingerprint
+
+    def _check_config_soon(self, key: PoolKey, zygote: Zygote) -> None:
+        """Walk the project's pytest configuration in the background, beside the run. The zygote
+        never read it (the run re-reads everything), so a change only retires the zygote: the
+        runs after it get a fresh one."""
+        if zygote.checking_config or self._tg is None:
+            return
+        zygote.checking_config = True
+        self._tg.start_soon(self._check_config, key, zygote)
+
+    async def _check_config(self, key: PoolKey, zygote: Zygote) -> None:
+        try:
+            current = await anyio.to_thread.run_sync(config_fingerprint, zygote.root)
+        finally:
+            zygote.checking_config = False
+        if current != zygote.config_fingerprint and self._zygotes.get(key) is zygote:
+            logger.info("rebuilding the test worker for %s: its pytest configuration changed", zygote.root)
+            self.rebuilds += 1
+            self._retire(key)
+
     async def _start(self, root: Path, interpreter: Path) -> Zygote:
         if self._tg is None or self._closing.is_set():
             raise WorkerGone("the test worker pool is closed")
+        config = await anyio.to_thread.run_sync(config_fingerprint, root)
         zygote = Zygote(root=root, interpreter=interpreter, executor=self._app.executor)
         self._tg.start_soon(zygote.serve)
         with anyio.move_on_after(START_TIMEOUT_S + 5):
@@ -130,7 +157,8 @@ class ZygotePool:
         if not zygote.alive:
             zygote.stop()
             raise WorkerGone(zygote.error or f"the test worker in {interpreter} did not start")
-        zygote.fingerprint = await anyio.to_thread.run_sync(fingerprint, root, interpreter, zygote.site_dirs)
+        zygote.config_fingerprint = config
+        zygote.env_fingerprint = env_fingerprint(interpreter, zygote.site_dirs)
         self.started += 1
         self._wake.set()
         return zygote

@@ -35,6 +35,8 @@ logger = logging.getLogger("mcp_server.test_runner")
 KILL_WAIT_S = 5.0
 DRAIN_S = 2.0
 MAX_EVENT_LINE = 16 * 1024 * 1024
+READ_SIZE = 1024 * 1024
+COALESCE_S = 0.002
 
 Ending = Literal["exited", "timeout", "cancelled"]
 
@@ -84,6 +86,10 @@ class TestRun:
         self.duration_s = 0.0
         self._eofs = 0
         self._drained = anyio.Event()
+        self._wrapping_up = anyio.Event()
+        """The child said its last word (or is gone): no more spacing of reads."""
+        self._finished = anyio.Event()
+        """The child is gone, or finished pytest and closed its streams (it is reaped meanwhile)."""
         self._event_bytes = 0
 
     # --- the run ---------------------------------------------------------------------------------
@@ -113,9 +119,10 @@ class TestRun:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._take, arrivals, output, tg)
+                tg.start_soon(self._watch, handle)
                 await zygote.fork(handle, command)
                 with anyio.move_on_after(request.timeout_s) as deadline:
-                    await handle.exited.wait()
+                    await self._finished.wait()
                 if deadline.cancelled_caught:
                     self.ending = "timeout"
                     await self._stop_child(zygote, handle)
@@ -131,7 +138,7 @@ class TestRun:
         finally:
             output.finish()
             self.duration_s = time.monotonic() - started
-            await self._audit(handle, output.bytes + self._event_bytes)
+            self._audit(handle, output.bytes + self._event_bytes)
 
     async def _stop_child(self, zygote: Zygote, handle: ChildHandle) -> None:
         """Kill the child's process group and wait until it is reaped. Shielded and bounded."""
@@ -163,37 +170,64 @@ class TestRun:
             else:
                 tg.start_soon(self._read_output, arrival, output)
 
+    async def _watch(self, handle: ChildHandle) -> None:
+        await handle.exited.wait()
+        self._wrapping_up.set()
+        self._finished.set()
+
     def _eof(self) -> None:
         self._eofs += 1
         if self._eofs >= 2:
             self._drained.set()
+            self._check_finished()
+
+    def _check_finished(self) -> None:
+        # pytest is done and every holder of the streams closed them: the run is over, whether
+        # or not the zygote has reported reaping the child yet.
+        if self.state.exit_code is not None and self._drained.is_set():
+            self._finished.set()
 
     def _output(self, text: str) -> None:
         self._write_log(text)
         self.state.note_output(text)
 
+    async def _pump(self, stream: anyio.abc.ByteReceiveStream, feed: Callable[[bytes], Awaitable[None]]) -> None:
+        """Feed what `stream` sends until EOF. While the child runs, reads are spaced by up to
+        COALESCE_S: a test a millisecond would otherwise wake the server several times a
+        millisecond. The child's exit ends the spacing at once (its last words are waiting)."""
+        with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            while True:
+                await feed(await stream.receive(READ_SIZE))
+                if not self._wrapping_up.is_set():
+                    with anyio.move_on_after(COALESCE_S):
+                        await self._wrapping_up.wait()
+
     async def _read_output(self, arrival: Arrival, output: OutputCollector) -> None:
+        async def feed(chunk: bytes) -> None:
+            output.feed(chunk)
+
         async with arrival.stream:
             try:
-                if arrival.leftover:
-                    output.feed(arrival.leftover)
-                await output.pump(arrival.stream)
+                output.feed(arrival.leftover)
+                await self._pump(arrival.stream, feed)
             finally:
                 self._eof()
 
     async def _read_events(self, arrival: Arrival) -> None:
         buffer = bytearray(arrival.leftover)
+
+        async def feed(chunk: bytes) -> None:
+            self._event_bytes += len(chunk)
+            buffer.extend(chunk)
+            await self._parse(buffer)
+            if len(buffer) > MAX_EVENT_LINE:
+                self.state.internal.append("an oversized event from the test process was dropped")
+                buffer.clear()
+
         async with arrival.stream:
             try:
                 await self._parse(buffer)
-                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    async for chunk in arrival.stream:
-                        self._event_bytes += len(chunk)
-                        buffer += chunk
-                        await self._parse(buffer)
-                        if len(buffer) > MAX_EVENT_LINE:
-                            self.state.internal.append("an oversized event from the test process was dropped")
-                            buffer.clear()
+                await self._pump(arrival.stream, feed)
             finally:
                 self._eof()
 
@@ -212,6 +246,9 @@ class TestRun:
             if not isinstance(event, dict):
                 continue
             finished = self.state.feed(event)
+            if event.get("e") in ("finish", "exit"):  # the session is over: read the rest at once
+                self._wrapping_up.set()
+                self._check_finished()
             if finished is not None:
                 self._on_update(self.state)
                 await self._on_test(finished)
@@ -244,29 +281,33 @@ class TestRun:
                 self._write_log(self.app.redactor.redact(text) + "\n\n")
         self._write_log(f"\n[run ended: {status} after {self.duration_s:.2f}s]\n")
 
-    async def _audit(self, handle: ChildHandle, output_bytes: int) -> None:
+    def _audit(self, handle: ChildHandle, output_bytes: int) -> None:
+        """One audit line per run, written off the answer's path (in the server's task group)."""
         outcome: str = self.ending or "exited"
         if outcome == "exited" and self.state.exit_code is None:
             outcome = "crashed"
         redact = self.app.redactor.redact
         argv = [str(self.request.interpreter), "-m", "pytest", *self.request.args]
-        await self.app.executor.audit.record(
-            AuditRecord(
-                time=AuditRecord.now(),
-                connection=self.connection,
-                tool=self.tool,
-                argv=[redact(a) for a in argv],
-                cwd=str(self.request.root),
-                exit_status=handle.status,
-                duration_s=round(self.duration_s, 4),
-                output_bytes=output_bytes,
-                outcome=outcome,
-            )
+        record = AuditRecord(
+            time=AuditRecord.now(),
+            connection=self.connection,
+            tool=self.tool,
+            argv=[redact(a) for a in argv],
+            cwd=str(self.request.root),
+            exit_status=handle.status if handle.status is not None else self.state.exit_code,
+            duration_s=round(self.duration_s, 4),
+            output_bytes=output_bytes,
+            outcome=outcome,
         )
-
-    def child_seconds(self) -> float | None:
-        """The child's own run time, from just before its fork to just before its exit."""
-        return self.state.elapsed
+        tg = self.app.task_group
+        if tg is None:  # the pool that ran this needs the task group: not reached
+            logger.error("no task group to audit a run of %s", self.request.root)
+            return
+        tg.start_soon(self.app.executor.audit.record, record)
 
     def extra(self) -> dict[str, Any]:
-        return {"queued_s": round(self.queued_s, 4)}
+        """Beyond the pinned fields: time spent queued, and the forked child's own run time."""
+        extra: dict[str, Any] = {"queued_s": round(self.queued_s, 4)}
+        if self.state.elapsed is not None:
+            extra["worker_s"] = round(self.state.elapsed, 4)
+        return extra

@@ -39,7 +39,7 @@ MAX_FRAME = 8 * 1024
 EXIT_INTERNAL = 70
 
 Event = Dict[str, Any]
-Send = Callable[[Event], None]
+Send = Callable[[List[Event]], None]
 
 WARM_TESTS = """
 import pytest
@@ -135,16 +135,27 @@ def describe_failure(report: Any, outcome: str) -> Event:
 
 
 class Reporter:
-    """A pytest plugin that streams what happens as JSON events."""
+    """A pytest plugin that streams what happens as JSON events.
+
+    A finished test's event goes out together with the next test's `start` (nothing of the
+    tests runs in between): one write per test, and while a test runs, the server knows both
+    which one it is and everything before it.
+    """
 
     def __init__(self, send: Send, mode: str) -> None:
-        self.send = send
+        self._send = send
+        self._pending: List[Event] = []
         self.mode = mode
         self.config: Any = None
         self.deselected = 0
         self.categories: List[str] = []
         self.failures: List[Event] = []
         self.duration = 0.0
+
+    def send(self, event: Event) -> None:
+        self._pending.append(event)
+        batch, self._pending = self._pending, []
+        self._send(batch)
 
     def pytest_configure(self, config: Any) -> None:
         self.config = config
@@ -182,7 +193,7 @@ class Reporter:
         event: Event = {"e": "test", "nodeid": nodeid, "categories": self.categories, "duration": self.duration}
         if self.failures:
             event["failures"] = self.failures
-        self.send(event)
+        self._pending.append(event)
 
     def pytest_sessionfinish(self, session: Any, exitstatus: Any) -> None:
         self.send({"e": "finish", "exitstatus": int(exitstatus)})
@@ -235,8 +246,8 @@ def child_main(cmd: Event, inherited_fds: List[int], forked_at: float) -> None:
             with contextlib.suppress(Exception):
                 stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 
-        def send(event: Event) -> None:
-            events.sendall(json.dumps(event, default=str).encode("utf-8") + b"\n")
+        def send(batch: List[Event]) -> None:
+            events.sendall(b"".join(json.dumps(e, default=str).encode("utf-8") + b"\n" for e in batch))
 
         root = cmd["root"]
         os.chdir(root)
@@ -254,7 +265,12 @@ def child_main(cmd: Event, inherited_fds: List[int], forked_at: float) -> None:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
-        send({"e": "exit", "code": code, "elapsed": time.perf_counter() - forked_at})
+        send([{"e": "exit", "code": code, "elapsed": time.perf_counter() - forked_at}])
+        # Close the streams now, not when the kernel tears down this (large) process: the
+        # server has the whole run as soon as it sees both ends close.
+        events.close()
+        for fd in (0, 1, 2):
+            os.close(fd)
     except BaseException as exc:  # the child must always leave through os._exit
         with contextlib.suppress(Exception):
             os.write(2, ("test worker: %s: %s\n" % (type(exc).__name__, exc)).encode("utf-8", "replace"))
@@ -294,7 +310,7 @@ def prewarm(pytest: Any) -> None:
         with open(os.path.join(tmp, "test_mcp_warm.py"), "w") as f:
             f.write(WARM_TESTS)
         os.chdir(tmp)
-        pytest.main([tmp, "-q", "-p", "no:cacheprovider"], plugins=[Reporter(lambda event: None, "run")])
+        pytest.main([tmp, "-q", "-p", "no:cacheprovider"], plugins=[Reporter(lambda batch: None, "run")])
     except BaseException:  # a plugin that breaks the warm-up only costs speed
         pass
     finally:

@@ -69,7 +69,9 @@ class Zygote:
         self.error: str | None = None
         self.info: dict[str, Any] = {}
         self.pid: int | None = None
-        self.fingerprint = ""
+        self.env_fingerprint = ""
+        self.config_fingerprint = ""
+        self.checking_config = False
         self.active = 0
         self.runs = 0
         self.retiring = False

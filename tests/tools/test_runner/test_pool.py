@@ -18,8 +18,10 @@ from mcp_server.api import AppState
 from mcp_server.server import build_app_state
 from tests.conftest import make_settings
 from tests.tools.test_runner.conftest import HANG, Signals, assert_gone, write_project
+from tools.test_runner.environment import env_fingerprint
 from tools.test_runner.pool import get_pool
 from tools.test_runner.runner import RunRequest, TestRun
+from tools.test_runner.zygote import Zygote
 
 pytestmark = pytest.mark.anyio
 PY = Path(sys.executable)
@@ -56,24 +58,37 @@ async def test_reuse_and_rebuild_on_config_change(tmp_path: Path) -> None:
                 lambda: (root / "pyproject.toml").write_text("[project]\nname = 'p'\n"),
             ):
                 change()
+                # The run right after the change still uses the zygote (it never read the
+                # configuration); the walk beside it retires the zygote for the runs after.
+                async with pool.lease(root, PY) as current:
+                    assert current is seen[-1]
+                await current.stopped.wait()
                 async with pool.lease(root, PY) as zygote:
                     assert zygote not in seen and zygote.alive
-                await seen[-1].stopped.wait()
                 seen.append(zygote)
             assert pool.rebuilds == 3 and pool.started == 4
             status = pool.status()
             assert status["size"] == 1 and status["zygotes"][0]["pid"] == seen[-1].pid
 
 
-async def test_a_stale_zygote_finishes_its_runs_first(tmp_path: Path) -> None:
+def touch_site(zygote: Zygote, site: Path) -> None:
+    """Make `site` one of the zygote's package directories (as if the interpreter reported it)."""
+    zygote.info["site_dirs"] = [str(site)]
+    zygote.env_fingerprint = env_fingerprint(zygote.interpreter, zygote.site_dirs)
+
+
+async def test_an_install_rebuilds_before_the_next_run_and_spares_running_ones(tmp_path: Path) -> None:
     root = write_project(tmp_path / "p", {"test_a.py": "def test_a():\n    pass\n"})
+    site = tmp_path / "site-packages"
+    site.mkdir()
     with anyio.fail_after(60):
         async with app_state(tmp_path) as app:
             pool = await get_pool(app)
             async with pool.lease(root, PY) as old:
-                (root / "conftest.py").write_text("\n")
+                touch_site(old, site)
+                (site / "newplugin-1.0.dist-info").mkdir()  # a package was installed
                 async with pool.lease(root, PY) as new:
-                    assert new is not old
+                    assert new is not old and pool.rebuilds == 1
                 assert old.alive, "a zygote in use is not stopped under its run"
             await old.stopped.wait()
 

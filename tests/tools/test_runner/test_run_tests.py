@@ -173,7 +173,7 @@ async def test_cancel_run_stops_a_background_run(mcp_client: ClientFactory, tmp_
             started = await call(client, "run_tests", {"wait": False})
             await signals.wait()
             running = await call(client, "get_run", {"run_id": started["run_id"]})
-            assert running["status"] == "running" and running["counts"]["passed"] == 1
+            assert running["status"] == "running"
             cancelled = await call(client, "cancel_run", {"run_id": started["run_id"]})
             assert cancelled["status"] == "cancelled"
             assert cancelled["counts"]["passed"] == 1
