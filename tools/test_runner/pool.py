@@ -220,6 +220,8 @@ class ZygotePool:
             "retiring": len(self._retired),
             "runs_active": slots.running,
             "runs_queued": slots.waiting,
+            "runs_admitted": slots.admitted,
+            "queue_wait_s_total": round(slots.total_wait_s, 3),
             "zygotes": [z.status() for z in self._zygotes.values()],
         }
 

@@ -158,6 +158,9 @@ class PytestCheck:
     async def aclose(self) -> None:
         return None
 
+    def status(self) -> dict[str, Any]:
+        return {"pytest": {python: reason or "importable" for python, (_, reason, _) in self.results.items()}}
+
     async def check(self, app: AppState) -> str | None:
         root = app.settings.primary_root
         interpreter = await anyio.to_thread.run_sync(find_interpreter, root, app.settings.python)

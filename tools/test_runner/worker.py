@@ -282,6 +282,15 @@ def child_main(cmd: Event, inherited_fds: List[int], forked_at: float) -> None:
 # --- the zygote ----------------------------------------------------------------------------------
 
 
+def _exit_code(status: int) -> int:
+    """A wait status as an exit code; negative for a signal (`os.waitstatus_to_exitcode`, 3.9+)."""
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    return status
+
+
 def _site_dirs() -> List[str]:
     """Directories whose listing changes when packages are installed or removed."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -411,7 +420,7 @@ class Zygote:
             if status is None:
                 continue
             run_id = self.children.pop(pid)
-            code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status
+            code = _exit_code(status)
             self.emit({"e": "exited", "id": run_id, "pid": pid, "status": code})
 
     def _collect(self, pid: int) -> Optional[int]:

@@ -209,3 +209,19 @@ def test_c_fails():
             assert list((root / "__pycache__").glob("test_opts*pytest*.pyc")), "rewritten tests are cached"
             await client.call_tool("run_tests", {"failed_first": True}, progress_callback=on_progress)
             assert progress[0] == "test_opts.py::test_b_fails failed"
+
+
+async def test_the_configured_interpreter_runs_the_tests(memory_client: Any, tmp_path: Path) -> None:
+    """Without a venv under the root, setting `python` names the interpreter (here a wrapper)."""
+    wrapper = tmp_path / "bin" / "python-wrapper"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    tests = "import sys\n\ndef test_which():\n    print('interpreter', sys.executable)\n"
+    root = write_project(tmp_path / "proj", {"test_which.py": tests})
+    with anyio.fail_after(60):
+        async with memory_client(root, python=str(wrapper)) as client:
+            result = await run(client)
+            assert result["status"] == "passed"
+    lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [line["argv"][0] for line in lines if line["tool"] == "run_tests"] == [str(wrapper)]

@@ -210,12 +210,14 @@ async def test_crashed_children_are_reported_and_the_pool_goes_on(memory_client:
         tmp_path / "crash",
         {
             "test_crash.py": """
-                import os, signal
+                import os, pathlib, signal, subprocess, sys
 
                 def test_before():
                     pass
 
                 def test_segfault():
+                    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+                    pathlib.Path("pids.txt").write_text(f"{os.getpgid(0)} {os.getpid()} {child.pid}")
                     os.kill(os.getpid(), signal.SIGSEGV)
 
                 def test_exit():
@@ -232,6 +234,7 @@ async def test_crashed_children_are_reported_and_the_pool_goes_on(memory_client:
             crash = segv["failures"][-1]
             assert crash["nodeid"] == "test_crash.py::test_segfault" and crash["outcome"] == "crashed"
             assert "SIGSEGV" in crash["message"]
+            await assert_gone(root)  # the subprocess it left went with its process group
             exited = await call(client, "run_tests", {"select": ["test_crash.py::test_exit"]})
             assert exited["status"] == "crashed"
             assert "exit status 3 while running test_crash.py::test_exit" in exited["message"]
@@ -327,3 +330,17 @@ async def test_closing_the_connection_stops_its_runs(memory_client: Any, tmp_pat
             await call(client, "run_tests", {"wait": False})
             await signals.wait()
         await assert_gone(root)
+
+
+async def test_cancelling_a_queued_run(memory_client: Any, tmp_path: Path, signals: Signals) -> None:
+    root = write_project(tmp_path / "hang", {"test_hang.py": HANG + "\ndef test_hangs():\n    _hang()\n"})
+    signals.install(root)
+    with anyio.fail_after(60):
+        async with memory_client(root, max_concurrent_runs=1) as client:
+            running = await call(client, "run_tests", {"wait": False})
+            await signals.wait()
+            queued = await call(client, "run_tests", {"wait": False})
+            stopped = await call(client, "cancel_run", {"run_id": queued["run_id"]})
+            assert stopped["status"] == "cancelled" and stopped["message"] == "cancelled before it started"
+            assert (await call(client, "cancel_run", {"run_id": running["run_id"]}))["status"] == "cancelled"
+            await assert_gone(root)
