@@ -47,11 +47,13 @@ def _queued_summary(run: RunContext) -> dict[str, Any]:
     return {"run_id": run.run_id, "status": "running", "counts": dict.fromkeys(COUNT_KEYS, 0), "done": 0}
 
 
-async def _execute(ctx: ToolContext, run: RunContext, request: RunRequest, report: bool) -> None:
-    """Run and record the result in `run`, whatever happens (cancellation included)."""
+async def _execute(ctx: ToolContext, run: RunContext, request: RunRequest, waiting: bool) -> None:
+    """Run and record the result in `run`, whatever happens (cancellation included). A caller
+    that waits gets progress, and a run that could not start as a `ToolError`; in the background
+    that error is only recorded (the run's result says it)."""
 
     async def on_test(finished: TestFinished) -> None:
-        if report:
+        if waiting:
             await ctx.progress(finished.done, finished.total, f"{finished.nodeid} {finished.outcome}")
 
     def on_update(state: Any) -> None:
@@ -73,7 +75,8 @@ async def _execute(ctx: ToolContext, run: RunContext, request: RunRequest, repor
         await test_run.execute()
     except ToolError as exc:
         error = str(exc)
-        raise
+        if waiting:
+            raise
     finally:
         _record(ctx, run, test_run, error)  # synchronous: nothing in it can be interrupted
 

@@ -87,12 +87,19 @@ async def test_bad_expressions_and_selections(memory_client: Any, tmp_path: Path
 async def test_an_interpreter_without_pytest(memory_client: Any, tmp_path: Path) -> None:
     root = write_project(tmp_path / "nopytest", {"test_a.py": "def test_a():\n    pass\n"})
     await anyio.run_process([sys.executable, "-m", "venv", "--without-pip", str(root / ".venv")])
+    write_project(tmp_path / "fine", {"test_b.py": "def test_b():\n    pass\n"})
     venv_python = str(root / ".venv" / "bin" / "python")
     with anyio.fail_after(60):
-        async with memory_client(tmp_path) as client:
+        async with memory_client(tmp_path, max_concurrent_runs=1) as client:
             text = error_text(await client.call_tool("run_tests", {"root": "nopytest"}))
             assert "pytest cannot be imported by the interpreter" in text and venv_python in text
             assert venv_python in error_text(await client.call_tool("list_tests", {"root": "nopytest"}))
+            # In the background, the run's result says it (a run queued behind it shows it is done).
+            started = await run(client, {"root": "nopytest", "wait": False})
+            assert (await run(client, {"root": "fine"}))["status"] == "passed"
+            stored = await client.call_tool("get_run", {"run_id": started["run_id"]})
+            failed = stored.structured_content or {}
+            assert failed["status"] == "error" and venv_python in failed["message"]
         async with memory_client(root) as client:
             names = [t.name for t in (await client.list_tools()).tools]
             assert "run_tests" not in names and "list_tests" not in names and "get_run" in names
