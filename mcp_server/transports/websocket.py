@@ -31,7 +31,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from mcp_server.connections import new_connection
+from mcp_server.connections import ConnectionInfo, new_connection
 from mcp_server.health import LIVENESS, ReadinessMonitor
 from mcp_server.netpolicy import NetPolicy, Refusal
 from mcp_server.server import CodeToolsServer
@@ -123,7 +123,7 @@ class _WebSocketTransport:
         finally:
             self.policy.connections.release(client)
 
-    async def _bridge(self, connection: ServerConnection, info: Any) -> None:
+    async def _bridge(self, connection: ServerConnection, info: ConnectionInfo) -> None:
         to_server, server_reads = anyio.create_memory_object_stream[SessionMessage | Exception](0)
         server_writes, to_client = anyio.create_memory_object_stream[SessionMessage](0)
 
@@ -139,8 +139,8 @@ class _WebSocketTransport:
                             await connection.send(decoded)
                         else:
                             await to_server.send(decoded)
-                except ConnectionClosed:
-                    pass
+                except (ConnectionClosed, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass  # the peer left, or the session ended first: either way this connection is over
 
         async def write_frames() -> None:
             async with to_client:
