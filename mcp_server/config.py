@@ -70,6 +70,9 @@ class Settings(BaseModel):
     redis_url: str = "redis://127.0.0.1:6379/0"
     ws_ping_interval_s: float = Field(default=20.0, gt=0)
     readiness_interval_s: float = Field(default=5.0, gt=0)
+    http_session_idle_s: float = Field(
+        default=1800.0, gt=0, description="an HTTP session with no request for this long ends (its runs go)"
+    )
 
     # Audit.
     audit_log: Path | None = Field(default_factory=lambda: _default_state_dir() / "audit.jsonl")

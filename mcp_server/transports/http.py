@@ -150,6 +150,7 @@ def build_http_app(app: CodeToolsServer, policy: NetPolicy, readiness: Readiness
         app.server,
         security_settings=_security_settings(app, policy),
         max_request_body_size=app.settings.max_message_bytes,
+        session_idle_timeout=app.settings.http_session_idle_s,
         on_session_end=on_session_end,
     )
 

@@ -208,3 +208,29 @@ async def test_shutdown_ends_open_sessions(tmp_path: Path) -> None:
         opened = await http.post(endpoint.url, content=initialize_body(), headers=MCP_HEADERS)
         assert opened.status_code == 200
     assert [str(owner) for owner in closed.owners] == [f"http-session:{opened.headers['mcp-session-id']}"]
+
+
+async def test_an_idle_http_session_ends_and_its_runs_go(tmp_path: Path) -> None:
+    async with serving(tmp_path, http_session_idle_s=0.5) as (app, endpoint, http):
+        closed = ClosedConnections(app)
+        opened = await http.post(endpoint.url, content=initialize_body(), headers=MCP_HEADERS)
+        session_id = opened.headers["mcp-session-id"]
+        session = {**MCP_HEADERS, "Mcp-Session-Id": session_id}
+        await http.post(
+            endpoint.url, content=json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}), headers=session
+        )
+        call = {"name": "big", "arguments": {"n": 300}}
+        made = await http.post(
+            endpoint.url,
+            content=json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call}),
+            headers=session,
+        )
+        assert payload(made)["result"]["structuredContent"]["run_id"]
+        assert len(app.app.runs) == 1
+        await closed.wait_for(1)  # no request for http_session_idle_s
+        assert closed.owners == [f"http-session:{session_id}"]
+        assert len(app.app.runs) == 0
+        gone = await http.post(
+            endpoint.url, content=json.dumps({"jsonrpc": "2.0", "id": 3, "method": "ping"}), headers=session
+        )
+        assert gone.status_code == 404
