@@ -42,14 +42,24 @@ Event = Dict[str, Any]
 Send = Callable[[List[Event]], None]
 
 WARM_TESTS = """
+import logging
+import unittest
+
 import pytest
 
 @pytest.fixture
 def value():
     return 1
 
-def test_pass(value):
-    assert value == 1
+def test_pass(value, tmp_path, monkeypatch, capsys, caplog):
+    monkeypatch.setenv("MCP_WARM", "1")
+    logging.getLogger("warm").warning("warm")
+    print("warm")
+    assert capsys.readouterr().out == "warm\\n"
+    assert (tmp_path / "x").write_text("x") == 1
+    assert 0.1 + 0.2 == pytest.approx(0.3)
+    with pytest.raises(ZeroDivisionError):
+        1 / 0
 
 @pytest.mark.parametrize("x", [1, 2])
 def test_param(x):
@@ -68,6 +78,10 @@ def test_skip():
 @pytest.mark.xfail
 def test_xfail():
     assert 0
+
+class TestCaseWarm(unittest.TestCase):
+    def test_case(self):
+        self.assertEqual(1, 1)
 """
 
 
@@ -319,7 +333,7 @@ def prewarm(pytest: Any) -> None:
         with open(os.path.join(tmp, "test_mcp_warm.py"), "w") as f:
             f.write(WARM_TESTS)
         os.chdir(tmp)
-        pytest.main([tmp, "-q", "-p", "no:cacheprovider"], plugins=[Reporter(lambda batch: None, "run")])
+        pytest.main([tmp, "-q"], plugins=[Reporter(lambda batch: None, "run")])
     except BaseException:  # a plugin that breaks the warm-up only costs speed
         pass
     finally:
