@@ -137,7 +137,8 @@ class RunState:
 
     # --- events ----------------------------------------------------------------------------------
 
-    def feed(self, event: dict[str, Any]) -> TestFinished | None:
+    def feed(self, event: Any) -> TestFinished | None:
+        """Take one event; malformed ones raise TypeError/ValueError/KeyError/AttributeError."""
         kind = event.get("e")
         if kind == "collected":
             self.total = int(event.get("total", 0))

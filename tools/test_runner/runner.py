@@ -243,9 +243,11 @@ class TestRun:
             except ValueError:
                 self.state.internal.append("an unreadable event from the test process was dropped")
                 continue
-            if not isinstance(event, dict):
+            try:
+                finished = self.state.feed(event)  # a test can write into the fd too: trust nothing
+            except (TypeError, ValueError, KeyError, AttributeError):
+                self.state.internal.append("a malformed event from the test process was dropped")
                 continue
-            finished = self.state.feed(event)
             if event.get("e") in ("finish", "exit"):  # the session is over: read the rest at once
                 self._wrapping_up.set()
                 self._check_finished()

@@ -219,3 +219,19 @@ def test_running_summary() -> None:
         "total": 2,
         "current": "t.py::a",
     }
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        [],
+        "text",
+        {"e": "collected", "total": "many"},
+        {"e": "test", "nodeid": "t.py::a", "categories": 5},
+        {"e": "test", "nodeid": "t.py::a", "categories": [], "failures": ["not a dict"]},
+        {"e": "exit", "code": None},
+    ],
+)
+def test_malformed_events_raise_what_the_reader_drops(event: Any) -> None:
+    with pytest.raises((TypeError, ValueError, KeyError, AttributeError)):
+        RunState(ROOT).feed(event)
