@@ -121,7 +121,7 @@ def _refusal_response(refusal: Refusal) -> Response:
     return JSONResponse({"error": refusal.message}, status_code=refusal.status, headers=dict(refusal.headers))
 
 
-def _security_settings(app: CodeToolsServer, policy: NetPolicy) -> TransportSecuritySettings:
+def _security_settings(policy: NetPolicy) -> TransportSecuritySettings:
     if not policy.loopback_bind:
         # Off loopback a token is mandatory and the server's public names are unknown here:
         # NetPolicy still checks Origin; the Host check is the token's job.
@@ -148,7 +148,7 @@ def build_http_app(app: CodeToolsServer, policy: NetPolicy, readiness: Readiness
 
     manager = SessionEndingManager(
         app.server,
-        security_settings=_security_settings(app, policy),
+        security_settings=_security_settings(policy),
         max_request_body_size=app.settings.max_message_bytes,
         session_idle_timeout=app.settings.http_session_idle_s,
         on_session_end=on_session_end,

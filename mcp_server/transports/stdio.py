@@ -1,4 +1,9 @@
-"""stdio: one connection for the life of the process; stdout carries protocol only."""
+"""stdio: one connection for the life of the process; stdout carries protocol only.
+
+EOF on stdin ends the session, but only once the requests already read are answered (bounded by
+`EOF_GRACE_S`): a client that pipes its requests and closes stdin gets every answer. (The SDK's
+loop cancels in-flight handlers at end of input.) SIGTERM/SIGINT end it at once.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,22 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from typing import BinaryIO, cast
+from types import TracebackType
+from typing import Any, BinaryIO, cast
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
+import mcp_types as types
 from mcp.server.stdio import stdio_server
+from mcp.shared._stream_protocols import ReadStream, WriteStream
+from mcp.shared.message import SessionMessage
 
 from mcp_server.connections import new_connection
 from mcp_server.server import CodeToolsServer
 
 LINE_BUFFER = 16
+EOF_GRACE_S = 30.0
 
 
 class StdinLines:
@@ -55,6 +65,94 @@ class StdinLines:
             return await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StopAsyncIteration from None
+
+
+class Unanswered:
+    """Requests read but not yet answered; the read side holds back EOF until there are none."""
+
+    def __init__(self) -> None:
+        self._ids: set[types.RequestId] = set()
+        self._none_left = anyio.Event()
+        self._none_left.set()
+
+    def read(self, item: SessionMessage | Exception) -> None:
+        if isinstance(item, SessionMessage) and isinstance(item.message, types.JSONRPCRequest):
+            self._ids.add(item.message.id)
+            self._none_left = anyio.Event()
+
+    def written(self, item: SessionMessage) -> None:
+        if isinstance(item.message, (types.JSONRPCResponse, types.JSONRPCError)):
+            self._ids.discard(item.message.id)  # type: ignore[arg-type]
+            if not self._ids:
+                self._none_left.set()
+
+    async def wait_answered(self, timeout_s: float) -> None:
+        with anyio.move_on_after(timeout_s):
+            await self._none_left.wait()
+
+
+class _TrackedReads:
+    """The session's read stream: notes requests, and delays end of input until they are answered."""
+
+    def __init__(self, inner: ReadStream[SessionMessage | Exception], unanswered: Unanswered) -> None:
+        self._inner = inner
+        self._unanswered = unanswered
+
+    @property
+    def last_context(self) -> Any:  # the sender's context, which the dispatcher looks for
+        return getattr(self._inner, "last_context", None)
+
+    async def receive(self) -> SessionMessage | Exception:
+        try:
+            item = await self._inner.receive()
+        except anyio.EndOfStream:
+            await self._unanswered.wait_answered(EOF_GRACE_S)
+            raise
+        self._unanswered.read(item)
+        return item
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def __aiter__(self) -> _TrackedReads:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> _TrackedReads:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        await self.aclose()
+        return None
+
+
+class _TrackedWrites:
+    def __init__(self, inner: WriteStream[SessionMessage], unanswered: Unanswered) -> None:
+        self._inner = inner
+        self._unanswered = unanswered
+
+    async def send(self, item: SessionMessage, /) -> None:
+        await self._inner.send(item)
+        self._unanswered.written(item)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> _TrackedWrites:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        await self.aclose()
+        return None
 
 
 @contextlib.contextmanager
@@ -93,6 +191,9 @@ async def serve_stdio(app: CodeToolsServer) -> None:
 
             tg.start_soon(on_signal)
             stdin = cast("anyio.AsyncFile[str]", StdinLines(stdin_file))  # the SDK only iterates it
+            unanswered = Unanswered()
             async with stdio_server(stdin=stdin) as (read_stream, write_stream):
-                await app.serve_streams(read_stream, write_stream, connection)
+                await app.serve_streams(
+                    _TrackedReads(read_stream, unanswered), _TrackedWrites(write_stream, unanswered), connection
+                )
             tg.cancel_scope.cancel()

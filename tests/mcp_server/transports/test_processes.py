@@ -140,6 +140,25 @@ async def test_stdio_exits_cleanly_on_eof(tmp_path: Path) -> None:
             assert_only_protocol(peer.lines)
 
 
+async def test_stdio_answers_every_request_read_before_eof(tmp_path: Path) -> None:
+    """A client that pipes its requests and closes stdin at once still gets every answer."""
+    with anyio.fail_after(60):
+        async with server_process(tmp_path) as proc:
+            peer = StdioPeer(proc)
+            await peer.send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INITIALIZE})
+            await peer.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            for request_id in range(2, 7):
+                call = {"name": "lint", "arguments": {"source": LINT_SOURCE * request_id, "select": ["F401"]}}
+                await peer.send({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": call})
+            await proc.stdin.aclose()  # type: ignore[union-attr]
+            await peer.rest()
+            assert await proc.wait() == 0
+            assert_only_protocol(peer.lines)
+            answers = {message["id"]: message for message in map(json.loads, peer.lines) if "id" in message}
+            assert sorted(answers) == [1, 2, 3, 4, 5, 6]
+            assert all(not answers[i]["result"].get("isError") for i in range(2, 7))
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_stdio_exits_cleanly_on_a_signal(tmp_path: Path, signum: signal.Signals) -> None:
     with anyio.fail_after(60):
