@@ -21,6 +21,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Any
 
 import anyio
@@ -117,6 +118,27 @@ class PolicyMiddleware:
             self.policy.connections.release(client)
 
 
+class DateHeader:
+    """The HTTP `Date` header on every response (uvicorn's own comes from the timer we do not run)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def dated(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"date", formatdate(usegmt=True).encode("ascii")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, dated)
+
+
 def _refusal_response(refusal: Refusal) -> Response:
     return JSONResponse({"error": refusal.message}, status_code=refusal.status, headers=dict(refusal.headers))
 
@@ -178,15 +200,27 @@ def build_http_app(app: CodeToolsServer, policy: NetPolicy, readiness: Readiness
         lifespan=lifespan,
     )
     middleware = PolicyMiddleware(starlette, policy)
-    return HttpApp(middleware, manager)
+    return HttpApp(DateHeader(middleware), manager)
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
-    """uvicorn inside our event loop: we own the signals, and we learn when it listens."""
+    """uvicorn inside our event loop: we own the signals, we learn when it listens, and it does not
+    poll. (uvicorn's main loop wakes every 0.1 s to look at `should_exit` and refresh the Date header;
+    in a shared event loop that keeps a task runnable ten times a second, which starves
+    `wait_all_tasks_blocked` in tests. We wait on an event, and `DateHeader` stamps responses.)"""
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self.listening = anyio.Event()
+        self._exit = anyio.Event()
+
+    def request_exit(self) -> None:
+        self.should_exit = True
+        self._exit.set()
+
+    async def main_loop(self) -> None:
+        await self.on_tick(0)
+        await self._exit.wait()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Any:
@@ -245,6 +279,7 @@ async def http_server(
             log_config=None,
             access_log=False,
             server_header=False,
+            date_header=False,
             proxy_headers=False,
             ws="none",
             timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S,
@@ -270,7 +305,7 @@ async def http_server(
             finally:
                 with anyio.CancelScope(shield=True):
                     await http_app.sessions.end_all_sessions()
-                    server.should_exit = True
+                    server.request_exit()
                     with anyio.move_on_after(SHUTDOWN_TIMEOUT_S + 5):
                         await stopped.wait()
                 tg.cancel_scope.cancel()

@@ -72,6 +72,7 @@ async def test_healthz_and_readyz(tmp_path: Path) -> None:
     async with serving(tmp_path) as (_, endpoint, http):
         live = await http.get(endpoint.base_url + "/healthz")
         assert live.status_code == 200 and live.json() == {"status": "ok"}
+        assert live.headers["date"].endswith(" GMT")
         ready = await http.get(endpoint.base_url + "/readyz")
         assert ready.status_code == 200 and ready.json()["status"] == "ready"
         assert ready.json()["executor"] == {"running": 0, "capacity": 2, "waiting": 0, "max_queued": 64}
