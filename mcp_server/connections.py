@@ -42,8 +42,12 @@ def http_session_owner(session_id: str) -> str:
     return f"http-session:{session_id}"
 
 
-def connection_for_request(request: Any | None) -> ConnectionInfo:
-    """The connection of an inbound request: the transport's, or derived from HTTP headers."""
+def connection_for_request(request: Any | None, *, trust_bearer: bool = False) -> ConnectionInfo:
+    """The connection of an inbound request: the transport's, or derived from HTTP headers.
+
+    `trust_bearer` is whether the server checks a token: only then does a bearer token name the
+    client (otherwise any made-up token would buy a fresh rate-limit bucket).
+    """
     info = current_connection.get()
     if info is not None:
         return info
@@ -52,7 +56,8 @@ def connection_for_request(request: Any | None) -> ConnectionInfo:
         return ConnectionInfo(id="inproc", owner="inproc", transport="inproc")
     client_host = getattr(getattr(request, "client", None), "host", None) or "unknown"
     auth = headers.get("authorization", "")
-    client = token_identity(auth[7:].strip()) if auth[:7].lower() == "bearer " else f"ip:{client_host}"
+    bearer = auth[:7].lower() == "bearer " and auth[7:].strip()
+    client = token_identity(auth[7:].strip()) if trust_bearer and bearer else f"ip:{client_host}"
     session_id = headers.get("mcp-session-id")
     if session_id:
         owner = http_session_owner(session_id)

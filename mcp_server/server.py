@@ -79,6 +79,7 @@ def build_app_state(settings: Settings) -> AppState:
 class CodeToolsServer:
     def __init__(self, settings: Settings, loaders: Sequence[ToolLoader] | None = None) -> None:
         self.settings = settings
+        self._token_set = settings.token is not None
         self.app = build_app_state(settings)
         self.app.on_tools_changed = self.notify_tools_changed
         self.registry = ToolRegistry(self.app, loaders if loaders is not None else default_loaders())
@@ -170,7 +171,7 @@ class CodeToolsServer:
             self._legacy_sessions[info.owner] = ctx.session
 
     async def _list_tools(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-        self._track(ctx, connection_for_request(ctx.request))
+        self._track(ctx, connection_for_request(ctx.request, trust_bearer=self._token_set))
         if await self.registry.refresh():
             await self.notify_tools_changed()
         self._start_poller()
@@ -204,7 +205,7 @@ class CodeToolsServer:
     # --- tools/call ----------------------------------------------------------------------------
 
     async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        info = connection_for_request(ctx.request)
+        info = connection_for_request(ctx.request, trust_bearer=self._token_set)
         self._track(ctx, info)
         name = params.name
         spec = self.registry.get(name)
@@ -258,7 +259,7 @@ class CodeToolsServer:
     # --- resources: run://{run_id} and run://{run_id}/log ---------------------------------------
 
     async def _list_resources(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
-        info = connection_for_request(ctx.request)
+        info = connection_for_request(ctx.request, trust_bearer=self._token_set)
         resources: list[types.Resource] = []
         for run in self.app.runs.list(info.owner):
             resources.append(
@@ -287,7 +288,7 @@ class CodeToolsServer:
         )
 
     async def _read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
-        info = connection_for_request(ctx.request)
+        info = connection_for_request(ctx.request, trust_bearer=self._token_set)
         uri = str(params.uri)
         if not uri.startswith("run://"):
             raise MCPError(INVALID_PARAMS, f"resource {uri!r} not found")
