@@ -1,7 +1,8 @@
 """One JSON-RPC message per frame: decoding a text frame, and the error answer to a bad one.
 
-Pure functions, no I/O. The SDK's stdio transport drops what it cannot parse; a message-framed
-transport (WebSocket) can do better and answer it, as JSON-RPC 2.0 asks: a parse error (-32700)
+Pure functions, no I/O. The SDK's transports drop what they cannot parse, which leaves a client
+waiting on the id of a malformed request forever; ours (a WebSocket frame, a stdio line) answer it,
+as JSON-RPC 2.0 asks: a parse error (-32700)
 for text that is not JSON, an invalid request (-32600) for JSON that is not a message (an array,
 a number, an object without the envelope). The answer carries the request's id when one can be
 read, else `null`. Details of our validators never reach the wire.
@@ -47,7 +48,8 @@ def decode_frame(text: str) -> SessionMessage | str:
         return error_frame(
             types.INVALID_REQUEST, "Invalid Request: a message must be one JSON object (batches are not supported)"
         )
-    request_id = _usable_id(data.get("id")) if isinstance(data.get("method"), str) else None
+    # A request's id, even a malformed request's; never the id of what looks like a response.
+    request_id = _usable_id(data.get("id")) if "method" in data else None
     return error_frame(types.INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message", request_id)
 
 

@@ -2,7 +2,9 @@
 
 EOF on stdin ends the session, but only once the requests already read are answered (bounded by
 `EOF_GRACE_S`): a client that pipes its requests and closes stdin gets every answer. (The SDK's
-loop cancels in-flight handlers at end of input.) SIGTERM/SIGINT end it at once.
+loop cancels in-flight handlers at end of input.) SIGTERM/SIGINT end it at once. A line that is
+not a message gets a JSON-RPC error in its place (`framing.decode_frame`), where the SDK's reader
+would drop it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import io
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, BinaryIO, cast
 
@@ -27,9 +29,11 @@ from mcp.shared.message import SessionMessage
 
 from mcp_server.connections import new_connection
 from mcp_server.server import CodeToolsServer
+from mcp_server.transports.framing import decode_frame
 
 LINE_BUFFER = 16
 EOF_GRACE_S = 30.0
+JSON_WHITESPACE = " \t\r\n"
 
 
 class StdinLines:
@@ -43,14 +47,26 @@ class StdinLines:
 
     def __init__(self, file: BinaryIO) -> None:
         self._file = file
-        self._send, self._receive = anyio.create_memory_object_stream[str](LINE_BUFFER)
+        self._send, self._receive = anyio.create_memory_object_stream[str | SessionMessage](LINE_BUFFER)
+        self.answer: Callable[[SessionMessage], Awaitable[None]] | None = None
+        """Where the error answers to rejected lines go (the session's write stream)."""
         self._token = anyio.lowlevel.current_token()
         threading.Thread(target=self._pump, name="mcp-code-tools stdin", daemon=True).start()
 
     def _pump(self) -> None:
+        """Lines that are messages go to the SDK; any other line is answered with a JSON-RPC error
+        (the SDK's reader would drop it, leaving a client waiting on its id forever)."""
         try:
             for raw in self._file:
-                anyio.from_thread.run(self._send.send, raw.decode("utf-8", errors="replace"), token=self._token)
+                line = raw.decode("utf-8", errors="replace")
+                if not line.strip(JSON_WHITESPACE):
+                    continue  # a blank line is not a message
+                decoded = decode_frame(line)
+                if isinstance(decoded, SessionMessage):
+                    item: str | SessionMessage = line
+                else:
+                    item = SessionMessage(types.jsonrpc_message_adapter.validate_json(decoded, by_name=False))
+                anyio.from_thread.run(self._send.send, item, token=self._token)
         except (anyio.RunFinishedError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ValueError):
             pass
         finally:
@@ -61,10 +77,16 @@ class StdinLines:
         return self
 
     async def __anext__(self) -> str:
-        try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise StopAsyncIteration from None
+        while True:
+            try:
+                item = await self._receive.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                raise StopAsyncIteration from None
+            if isinstance(item, str):
+                return item
+            if self.answer is not None:  # in order with the lines around it, before end of input
+                with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    await self.answer(item)
 
 
 class Unanswered:
@@ -190,9 +212,10 @@ async def serve_stdio(app: CodeToolsServer) -> None:
                         return
 
             tg.start_soon(on_signal)
-            stdin = cast("anyio.AsyncFile[str]", StdinLines(stdin_file))  # the SDK only iterates it
+            stdin = StdinLines(stdin_file)
             unanswered = Unanswered()
-            async with stdio_server(stdin=stdin) as (read_stream, write_stream):
+            async with stdio_server(stdin=cast("anyio.AsyncFile[str]", stdin)) as (read_stream, write_stream):
+                stdin.answer = write_stream.send
                 await app.serve_streams(
                     _TrackedReads(read_stream, unanswered), _TrackedWrites(write_stream, unanswered), connection
                 )

@@ -219,6 +219,12 @@ def required_answer(data: bytes) -> Any | None:
     return None
 
 
+def needs_stdio_error_answer(data: bytes) -> bool:
+    """Whether a stdio line must get an error answer: anything but a blank line or a message."""
+    text = data.decode("utf-8", "replace")
+    return bool(text.strip(" \t\r\n")) and needs_error_answer(text)
+
+
 def id_key(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
@@ -245,6 +251,8 @@ class StdioPeer:
             cwd=root,
         )
         self.answers: Counter[str] = Counter()
+        self.total = 0
+        """Every answer, those under id null included."""
         self.violations: list[str] = []
         self.sent = 0
         self.eof = False
@@ -262,9 +270,10 @@ class StdioPeer:
                     self.violations.append(f"not protocol on stdout: {raw[:200]!r} ({exc})")
                     self._cond.notify_all()
                 continue
-            if isinstance(message, types.JSONRPCResponse | types.JSONRPCError) and message.id is not None:
+            if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
                 with self._cond:
                     self.answers[id_key(message.id)] += 1
+                    self.total += 1
                     self._cond.notify_all()
         with self._cond:
             self.eof = True
@@ -277,23 +286,32 @@ class StdioPeer:
         self.sent += len(lines)
 
     def exchange(self, lines: list[bytes]) -> None:
-        """Send a batch; wait until every request in it was answered (more answers than before)."""
-        needed = Counter(id_key(i) for i in (required_answer(line) for line in lines) if i is not None)
+        """Send a batch; wait until every request in it was answered (more answers than before), and
+        every other line that is not a message got an error (under its id, or null)."""
+        ids = [required_answer(line) for line in lines]
+        needed = Counter(id_key(i) for i in ids if i is not None)
+        expected = sum(1 for i, line in zip(ids, lines, strict=True) if i is not None or needs_stdio_error_answer(line))
         with self._cond:
             baseline = {key: self.answers[key] for key in needed}
+            baseline_total = self.total
         self.send(lines)
 
         def done() -> bool:
-            return bool(self.violations) or self.eof or all(self.answers[k] > baseline[k] for k in needed)
+            if self.violations or self.eof:
+                return True
+            return self.total >= baseline_total + expected and all(self.answers[k] > baseline[k] for k in needed)
 
         with self._cond:
             finished = self._cond.wait_for(done, timeout=ANSWER_TIMEOUT_S)
             missing = [k for k in needed if self.answers[k] <= baseline[k]]
+            received = self.total - baseline_total
         if self.violations:
             raise ProtocolViolation(self.violations[0])
         if not finished or missing:
             state = "closed its stdout" if self.eof else f"did not answer within {ANSWER_TIMEOUT_S} s"
-            raise AssertionError(f"the server {state}; unanswered ids: {[k[:80] for k in missing[:5]]}")
+            raise AssertionError(
+                f"the server {state}: {received}/{expected} answers; unanswered ids: {[k[:80] for k in missing[:5]]}"
+            )
 
     def stderr_text(self) -> str:
         return self._stderr_path.read_text(encoding="utf-8", errors="replace")
@@ -387,7 +405,7 @@ def test_stdio_survives_hostile_messages(tmp_path: Path) -> None:
 
 # --- the WebSocket peer --------------------------------------------------------------------------
 #
-# A message-framed transport answers what the SDK's stdio reader drops (`transports/framing.py`):
+# Like stdio, WebSocket answers what the SDK's readers drop (`transports/framing.py`):
 # every text frame that is not a valid notification or response gets an answer, a parse error or
 # an invalid request under the request's id when one can be read, else under `null`. Frames that
 # the protocol itself must refuse end the connection with a close code instead (and the fuzz

@@ -33,6 +33,9 @@ def test_a_valid_message_round_trips() -> None:
         ('{"jsonrpc": "2.0", "id": "abc", "method": "x", "params": 5}', -32600, "abc"),
         ('{"jsonrpc": "2.0", "id": 4}', -32600, None),  # neither result nor error
         ('{"id": 5, "method": "ping"}', -32600, 5),
+        ('{"jsonrpc": "2.0", "id": 6, "method": 5}', -32600, 6),  # a malformed request keeps its id
+        ('{"jsonrpc": "1.0", "id": 7, "method": "ping"}', -32600, 7),
+        ('{"jsonrpc": "2.0", "id": 8, "result": 1, "error": {}}', -32600, None),  # never a response's id
     ],
 )
 def test_bad_frames_become_errors(frame: str, code: int, request_id: str | int | None) -> None:

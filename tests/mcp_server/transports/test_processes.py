@@ -159,6 +159,44 @@ async def test_stdio_answers_every_request_read_before_eof(tmp_path: Path) -> No
             assert all(not answers[i]["result"].get("isError") for i in range(2, 7))
 
 
+async def test_stdio_answers_every_bad_line_in_order_and_goes_on(tmp_path: Path) -> None:
+    """What the SDK's stdio reader would drop gets a JSON-RPC error, under the request's id when it
+    has one; a blank line is skipped; the session goes on."""
+    bad = [
+        b"{not json",
+        b"[1, 2]",
+        b"42",
+        b"",
+        b'{"jsonrpc": "2.0", "id": 7, "method": 5}',
+        b'{"jsonrpc": "1.0", "id": 8, "method": "ping"}',
+        b'{"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": "x"}',
+        b'{"id": 10, "method": "ping"}',
+    ]
+    with anyio.fail_after(60):
+        async with server_process(tmp_path) as proc:
+            peer = StdioPeer(proc)
+            await peer.send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INITIALIZE})
+            await peer.answer(1)
+            await peer.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            await peer.stdin.send(b"\n".join(bad) + b"\n")
+            await peer.send({"jsonrpc": "2.0", "id": 11, "method": "ping"})
+            assert (await peer.answer(11))["result"] == {}
+            answers = [json.loads(line) for line in peer.lines[1:]]
+            assert [(a["id"], a["error"]["code"]) for a in answers[:-1]] == [
+                (None, -32700),
+                (None, -32600),
+                (None, -32600),
+                (7, -32600),
+                (8, -32600),
+                (9, -32600),
+                (10, -32600),
+            ]
+            await proc.stdin.aclose()  # type: ignore[union-attr]
+            await peer.rest()
+            assert await proc.wait() == 0
+            assert_only_protocol(peer.lines)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_stdio_exits_cleanly_on_a_signal(tmp_path: Path, signum: signal.Signals) -> None:
     with anyio.fail_after(60):
