@@ -10,7 +10,9 @@ ours) and kept to Python 3.8 syntax. Started as `python worker.py` by the server
 2. says `ready` and serves commands, one JSON object per line on stdin: `run` (fork a child),
    `kill` (SIGKILL a child's process group), `exit`;
 3. reaps its children and reports `exited` with their wait status, after killing what is left of
-   their process group (while the child is still a zombie, so its pid cannot have been reused).
+   their process group (while the child is still a zombie, so its pid cannot have been reused);
+   on Linux the zygote and each child are child subreapers, so a process that left its run's group
+   (`setsid`) is adopted by the zygote when the run ends, and killed there.
 
 A child leads its own process group, connects twice to the server's rendezvous socket (events;
 output, which becomes its fd 1 and 2), reads /dev/null as stdin, chdirs to the root, puts the
@@ -223,17 +225,39 @@ def _connect(path: str, token: str, kind: str) -> socket.socket:
     return sock
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this child if the zygote dies (its group is then killed by the server)."""
+def _prctl(option: int, arg: int) -> bool:
     if not sys.platform.startswith("linux"):
-        return
+        return False
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        return int(libc.prctl(option, arg, 0, 0, 0)) == 0
     except Exception:
-        pass
+        return False
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this child if the zygote dies (its group is then killed by the server)."""
+    _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _become_subreaper() -> bool:
+    """Linux: orphans among our descendants are re-parented to us, not to init. A process that
+    left its run's process group (`setsid`, `start_new_session=True`) is thus still ours to kill."""
+    return _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER (not inherited across fork)
+
+
+def _child_pids() -> List[int]:
+    """Our children, from /proc (Linux); empty where it cannot be read."""
+    pids: List[int] = []
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open("/proc/self/task/%s/children" % task) as f:
+                pids.extend(int(p) for p in f.read().split())
+    except (OSError, ValueError):
+        return []
+    return pids
 
 
 def child_main(cmd: Event, inherited_fds: List[int], forked_at: float) -> None:
@@ -241,6 +265,7 @@ def child_main(cmd: Event, inherited_fds: List[int], forked_at: float) -> None:
     code = EXIT_INTERNAL
     try:
         os.setpgid(0, 0)
+        _become_subreaper()  # what escapes the group waits for us, then for the zygote, to die
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -359,6 +384,7 @@ class Zygote:
         self.proto_in = proto_in
         self.proto_out = proto_out
         self.children: Dict[int, int] = {}  # pid -> run id
+        self.subreaper = _become_subreaper()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -434,8 +460,30 @@ class Zygote:
             if status is None:
                 continue
             run_id = self.children.pop(pid)
+            self.sweep()
             code = _exit_code(status)
             self.emit({"e": "exited", "id": run_id, "pid": pid, "status": code})
+
+    def sweep(self) -> None:
+        """Kill and reap what we adopted: a child of ours that we did not fork was left behind by a
+        finished run (a live run is the subreaper of its own descendants) outside its process group.
+        Each kill may orphan more (their children in other groups), so look again, a bounded number
+        of times."""
+        if not self.subreaper:
+            return
+        for _ in range(64):
+            adopted = [pid for pid in _child_pids() if pid not in self.children]
+            if not adopted:
+                return
+            for pid in adopted:
+                with contextlib.suppress(OSError):
+                    pgid = os.getpgid(pid)
+                    if pgid != os.getpgrp():
+                        os.killpg(pgid, signal.SIGKILL)
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
 
     def _collect(self, pid: int) -> Optional[int]:
         """The wait status of `pid` if it has exited (its group killed first), else None."""
@@ -465,6 +513,7 @@ class Zygote:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
             self.children.pop(pid, None)
+        self.sweep()
 
 
 def main() -> int:

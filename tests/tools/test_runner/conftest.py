@@ -32,8 +32,21 @@ def _signal(note):
     sock.sendall(note.encode())
     return sock
 
+ESCAPE = (
+    "import os, pathlib, subprocess, sys, time\\n"
+    "inner = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True)\\n"
+    "pathlib.Path('escaped.tmp').write_text(f'{os.getpid()} {inner.pid}')\\n"
+    "os.replace('escaped.tmp', 'escaped.txt')\\n"
+    "time.sleep(600)\\n"
+)
+
 def _hang():
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    # One that leaves the run's process group (its own session), with a child in yet another.
+    subprocess.Popen([sys.executable, "-c", ESCAPE], start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not pathlib.Path("escaped.txt").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     pathlib.Path("pids.txt").write_text(f"{os.getpgid(0)} {os.getpid()} {child.pid}")
     sock = _signal("started")
     time.sleep(600)
@@ -178,11 +191,18 @@ async def wait_dead(pid: int) -> None:
         os.close(fd)
 
 
-async def assert_gone(project: Path) -> None:
-    """The hung test's process, its subprocess and its whole process group are gone."""
+async def assert_gone(project: Path, *, escaped: bool = True) -> None:
+    """The hung test's process, its subprocess and its whole process group are gone; with `escaped`,
+    also the processes that `HANG` started outside the group (`escaped.txt`)."""
     pgid, pid, child = hung_pids(project)
     assert pgid == pid, "the test process leads its own process group"
     await wait_dead(pid)
     await wait_dead(child)
     assert not alive(pid) and not alive(child)
     assert live_in_group(pgid) == []
+    if escaped:
+        others = [int(p) for p in (project / "escaped.txt").read_text().split()]
+        assert len(others) == 2
+        for other in others:
+            await wait_dead(other)
+            assert not alive(other), f"{other} left the run's process group and survived it"

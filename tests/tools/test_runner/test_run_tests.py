@@ -12,7 +12,7 @@ import pytest
 from mcp.client import Client
 
 from tests.conftest import ClientFactory
-from tests.tools.test_runner.conftest import HANG, Signals, assert_gone, write_project
+from tests.tools.test_runner.conftest import HANG, Signals, alive, assert_gone, wait_dead, write_project
 
 pytestmark = pytest.mark.anyio
 
@@ -205,6 +205,38 @@ async def test_client_cancellation_stops_a_waiting_run(
             await assert_gone(root)
 
 
+async def test_a_passing_run_leaves_no_process_behind(memory_client: Any, tmp_path: Path) -> None:
+    """A test that starts a daemon (double fork, a session of its own) and returns: the daemon dies
+    with the run, though it left the run's process group."""
+    test = """
+        import pathlib, subprocess, sys, time
+
+        DAEMON = (
+            "import os, pathlib, time\\n"
+            "if os.fork():\\n    os._exit(0)\\n"
+            "os.setsid()\\n"
+            "pathlib.Path('daemon.tmp').write_text(str(os.getpid()))\\n"
+            "os.replace('daemon.tmp', 'daemon.pid')\\n"
+            "time.sleep(600)\\n"
+        )
+
+        def test_starts_a_daemon():
+            subprocess.run([sys.executable, "-c", DAEMON], start_new_session=True, check=True)
+            deadline = time.monotonic() + 30
+            while not pathlib.Path("daemon.pid").exists():
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+    """
+    root = write_project(tmp_path / "daemon", {"test_daemon.py": test})
+    with anyio.fail_after(90):
+        async with memory_client(root) as client:
+            result = await call(client, "run_tests", {})
+            assert result["status"] == "passed" and result["counts"]["passed"] == 1
+            daemon = int((root / "daemon.pid").read_text())
+            await wait_dead(daemon)
+            assert not alive(daemon), "the daemon outlived its run"
+
+
 async def test_crashed_children_are_reported_and_the_pool_goes_on(memory_client: Any, tmp_path: Path) -> None:
     root = write_project(
         tmp_path / "crash",
@@ -234,7 +266,7 @@ async def test_crashed_children_are_reported_and_the_pool_goes_on(memory_client:
             crash = segv["failures"][-1]
             assert crash["nodeid"] == "test_crash.py::test_segfault" and crash["outcome"] == "crashed"
             assert "SIGSEGV" in crash["message"]
-            await assert_gone(root)  # the subprocess it left went with its process group
+            await assert_gone(root, escaped=False)  # the subprocess it left went with its process group
             exited = await call(client, "run_tests", {"select": ["test_crash.py::test_exit"]})
             assert exited["status"] == "crashed"
             assert "exit status 3 while running test_crash.py::test_exit" in exited["message"]
