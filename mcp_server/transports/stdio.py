@@ -9,6 +9,7 @@ would drop it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import io
@@ -20,8 +21,6 @@ from types import TracebackType
 from typing import Any, BinaryIO, cast
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 import mcp_types as types
 from mcp.server.stdio import stdio_server
 from mcp.shared._stream_protocols import ReadStream, WriteStream
@@ -50,8 +49,19 @@ class StdinLines:
         self._send, self._receive = anyio.create_memory_object_stream[str | SessionMessage](LINE_BUFFER)
         self.answer: Callable[[SessionMessage], Awaitable[None]] | None = None
         """Where the error answers to rejected lines go (the session's write stream)."""
-        self._token = anyio.lowlevel.current_token()
+        self._loop = asyncio.get_running_loop()
+        # Backpressure without a round trip per line: the thread takes a slot before it hands a
+        # line over (never blocking on the loop), the reader gives it back once it has the line.
+        self._slots = threading.Semaphore(LINE_BUFFER)
         threading.Thread(target=self._pump, name="mcp-code-tools stdin", daemon=True).start()
+
+    def _hand_over(self, item: str | SessionMessage | None) -> None:
+        """On the loop: deliver one item (None: end of input). The slot guarantees room."""
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            if item is None:
+                self._send.close()
+            else:
+                self._send.send_nowait(item)
 
     def _pump(self) -> None:
         """Lines that are messages go to the SDK; any other line is answered with a JSON-RPC error
@@ -66,12 +76,13 @@ class StdinLines:
                     item: str | SessionMessage = line
                 else:
                     item = SessionMessage(types.jsonrpc_message_adapter.validate_json(decoded, by_name=False))
-                anyio.from_thread.run(self._send.send, item, token=self._token)
-        except (anyio.RunFinishedError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ValueError):
+                self._slots.acquire()
+                self._loop.call_soon_threadsafe(self._hand_over, item)
+        except (RuntimeError, OSError, ValueError):  # RuntimeError: the loop is closed
             pass
         finally:
-            with contextlib.suppress(anyio.RunFinishedError):
-                anyio.from_thread.run_sync(self._send.close, token=self._token)
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._hand_over, None)
 
     def __aiter__(self) -> StdinLines:
         return self
@@ -82,6 +93,7 @@ class StdinLines:
                 item = await self._receive.receive()
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 raise StopAsyncIteration from None
+            self._slots.release()
             if isinstance(item, str):
                 return item
             if self.answer is not None:  # in order with the lines around it, before end of input
