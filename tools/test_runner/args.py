@@ -69,5 +69,7 @@ def pytest_args(ctx: ToolContext, root: Path, args: ListTestsArgs) -> list[str]:
             argv.append("--ff")
         if args.max_failures is not None:
             argv.append(f"--maxfail={args.max_failures}")
-    argv += [selection_arg(ctx, root, item) for item in args.select or ()]
+    selections = [selection_arg(ctx, root, item) for item in args.select or ()]
+    if selections:
+        argv += ["--", *selections]  # data, never options
     return argv
