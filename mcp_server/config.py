@@ -7,7 +7,6 @@ Every setting has one name, used in three spellings: `page_size` in `[tool.mcp-c
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -169,8 +168,16 @@ def _from_pyproject(root: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    if PYPROJECT_TABLE not in text:
+        return {}  # no table of ours: not worth the TOML parser at start-up
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
         return {}  # a broken pyproject is the project's problem, not a reason to refuse to start
     table = data.get("tool", {}).get(PYPROJECT_TABLE, {})
     if not isinstance(table, dict):

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import mcp_types as types
@@ -37,10 +37,12 @@ from mcp_server.connections import ConnectionInfo, connection_for_request, curre
 from mcp_server.errors import NotFound, tool_error_message
 from mcp_server.executor import Executor, RunSlots
 from mcp_server.output import fit
-from mcp_server.ratelimit import RateLimiter, rate_limiter_for
 from mcp_server.redact import Redactor
 from mcp_server.registry import ToolLoader, ToolRegistry
 from mcp_server.runs import RunStore
+
+if TYPE_CHECKING:
+    from mcp_server.ratelimit import RateLimiter
 
 logger = logging.getLogger("mcp_server")
 
@@ -86,6 +88,8 @@ class CodeToolsServer:
         self.guards: list[CallGuard] = []
         self.rate_limiter: RateLimiter | None = None
         if settings.is_network:
+            from mcp_server.ratelimit import rate_limiter_for  # network transports only
+
             self.rate_limiter = rate_limiter_for(settings)
             self.guards.append(self.rate_limiter)
         self.bus = InMemorySubscriptionBus()
