@@ -24,21 +24,38 @@ async def _cold_start(argv: list[str], root: Path) -> float:
     return elapsed
 
 
-async def _round_trips(argv: list[str], root: Path, n: int) -> list[float]:
-    client = await StdioJsonRpc.spawn(argv, cwd=root, env=bench_env(root))
-    samples: list[float] = []
+async def _timed_call(client: StdioJsonRpc) -> float:
+    started = time.perf_counter()
+    reply = await client.call_tool("get_run", {"run_id": "run_x"})
+    elapsed = time.perf_counter() - started
+    assert reply["result"]["isError"], reply
+    return elapsed
+
+
+async def _paired_round_trips(root: Path, n: int) -> tuple[list[float], list[float]]:
+    """Both servers up at once, calls alternating one by one: drift in the machine's load falls
+    on both sides alike."""
+    ours = await StdioJsonRpc.spawn(OURS, cwd=root, env=bench_env(root))
     try:
-        await client.initialize()
-        for _ in range(20):  # warm-up
-            await client.call_tool("get_run", {"run_id": "run_x"})
-        for _ in range(n):
-            started = time.perf_counter()
-            reply = await client.call_tool("get_run", {"run_id": "run_x"})
-            samples.append(time.perf_counter() - started)
-            assert reply["result"]["isError"], reply
+        base = await StdioJsonRpc.spawn(BASELINE, cwd=root, env=bench_env(root))
+        try:
+            await ours.initialize()
+            await base.initialize()
+            for _ in range(20):  # warm-up
+                await _timed_call(ours)
+                await _timed_call(base)
+            a: list[float] = []
+            b: list[float] = []
+            for i in range(n):
+                first, second = (ours, base) if i % 2 == 0 else (base, ours)
+                t1, t2 = await _timed_call(first), await _timed_call(second)
+                a.append(t1 if first is ours else t2)
+                b.append(t2 if first is ours else t1)
+            return a, b
+        finally:
+            await base.close()
     finally:
-        await client.close()
-    return samples
+        await ours.close()
 
 
 async def _ws_round_trips(root: Path, n: int) -> list[float] | None:
@@ -72,11 +89,7 @@ async def run(opts: Options) -> list[Result]:
         )
     ]
     calls = opts.n(500, 100)
-    ours_rt: list[float] = []
-    base_rt: list[float] = []
-    for _ in range(2):  # two interleaved rounds of each
-        ours_rt += await _round_trips(OURS, root, calls // 2)
-        base_rt += await _round_trips(BASELINE, root, calls // 2)
+    ours_rt, base_rt = await _paired_round_trips(root, calls)
     results.append(
         Result(
             "tools/call round trip, stdio",
