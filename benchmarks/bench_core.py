@@ -69,7 +69,7 @@ async def _ws_round_trips(root: Path, n: int) -> list[float] | None:
 async def run(opts: Options) -> list[Result]:
     root = opts.workdir / "core"
     root.mkdir(parents=True, exist_ok=True)
-    n = opts.n(20, 4)
+    n = opts.n(40, 4)  # start-up times are noisy here: 40 interleaved pairs for a steady median
 
     async def ours() -> float:
         return await _cold_start(OURS, root)
