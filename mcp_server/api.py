@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import anyio.abc
 from pydantic import BaseModel, ConfigDict
 
+from mcp_server.cachedir import CacheDirUnavailable, root_cache_dir
 from mcp_server.config import Settings
 from mcp_server.errors import Busy, NotFound, PolicyRefused, ToolError
 from mcp_server.executor import Executor, ProcessResult, RunSlots
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AppState",
     "Busy",
+    "CacheDirUnavailable",
     "Executor",
     "NotFound",
     "PathRefused",
@@ -185,6 +187,13 @@ class ToolContext:
     def path(self, raw: str, *, root: Path | None = None, must_exist: bool = True, kind: str = "any") -> ResolvedPath:
         """Resolve a path argument: the one path check."""
         return resolve_path(self.settings.roots, raw, root=root, must_exist=must_exist, kind=kind)
+
+    def cache_path(self, root: Path, *parts: str) -> Path:
+        """Blocking: the server's own folder for `root` under the operator's `cache_dir` (created).
+
+        Raises `CacheDirUnavailable` when it cannot be written: degrade, and say so in the result.
+        """
+        return root_cache_dir(self.settings.cache_dir, root, *parts)
 
     def new_run(self) -> RunContext:
         return self.app.runs.create(self.owner, self.tool)

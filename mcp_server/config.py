@@ -25,6 +25,11 @@ def _default_state_dir() -> Path:
     return Path(base) / "mcp-code-tools"
 
 
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mcp-code-tools"
+
+
 class Settings(BaseModel):
     """All configuration. Frozen: a running server never changes its settings."""
 
@@ -71,6 +76,13 @@ class Settings(BaseModel):
     readiness_interval_s: float = Field(default=5.0, gt=0)
     http_session_idle_s: float = Field(
         default=1800.0, gt=0, description="an HTTP session with no request for this long ends (its runs go)"
+    )
+
+    # What the server keeps on disk per root (ruff's cache, affected-test data, test history): one
+    # subfolder per root named by a hash of its resolved path, never inside a repository.
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="where the server keeps per-root data (ruff cache, test history, affected-test data)",
     )
 
     # Audit.
@@ -192,6 +204,7 @@ def _from_pyproject(root: Path) -> dict[str, Any]:
         "allowed_origins",
         "audit_log",
         "pass_env",
+        "cache_dir",
     }
     values = {}
     for key, value in table.items():

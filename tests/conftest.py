@@ -35,6 +35,7 @@ def settings_env(root: Path, tmp: Path, **overrides: Any) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_CODE_TOOLS_")}
     env[env_name("roots")] = str(root)
     env[env_name("audit_log")] = str(tmp / "audit.jsonl")
+    env[env_name("cache_dir")] = str(tmp / "server-cache")
     for key, value in overrides.items():
         if isinstance(value, (list, tuple)):
             value = ",".join(str(v) for v in value)
