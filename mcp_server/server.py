@@ -1,5 +1,7 @@
 """Assembly: the SDK's low-level `Server`, our handlers, the shared runtime, and the tool loaders.
 
+The tools/call path lives in `dispatch.py`, the `run://` resources in `resources.py`.
+
 `CodeToolsServer.running()` owns the process-wide runtime (task group, pools, run store). Stream
 transports call `serve_streams()` once per connection; the HTTP transport lets the SDK's session
 manager drive the same `Server`. When a connection ends its runs are purged and their work
@@ -9,9 +11,8 @@ cancelled.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -22,23 +23,20 @@ from mcp.server.runner import serve_dual_era_loop
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 from mcp.shared._stream_protocols import ReadStream, WriteStream
-from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
-from mcp_types import INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import ValidationError
 
 from mcp_server import __version__
-from mcp_server.api import AppState, ToolContext, ToolOutput
+from mcp_server.api import AppState
 from mcp_server.audit import AuditLog
 from mcp_server.builtin_tools import load_builtin_tools
 from mcp_server.config import Settings
 from mcp_server.connections import ConnectionInfo, connection_for_request, current_connection
-from mcp_server.errors import NotFound, tool_error_message
+from mcp_server.dispatch import CallGuard, Dispatcher
 from mcp_server.executor import Executor, RunSlots
-from mcp_server.output import fit
 from mcp_server.redact import Redactor
 from mcp_server.registry import ToolLoader, ToolRegistry
+from mcp_server.resources import RunResources
 from mcp_server.runs import RunStore
 
 if TYPE_CHECKING:
@@ -50,9 +48,6 @@ INSTRUCTIONS = (
     "Code analysis (ruff lint, format check, complexity) and pytest runs for the workspace roots. "
     "Answers are summary-first; when `truncated` is true, page the rest with get_run(run_id, section)."
 )
-
-CallGuard = Callable[[ConnectionInfo, str], Awaitable[None]]
-"""Runs before every tool call; raises `MCPError` to refuse it (the rate limiter is one)."""
 
 
 def default_loaders() -> list[ToolLoader]:
@@ -92,6 +87,8 @@ class CodeToolsServer:
 
             self.rate_limiter = rate_limiter_for(settings)
             self.guards.append(self.rate_limiter)
+        self.dispatcher = Dispatcher(self.app, self.registry, settings, self.guards)
+        self.resources = RunResources(self.app.runs)
         self.bus = InMemorySubscriptionBus()
         self._legacy_sessions: dict[str, ServerSession] = {}
         self._poller_started = False
@@ -206,112 +203,21 @@ class CodeToolsServer:
                 self._legacy_sessions.pop(owner, None)
         await self.bus.publish(ToolsListChanged())
 
-    # --- tools/call ----------------------------------------------------------------------------
+    # --- tools/call (dispatch.py) and run:// resources (resources.py) ----------------------------
 
     async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         info = connection_for_request(ctx.request, trust_bearer=self._token_set)
         self._track(ctx, info)
-        name = params.name
-        spec = self.registry.get(name)
-        if spec is None:
-            raise MCPError(INVALID_PARAMS, f"unknown tool {name!r}")
-        for guard in self.guards:
-            await guard(info, name)
-        disabled = spec.disabled_reason(self.settings)
-        if disabled:
-            return _error_result(f"{name} is {disabled}")
-        if self.registry.listed() and name not in self.registry.listed():
-            reason = self.registry.unavailable_reason(name) or "its backend is not available"
-            return _error_result(f"{name} is not available: {reason}")
-        tctx = ToolContext(
-            app=self.app,
-            tool=name,
-            owner=info.owner,
-            connection_id=info.id,
-            report_progress=ctx.session.report_progress,
-        )
-        try:
-            args = spec.args.model_validate(params.arguments or {})
-            output = await spec.handler(tctx, args)
-        except (Exception, ValidationError) as exc:
-            if isinstance(exc, NotFound):
-                return _error_result(str(exc))
-            return _error_result(tool_error_message(exc, name))
-        return self.finish(tctx, output)
-
-    def finish(self, tctx: ToolContext, output: ToolOutput) -> types.CallToolResult:
-        """Apply the output budget; whatever does not fit stays in a run context."""
-        budget = self.settings.output_budget
-        fitted, truncated = fit(output.structured, budget)
-        run = output.run
-        if truncated and run is None:
-            run = tctx.new_run()
-            self.app.runs.store(run, summary=None, result=output.structured)
-            self.app.runs.finish(run)
-        if run is not None:
-            fitted = {**fitted, "run_id": run.run_id}
-        fitted.setdefault("truncated", truncated)
-        text = output.text if output.text is not None else json.dumps(fitted, separators=(",", ":"), default=str)
-        if len(text) > budget:
-            text = text[: budget - 80] + f"\n…[truncated; get_run({run.run_id if run else ''}) has the rest]"
-        return types.CallToolResult(
-            content=[types.TextContent(type="text", text=text)],
-            structured_content=fitted,
-            is_error=output.is_error,
-        )
-
-    # --- resources: run://{run_id} and run://{run_id}/log ---------------------------------------
+        return await self.dispatcher.call_tool(ctx, info, params)
 
     async def _list_resources(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
-        info = connection_for_request(ctx.request, trust_bearer=self._token_set)
-        resources: list[types.Resource] = []
-        for run in self.app.runs.list(info.owner):
-            resources.append(
-                types.Resource(
-                    uri=f"run://{run.run_id}", name=run.run_id, title=f"{run.tool} run", mime_type="application/json"
-                )
-            )
-            resources.append(
-                types.Resource(
-                    uri=f"run://{run.run_id}/log",
-                    name=f"{run.run_id}/log",
-                    title=f"{run.tool} log",
-                    mime_type="text/plain",
-                )
-            )
-        return types.ListResourcesResult(resources=resources)
+        return self.resources.list_resources(connection_for_request(ctx.request, trust_bearer=self._token_set))
 
     async def _list_resource_templates(
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
-        return types.ListResourceTemplatesResult(
-            resource_templates=[
-                types.ResourceTemplate(uri_template="run://{run_id}", name="run", mime_type="application/json"),
-                types.ResourceTemplate(uri_template="run://{run_id}/log", name="run-log", mime_type="text/plain"),
-            ]
-        )
+        return self.resources.list_templates()
 
     async def _read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
         info = connection_for_request(ctx.request, trust_bearer=self._token_set)
-        uri = str(params.uri)
-        if not uri.startswith("run://"):
-            raise MCPError(INVALID_PARAMS, f"resource {uri!r} not found")
-        run_id, _, part = uri[len("run://") :].partition("/")
-        if part not in ("", "log"):
-            raise MCPError(INVALID_PARAMS, f"resource {uri!r} not found")
-        try:
-            run = self.app.runs.get(info.owner, run_id)
-        except NotFound:
-            raise MCPError(INVALID_PARAMS, f"resource {uri!r} not found") from None
-        if part == "log":
-            contents = types.TextResourceContents(uri=uri, mime_type="text/plain", text=run.log.text())
-        else:
-            body = {"run_id": run.run_id, "tool": run.tool, "running": run.running, "result": run.result}
-            if run.result is None:
-                body["summary"] = run.summary
-            contents = types.TextResourceContents(uri=uri, mime_type="application/json", text=json.dumps(body))
-        return types.ReadResourceResult(contents=[contents])
-
-
-def _error_result(message: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+        return self.resources.read(info, str(params.uri))
