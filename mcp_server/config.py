@@ -96,8 +96,23 @@ class Settings(BaseModel):
     zygote_pool_size: int = Field(default=4, ge=1)
     zygote_idle_ttl_s: float = Field(default=600.0, gt=0)
 
-    # Telemetry.
-    otel_exporter: Literal["none", "console"] = "none"
+    # Telemetry: OTEL_* environment variables configure the exporters further (endpoint, protocol, ...).
+    otel_exporter: Literal["none", "console", "otlp"] = "none"
+
+    # The `check` workflow's gates (project-scoped: a project may set them in its pyproject).
+    check_lint_clean: bool = Field(default=True, description="check fails when lint reports any diagnostic")
+    check_format_clean: bool = Field(default=True, description="check fails when ruff format would change a file")
+    check_max_complexity: int | None = Field(
+        default=None, ge=1, description="check fails when a function's complexity exceeds this (None: no gate)"
+    )
+    check_tests_pass: bool = Field(default=True, description="check fails when the tests fail")
+    check_require_tests: bool = Field(default=False, description="check fails on a root where no tests ran")
+    check_history_size: int = Field(default=100, ge=1, description="check runs kept in the server's history")
+
+    # Test history (in the cache_dir's per-root database).
+    test_history_max_tests: int = Field(
+        default=20_000, ge=10, description="tests kept in a root's history (least recently run dropped first)"
+    )
 
     @field_validator("roots")
     @classmethod
