@@ -52,6 +52,12 @@ class Settings(BaseModel):
     max_runs: int = Field(default=256, ge=1)
     max_run_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_log_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_runs_per_owner: int = Field(
+        default=64, ge=1, description="runs one client (connection, HTTP session or token) may hold at once"
+    )
+    max_run_bytes_per_owner: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="bytes of run results one client may hold at once"
+    )
 
     # Policy.
     allow_test_execution: bool | None = None

@@ -1,8 +1,9 @@
 """Run contexts: where every sizeable result lives, under an unguessable `run_id`.
 
 Pure state, no I/O: the store is a dict with a deadline per context (pushed forward on access,
-swept lazily), a cap on count and bytes (oldest evicted first), and an owner per context. An
-unknown run and a run of another owner get the same `NotFound`.
+swept lazily), an owner per context, and caps on count and bytes per owner and in all (finished
+runs evicted least recently used first; running work is never evicted to make room for another
+owner). An unknown run and a run of another owner get the same `NotFound`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from mcp_server.errors import NotFound
+from mcp_server.errors import Busy, NotFound
 
 PUBLIC_OWNER = None
 """Owner of runs made where no connection identity exists (sessionless HTTP without a token):
@@ -98,7 +99,16 @@ def _measure(value: Any) -> int:
 
 
 class RunStore:
-    """Owner-scoped run contexts with a TTL refreshed on access and caps on count and bytes."""
+    """Owner-scoped run contexts with a TTL refreshed on access, and caps on count and bytes.
+
+    Two levels of caps: each owner (a connection, an HTTP session, a token) holds at most
+    `max_runs_per_owner` runs and `max_bytes_per_owner` bytes, and all owners together at most
+    `max_runs` and `max_bytes`. Making room never touches another owner's running work: an owner
+    over its own cap loses its own least recently used finished runs; over the global cap, its own
+    finished runs go first, then other owners' finished runs (least recently used first). When only
+    running runs are left to evict, the new run (or the result that would not fit) is refused with
+    `Busy`, and everything already stored stays as it was.
+    """
 
     def __init__(
         self,
@@ -107,12 +117,16 @@ class RunStore:
         max_runs: int,
         max_bytes: int,
         max_log_bytes: int,
+        max_runs_per_owner: int | None = None,
+        max_bytes_per_owner: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl_s = ttl_s
         self.max_runs = max_runs
         self.max_bytes = max_bytes
         self.max_log_bytes = max_log_bytes
+        self.max_runs_per_owner = max_runs_per_owner if max_runs_per_owner is not None else max_runs
+        self.max_bytes_per_owner = max_bytes_per_owner if max_bytes_per_owner is not None else max_bytes
         self._clock = clock
         self._runs: OrderedDict[str, RunContext] = OrderedDict()
         self._bytes = 0
@@ -124,7 +138,14 @@ class RunStore:
     def bytes_used(self) -> int:
         return self._bytes
 
+    def owner_usage(self, owner: str | None) -> tuple[int, int]:
+        """(runs, bytes) held by `owner`."""
+        runs = [ctx for ctx in self._runs.values() if ctx.owner == owner]
+        return len(runs), sum(ctx.size for ctx in runs)
+
     def create(self, owner: str | None, tool: str) -> RunContext:
+        """A new run of `owner`; `Busy` when the caps leave no finished run of theirs (or, past
+        the global cap, of anyone) to evict."""
         self.sweep()
         now = self._clock()
         ctx = RunContext(
@@ -136,7 +157,7 @@ class RunStore:
             log=RunLog(self.max_log_bytes),
         )
         self._runs[ctx.run_id] = ctx
-        self._enforce_caps(keep=ctx)
+        self._make_room(ctx)
         return ctx
 
     def get(self, owner: str | None, run_id: str) -> RunContext:
@@ -158,7 +179,12 @@ class RunStore:
         return [ctx for ctx in self._runs.values() if ctx.owner == owner]
 
     def store(self, ctx: RunContext, *, summary: dict[str, Any] | None, result: dict[str, Any] | None) -> None:
-        """Record (or replace) the run's result; accounts its size and evicts others over the byte cap."""
+        """Record (or replace) the run's result and account its size.
+
+        Room is made from finished runs only (the owner's own first); a result that cannot be kept
+        without evicting running work (or that alone exceeds the owner's byte cap) drops this run
+        and raises `Busy`.
+        """
         if ctx.run_id not in self._runs:
             return  # evicted or purged meanwhile: nothing to keep
         self._bytes -= ctx.size
@@ -166,7 +192,7 @@ class RunStore:
         ctx.result = result
         ctx.size = _measure(result) + _measure(summary) + len(ctx.log)
         self._bytes += ctx.size
-        self._enforce_caps(keep=ctx)
+        self._make_room(ctx)
 
     def finish(self, ctx: RunContext) -> None:
         if ctx.run_id in self._runs:
@@ -196,10 +222,43 @@ class RunStore:
             self._bytes -= ctx.size
         ctx.cancel()
 
-    def _enforce_caps(self, keep: RunContext) -> None:
-        while len(self._runs) > self.max_runs or (self._bytes > self.max_bytes and len(self._runs) > 1):
-            victims = [c for c in self._runs.values() if c is not keep]
-            if not victims:
-                return
-            idle = [c for c in victims if not c.running]
-            self._drop((idle or victims)[0])  # oldest first, finished ones before running ones
+    def _oldest_finished(self, keep: RunContext, owner: str | None, *, any_owner: bool = False) -> RunContext | None:
+        for ctx in self._runs.values():  # least recently used first
+            if ctx is not keep and not ctx.running and (any_owner or ctx.owner == owner):
+                return ctx
+        return None
+
+    def _make_room(self, keep: RunContext) -> None:
+        """Evict finished runs until the caps hold with `keep` in; else drop `keep` and raise `Busy`."""
+        owner = keep.owner
+        if keep.size > min(self.max_bytes_per_owner, self.max_bytes):
+            self._runs.pop(keep.run_id, None)
+            self._bytes -= keep.size
+            raise Busy(
+                f"result too large to keep: {keep.size:,} bytes, over the cap of "
+                f"{min(self.max_bytes_per_owner, self.max_bytes):,} (settings max_run_bytes_per_owner, "
+                f"max_run_bytes); narrow the request"
+            )
+        while True:
+            count, size = self.owner_usage(owner)
+            if count <= self.max_runs_per_owner and size <= self.max_bytes_per_owner:
+                break
+            victim = self._oldest_finished(keep, owner)
+            if victim is None:
+                self._refuse(keep, f"this client's {count - 1} other runs are all still running", "_per_owner")
+            else:
+                self._drop(victim)
+        while len(self._runs) > self.max_runs or self._bytes > self.max_bytes:
+            victim = self._oldest_finished(keep, owner) or self._oldest_finished(keep, owner, any_owner=True)
+            if victim is None:
+                self._refuse(keep, f"the server holds {len(self._runs) - 1} runs, all still running", "")
+            else:
+                self._drop(victim)
+
+    def _refuse(self, keep: RunContext, why: str, suffix: str) -> None:
+        self._runs.pop(keep.run_id, None)
+        self._bytes -= keep.size
+        raise Busy(
+            f"busy: {why} (settings max_runs{suffix}, max_run_bytes{suffix}); "
+            "wait for one to finish or cancel_run one, then retry"
+        )

@@ -69,6 +69,8 @@ def build_app_state(settings: Settings) -> AppState:
         max_runs=settings.max_runs,
         max_bytes=settings.max_run_bytes,
         max_log_bytes=settings.max_log_bytes,
+        max_runs_per_owner=settings.max_runs_per_owner,
+        max_bytes_per_owner=settings.max_run_bytes_per_owner,
     )
     return AppState(settings=settings, runs=runs, executor=executor, redactor=redactor)
 

@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_server.errors import NotFound
+from mcp_server.errors import Busy, NotFound
 from mcp_server.runs import PUBLIC_OWNER, RunContext, RunLog, RunStore
 
 
@@ -81,7 +81,7 @@ def test_count_cap_evicts_the_least_recently_used() -> None:
 
 
 @pytest.mark.anyio
-async def test_count_cap_evicts_finished_runs_before_running_ones() -> None:
+async def test_count_cap_evicts_finished_runs_and_never_running_ones() -> None:
     store = make_store(max_runs=3)
     running = store.create("a", "tool")
     cancelled = anyio.Event()
@@ -92,12 +92,14 @@ async def test_count_cap_evicts_finished_runs_before_running_ones() -> None:
             done_2 = finished(store, "a")
             done_3 = finished(store, "a")  # over the cap: the oldest *finished* run goes
             assert {r.run_id for r in store.list("a")} == {running.run_id, done_2.run_id, done_3.run_id}
-            assert not cancelled.is_set()
-            # Only running runs left over the cap: the oldest running one goes, and its work is cancelled.
+            # Only running runs left over the cap: the new run is refused, the running one stays.
             store.max_runs = 1
-            store.create("a", "tool")
-            await cancelled.wait()
-    assert not_found_text(store, "a", running.run_id)
+            with pytest.raises(Busy, match=r"busy: .*still running.*max_runs"):
+                store.create("a", "tool")
+            assert store.get("a", running.run_id) is running
+            assert not cancelled.is_set()
+            tg.cancel_scope.cancel()
+    assert len(store) == 1
     del done_1
 
 
@@ -114,11 +116,60 @@ def test_byte_cap_evicts_oldest_first_and_accounts_exactly() -> None:
     assert store.bytes_used == 0 and len(store) == 0
 
 
-def test_a_result_bigger_than_the_cap_keeps_only_itself() -> None:
+def test_a_result_bigger_than_the_cap_is_refused_and_evicts_nothing() -> None:
     store = make_store(max_bytes=2000)
-    finished(store, "a")
-    huge = finished(store, "a", {"items": ["y" * 1000] * 10})
-    assert [r.run_id for r in store.list("a")] == [huge.run_id]
+    kept = finished(store, "a")
+    other = finished(store, "b")
+    with pytest.raises(Busy, match=r"too large to keep.*max_run_bytes"):
+        finished(store, "a", {"items": ["y" * 1000] * 10})
+    assert [r.run_id for r in store.list("a")] == [kept.run_id]
+    assert [r.run_id for r in store.list("b")] == [other.run_id]
+    assert store.bytes_used == kept.size + other.size
+
+
+def test_an_owner_over_its_own_cap_loses_its_own_oldest_finished_runs() -> None:
+    store = make_store(max_runs_per_owner=2, max_bytes_per_owner=2500)
+    theirs = finished(store, "b")
+    a1, a2 = finished(store, "a"), finished(store, "a")
+    a3 = finished(store, "a")  # a's third: a's oldest goes, never b's
+    assert [r.run_id for r in store.list("a")] == [a2.run_id, a3.run_id]
+    assert [r.run_id for r in store.list("b")] == [theirs.run_id]
+    big = {"items": ["x" * 100] * 10}  # about 1 KB as JSON
+    a4 = finished(store, "a", big)
+    a5 = finished(store, "a", big)  # a's bytes over 2500: a's oldest finished go until it fits
+    assert [r.run_id for r in store.list("a")] == [a4.run_id, a5.run_id]
+    assert store.owner_usage("a") == (2, a4.size + a5.size)
+    assert [r.run_id for r in store.list("b")] == [theirs.run_id]
+    del a1
+
+
+@pytest.mark.anyio
+async def test_global_cap_never_evicts_another_owners_running_work() -> None:
+    """Issue 11 item 1: B's running run survives A's result that fills the store."""
+    store = make_store(max_runs=4, max_bytes=3000)
+    b_running = store.create("b", "run_tests")
+    b_done = finished(store, "b")
+    cancelled = anyio.Event()
+    big = {"items": ["x" * 100] * 10}  # about 1 KB as JSON
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(work_until_cancelled, b_running, cancelled)
+            a1 = finished(store, "a", big)
+            a2 = finished(store, "a", big)  # over the global bytes: a's own finished runs would go first...
+            assert store.get("b", b_running.run_id) is b_running
+            a3 = finished(store, "a", big)  # ...then others' finished runs; b's running one never
+            assert store.get("b", b_running.run_id) is b_running
+            assert {r.run_id for r in store.list("a")} >= {a3.run_id}
+            assert store.bytes_used <= 3000
+            # Only running runs to evict: a is refused, b's work goes on.
+            for _ in range(3):
+                store.create("b", "run_tests").cancel_scope = None
+            with pytest.raises(Busy, match="all still running"):
+                store.create("a", "lint")
+            assert not cancelled.is_set()
+            tg.cancel_scope.cancel()
+    assert store.get("b", b_running.run_id) is b_running
+    del a1, a2, b_done
 
 
 def test_owners_are_isolated_and_foreign_looks_like_unknown() -> None:

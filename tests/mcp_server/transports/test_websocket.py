@@ -22,6 +22,7 @@ from websockets.uri import parse_uri
 from mcp_server.server import CodeToolsServer
 from mcp_server.transports.websocket import WebSocketEndpoint, websocket_server
 from mcp_server.transports.ws_client import websocket_client
+from tests.conftest import make_settings, network_settings
 from tests.mcp_server.transports.conftest import (
     INITIALIZE,
     TOKEN,
@@ -273,3 +274,35 @@ async def test_closing_a_websocket_purges_its_runs(tmp_path: Path) -> None:
             assert "not found" in error_text(await other.call_tool("get_run", {"run_id": run_id}))
         async with Client(websocket_client(endpoint.url)) as reconnected:
             assert "not found" in error_text(await reconnected.call_tool("get_run", {"run_id": run_id}))
+
+
+async def test_one_clients_huge_result_never_evicts_another_clients_running_run(tmp_path: Path) -> None:
+    """Issue 11 item 1: B's background run_tests survives A's lint result larger than the store."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "pytest.ini").write_text("[pytest]\n")
+    (root / "test_wait.py").write_text(
+        "import pathlib, time\n\n"
+        "def test_waits_for_go():\n"
+        "    deadline = time.monotonic() + 60\n"
+        "    while not pathlib.Path('go').exists() and time.monotonic() < deadline:\n"
+        "        time.sleep(0.01)\n"
+    )
+    settings = network_settings("websocket", {"max_run_bytes": 64 * 1024, "output_budget": 2000})
+    app = CodeToolsServer(make_settings(root, tmp_path, **settings))
+    with anyio.fail_after(120):
+        async with (
+            websocket_server(app) as endpoint,
+            Client(websocket_client(endpoint.url)) as a,
+            Client(websocket_client(endpoint.url)) as b,
+        ):
+            started = structured(await b.call_tool("run_tests", {"wait": False}))
+            assert started["status"] in ("running", "queued")
+            lint = await a.call_tool("lint", {"source": "a;\n" * 2000, "select": ["ALL"]})
+            if lint.is_error:  # too big to keep: A hears so, and nobody else pays for it
+                assert "too large to keep" in error_text(lint)
+            progress = structured(await b.call_tool("get_run", {"run_id": started["run_id"]}))
+            assert progress["status"] in ("running", "queued")
+            (root / "go").write_text("")
+            done = structured(await b.call_tool("cancel_run", {"run_id": started["run_id"]}))
+            assert done["run_id"] == started["run_id"]
