@@ -63,6 +63,15 @@ class Settings(BaseModel):
     allow_test_execution: bool | None = None
     allow_writes: bool = False
     max_source_bytes: int = Field(default=1024 * 1024, ge=1)
+    max_walk_files: int = Field(
+        default=20_000, ge=1, description="files one call checks when it walks a folder or the root (more are skipped)"
+    )
+    max_diagnostics: int = Field(
+        default=20_000, ge=1, description="diagnostics one lint call collects; past it the result says truncated"
+    )
+    result_cache_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0, description="bytes of tool results (diagnostics, diffs) kept in memory"
+    )
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     run_timeout_max_s: float = Field(default=600.0, gt=0)
     max_concurrent_runs: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)
