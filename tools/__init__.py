@@ -15,4 +15,7 @@ def load_tools() -> list[ToolSpec[Any]]:
     from tools.test_runner import load_test_runner_tools
 
     specs += load_test_runner_tools()
+    from tools.workflow import load_workflow_tools
+
+    specs += load_workflow_tools()
     return specs
