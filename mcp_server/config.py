@@ -1,23 +1,61 @@
-"""Settings: one frozen pydantic model, filled from defaults < pyproject < environment < CLI flags.
+"""Settings: one frozen pydantic model, and who may set what.
 
-Every setting has one name, used in three spellings: `page_size` in `[tool.mcp-code-tools]`,
-`MCP_CODE_TOOLS_PAGE_SIZE` in the environment, `--page-size` on the command line.
+Every setting has one name, used in three spellings: `page_size` in a TOML file,
+`MCP_CODE_TOOLS_PAGE_SIZE` in the environment, `--page-size` on the command line (`roots` is `--root`).
+
+Sources, later ones win: defaults < the operator's user config (`$XDG_CONFIG_HOME/mcp-code-tools/config.toml`,
+optional, every setting) < the served project's `[tool.mcp-code-tools]` in the first root's `pyproject.toml`
+(only `PROJECT_SETTINGS`; any other key there is ignored with a warning) < environment < flags.
+Flags, environment and the user config are the operator's; a repository is not trusted to reconfigure the server.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 ENV_PREFIX = "MCP_CODE_TOOLS_"
 PYPROJECT_TABLE = "mcp-code-tools"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 Transport = Literal["stdio", "websocket", "http"]
+
+PROJECT_SETTINGS = frozenset(
+    {
+        "page_size",
+        "output_budget",
+        "python",
+        "check_lint_clean",
+        "check_format_clean",
+        "check_max_complexity",
+        "check_tests_pass",
+        "check_require_tests",
+    }
+)
+"""The only settings a served project's `[tool.mcp-code-tools]` may set: how results are paged and sized,
+the `check` workflow's gates, the interpreter its tests run with. Everything else (transport, host, port,
+token, origins, roots, limits, audit, cache_dir, pools, policy) is the operator's. A new setting is
+operator-only unless it is added here."""
+
+NOT_SETTINGS = frozenset({"MCP_CODE_TOOLS_REQUIRE_REDIS", "MCP_CODE_TOOLS_TEST_REDIS_URL"})
+"""Variables with our prefix that are not settings (the test suite's own); no warning for them."""
+
+Warn = Callable[[str], None]
 
 
 def _default_state_dir() -> Path:
@@ -30,28 +68,65 @@ def _default_cache_dir() -> Path:
     return Path(base) / "mcp-code-tools"
 
 
-class Settings(BaseModel):
-    """All configuration. Frozen: a running server never changes its settings."""
+def user_config_path(environ: Mapping[str, str]) -> Path:
+    """The operator's optional config file: `$XDG_CONFIG_HOME/mcp-code-tools/config.toml`."""
+    base = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "mcp-code-tools" / "config.toml"
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+def _split(sep: str) -> Callable[[Any], Any]:
+    def split(value: Any) -> Any:
+        if isinstance(value, str):  # from the environment or a flag: a separated list
+            return [part.strip() for part in value.split(sep) if part.strip()]
+        return value
+
+    return split
+
+
+PathList = Annotated[tuple[Path, ...], NoDecode]
+NameList = Annotated[tuple[str, ...], NoDecode]
+
+
+class Settings(BaseSettings):
+    """All configuration. Frozen: a running server never changes its settings.
+
+    Built by `load_settings` (which names the source of a bad value); `Settings(**values)` takes only
+    its arguments and defaults, never the process environment.
+    """
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+    )
 
     # Where and how to serve.
-    roots: tuple[Path, ...] = Field(default_factory=lambda: (Path.cwd(),))
-    transport: Transport = "stdio"
-    host: str = "127.0.0.1"
-    port: int | None = Field(default=None, ge=0, le=65535)
-    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    roots: PathList = Field(
+        default_factory=lambda: (Path.cwd(),),
+        description="workspace roots the tools may touch (flag repeatable; environment: separated by os.pathsep)",
+    )
+    transport: Transport = Field(default="stdio", description="how clients connect")
+    host: str = Field(default="127.0.0.1", description="address network transports listen on")
+    port: int | None = Field(
+        default=None, ge=0, le=65535, description="port for network transports (none: 8765 websocket, 8766 http)"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="warning", description="stderr log level")
 
     # Protocol surface.
-    page_size: int = Field(default=100, ge=1, le=10_000)
-    output_budget: int = Field(default=20_000, ge=1_000, le=10_000_000)
-    tool_poll_interval_s: float = Field(default=10.0, gt=0)
+    page_size: int = Field(default=100, ge=1, le=10_000, description="tools per tools/list page")
+    output_budget: int = Field(
+        default=20_000, ge=1_000, le=10_000_000, description="max characters of a result's text and structuredContent"
+    )
+    tool_poll_interval_s: float = Field(
+        default=10.0, gt=0, description="seconds between checks of tool availability (list_changed)"
+    )
 
     # Run contexts.
-    run_ttl_s: float = Field(default=900.0, gt=0)
-    max_runs: int = Field(default=256, ge=1)
-    max_run_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-    max_log_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    run_ttl_s: float = Field(default=900.0, gt=0, description="a run context lives this long after its last access")
+    max_runs: int = Field(default=256, ge=1, description="run contexts kept at once")
+    max_run_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="bytes of run results kept at once")
+    max_log_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="bytes of one run's log kept")
     max_runs_per_owner: int = Field(
         default=64, ge=1, description="runs one client (connection, HTTP session or token) may hold at once"
     )
@@ -60,9 +135,11 @@ class Settings(BaseModel):
     )
 
     # Policy.
-    allow_test_execution: bool | None = None
-    allow_writes: bool = False
-    max_source_bytes: int = Field(default=1024 * 1024, ge=1)
+    allow_test_execution: bool | None = Field(
+        default=None, description="whether tools may run project code (tests); unset: on for stdio, off for network"
+    )
+    allow_writes: bool = Field(default=False, description="whether fixes may be written (otherwise only diffs)")
+    max_source_bytes: int = Field(default=1024 * 1024, ge=1, description="largest source text or file analysed (bytes)")
     max_walk_files: int = Field(
         default=20_000, ge=1, description="files one call checks when it walks a folder or the root (more are skipped)"
     )
@@ -72,23 +149,37 @@ class Settings(BaseModel):
     result_cache_max_bytes: int = Field(
         default=64 * 1024 * 1024, ge=0, description="bytes of tool results (diagnostics, diffs) kept in memory"
     )
-    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    run_timeout_max_s: float = Field(default=600.0, gt=0)
-    max_concurrent_runs: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)
-    max_queued_runs: int = Field(default=64, ge=0)
-    python: Path | None = None
-    pass_env: tuple[str, ...] = ()
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="largest protocol message (bytes)")
+    run_timeout_max_s: float = Field(default=600.0, gt=0, description="ceiling on any run's timeout (seconds)")
+    max_concurrent_runs: int = Field(
+        default_factory=lambda: os.cpu_count() or 2, ge=1, description="runs at once (default: CPU count)"
+    )
+    max_queued_runs: int = Field(default=64, ge=0, description="runs that may wait (FIFO) before calls get 'busy'")
+    python: Path | None = Field(
+        default=None, description="interpreter for tests when the root has no .venv/venv (default: the server's)"
+    )
+    pass_env: NameList = Field(
+        default=(), description="extra environment variables passed to project code (comma-separated names)"
+    )
 
     # Network transports.
-    token: SecretStr | None = None
-    allowed_origins: tuple[str, ...] = ()
-    max_connections_per_client: int = Field(default=32, ge=1)
-    rate_limit_rps: float = Field(default=50.0, gt=0)
-    rate_limit_burst: int = Field(default=100, ge=1)
-    rate_limit_store: Literal["memory", "redis"] = "memory"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    ws_ping_interval_s: float = Field(default=20.0, gt=0)
-    readiness_interval_s: float = Field(default=5.0, gt=0)
+    token: SecretStr | None = Field(
+        default=None, description="bearer token required on network transports (environment or user config only)"
+    )
+    allowed_origins: NameList = Field(
+        default=(), description="browser origins allowed on network transports, comma-separated (default: loopback)"
+    )
+    max_connections_per_client: int = Field(default=32, ge=1, description="concurrent connections per client")
+    rate_limit_rps: float = Field(default=50.0, gt=0, description="tool calls per second per client (token bucket)")
+    rate_limit_burst: int = Field(default=100, ge=1, description="token bucket size per client")
+    rate_limit_store: Literal["memory", "redis"] = Field(
+        default="memory", description="where rate-limit buckets live (redis: shared by several instances)"
+    )
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis for rate_limit_store=redis")
+    ws_ping_interval_s: float = Field(
+        default=20.0, gt=0, description="WebSocket ping interval; a peer that does not answer within it is closed"
+    )
+    readiness_interval_s: float = Field(default=5.0, gt=0, description="seconds between /readyz probes")
     http_session_idle_s: float = Field(
         default=1800.0, gt=0, description="an HTTP session with no request for this long ends (its runs go)"
     )
@@ -101,18 +192,23 @@ class Settings(BaseModel):
     )
 
     # Audit.
-    audit_log: Path | None = Field(default_factory=lambda: _default_state_dir() / "audit.jsonl")
-    audit_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
-    audit_backups: int = Field(default=3, ge=0)
+    audit_log: Path | None = Field(
+        default_factory=lambda: _default_state_dir() / "audit.jsonl",
+        description="the audit log: one JSON line per executed command",
+    )
+    audit_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="audit log size before it rotates")
+    audit_backups: int = Field(default=3, ge=0, description="rotated audit logs kept (0: start over)")
 
     # Warm pools.
-    ruff_pool_size: int = Field(default=4, ge=1)
-    ruff_idle_ttl_s: float = Field(default=600.0, gt=0)
-    zygote_pool_size: int = Field(default=4, ge=1)
-    zygote_idle_ttl_s: float = Field(default=600.0, gt=0)
+    ruff_pool_size: int = Field(default=4, ge=1, description="warm `ruff server` instances")
+    ruff_idle_ttl_s: float = Field(default=600.0, gt=0, description="an idle ruff server stops after this long")
+    zygote_pool_size: int = Field(default=4, ge=1, description="warm pytest zygotes")
+    zygote_idle_ttl_s: float = Field(default=600.0, gt=0, description="an idle zygote stops after this long")
 
     # Telemetry: OTEL_* environment variables configure the exporters further (endpoint, protocol, ...).
-    otel_exporter: Literal["none", "console", "otlp"] = "none"
+    otel_exporter: Literal["none", "console", "otlp"] = Field(
+        default="none", description="OpenTelemetry spans: none, to stderr (console), or OTLP (OTEL_* variables)"
+    )
 
     # The `check` workflow's gates (project-scoped: a project may set them in its pyproject).
     check_lint_clean: bool = Field(default=True, description="check fails when lint reports any diagnostic")
@@ -129,6 +225,27 @@ class Settings(BaseModel):
         default=20_000, ge=10, description="tests kept in a root's history (least recently run dropped first)"
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # the sources are composed by `load_settings`, which knows who said what
+
+    @field_validator("roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        return _split(os.pathsep)(value)
+
+    @field_validator("allowed_origins", "pass_env", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        return _split(",")(value)
+
     @field_validator("roots")
     @classmethod
     def _resolve_roots(cls, roots: tuple[Path, ...]) -> tuple[Path, ...]:
@@ -142,6 +259,14 @@ class Settings(BaseModel):
             if path not in resolved:
                 resolved.append(path)
         return tuple(resolved)
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _refuse_empty_token(cls, token: Any) -> Any:
+        # An empty token is not "no token": a server meant to be protected would answer 401 to everyone.
+        if isinstance(token, str) and not token.strip():
+            raise ValueError("is set but empty; give a token or unset it")
+        return token
 
     @field_validator("redis_url")
     @classmethod
@@ -177,10 +302,7 @@ class Settings(BaseModel):
 
 
 class SettingsError(ValueError):
-    """A bad setting; `str()` is one line naming it."""
-
-
-_LIST_FIELDS = frozenset({"roots", "allowed_origins", "pass_env"})
+    """A bad setting; `str()` is one line naming it and where it came from."""
 
 
 def env_name(field: str) -> str:
@@ -188,95 +310,135 @@ def env_name(field: str) -> str:
 
 
 def flag_name(field: str) -> str:
-    return "--" + field.replace("_", "-")
+    return "--root" if field == "roots" else "--" + field.replace("_", "-")
 
 
-def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for field in Settings.model_fields:
-        raw = environ.get(env_name(field))
-        if raw is None:
+def _warn_stderr(message: str) -> None:
+    print(f"mcp-code-tools: warning: {message}", file=sys.stderr)
+
+
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping instead of `os.environ`."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        super().__init__(Settings)
+        self.env_vars = parse_env_vars(environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+def _warn_unknown_env(environ: Mapping[str, str], warn: Warn) -> None:
+    fields = list(Settings.model_fields)
+    for key in environ:
+        upper = key.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in NOT_SETTINGS:
             continue
-        if field in _LIST_FIELDS:
-            sep = os.pathsep if field == "roots" else ","
-            values[field] = [part.strip() for part in raw.split(sep) if part.strip()]
-        else:
-            values[field] = raw
-    return values
+        name = upper[len(ENV_PREFIX) :].lower()
+        if name in Settings.model_fields:
+            continue
+        close = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
+        hint = f"; did you mean {env_name(close[0])}?" if close else ""
+        warn(f"{key} is not a setting and is ignored{hint}")
 
 
-def _from_pyproject(root: Path) -> dict[str, Any]:
-    path = root / "pyproject.toml"
+def _table_keys(table: Mapping[str, Any]) -> dict[str, Any]:
+    return {str(key).replace("-", "_"): value for key, value in table.items()}
+
+
+def _from_user_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        text = path.read_text(encoding="utf-8")
+        data = TomlConfigSettingsSource(Settings, toml_file=path).toml_data
+    except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
+        raise SettingsError(f"{path}: {exc}") from None
+    return _table_keys(data)
+
+
+def _from_pyproject(root: Path, warn: Warn) -> dict[str, Any]:
+    """The allow-listed keys of the project's table; the others are named in a warning and dropped."""
+    path = root / "pyproject.toml"
+    try:
+        if PYPROJECT_TABLE not in path.read_text(encoding="utf-8"):
+            return {}  # no table of ours: not worth the TOML parser at start-up
     except (OSError, UnicodeDecodeError):
         return {}
-    if PYPROJECT_TABLE not in text:
-        return {}  # no table of ours: not worth the TOML parser at start-up
-    import tomllib
-
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
+        data = TomlConfigSettingsSource(Settings, toml_file=path).toml_data
+    except (OSError, ValueError):
         return {}  # a broken pyproject is the project's problem, not a reason to refuse to start
-    table = data.get("tool", {}).get(PYPROJECT_TABLE, {})
+    tool = data.get("tool")
+    table: Any = tool.get(PYPROJECT_TABLE, {}) if isinstance(tool, dict) else {}
     if not isinstance(table, dict):
         raise SettingsError(f"[tool.{PYPROJECT_TABLE}] in {path} must be a table")
-    # Security-relevant settings come from the operator, never from the served project.
-    protected = {
-        "token",
-        "roots",
-        "host",
-        "allow_writes",
-        "allow_test_execution",
-        "allowed_origins",
-        "audit_log",
-        "pass_env",
-        "cache_dir",
-    }
-    values = {}
-    for key, value in table.items():
-        field = key.replace("-", "_")
-        if field in protected:
-            continue
-        values[field] = value
+    values: dict[str, Any] = {}
+    ignored: list[str] = []
+    for field, value in _table_keys(table).items():
+        if field in Settings.model_fields and field not in PROJECT_SETTINGS:
+            ignored.append(field)
+        else:
+            values[field] = value  # an unknown key is reported by validation, naming this file
+    if ignored:
+        warn(
+            f"{path} [tool.{PYPROJECT_TABLE}] sets {', '.join(ignored)}: operator settings (flags, environment, "
+            f"user config), never taken from a project; ignored"
+        )
     return values
 
 
-def _origin_of(field: str, sources: Sequence[tuple[str, dict[str, Any]]]) -> str:
+def _first_root(cli: Mapping[str, Any], env: Mapping[str, Any], user: Mapping[str, Any]) -> Path:
+    for values in (cli, env, user):
+        roots = values.get("roots")
+        if roots:
+            first = _split(os.pathsep)(roots)
+            if first:
+                return Path(str(first[0])).expanduser()
+    return Path.cwd()
+
+
+def _describe_error(exc: ValidationError, sources: list[tuple[Callable[[str], str], dict[str, Any]]]) -> str:
+    err = exc.errors()[0]
+    field = str(err["loc"][0]) if err["loc"] else "?"
+    origin = "default"
     for label, values in reversed(sources):
         if field in values:
-            return str(label).format(field=field, env=env_name(field), flag=flag_name(field))
-    return "default"
+            origin = label(field)
+            break
+    if err["type"] == "extra_forbidden":
+        return f"unknown setting {field!r} (from {origin})"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    value = err.get("input")
+    if field != "token" and isinstance(value, (str, int, float)) and len(str(value)) <= 80:
+        message += f" (got {value!r})"
+    return f"invalid setting {field} (from {origin}): {message}"
 
 
-def load_settings(cli: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Merge defaults < pyproject of the first root < environment < CLI, and validate.
+def load_settings(
+    cli: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None, *, warn: Warn | None = None
+) -> Settings:
+    """Merge defaults < user config < project (allow-listed) < environment < flags, and validate.
 
-    Raises `SettingsError` with a one-line message naming the first bad setting.
+    Raises `SettingsError` with a one-line message naming the first bad setting and its flag, variable or
+    file. Warnings (an ignored project setting, an unknown variable) go to `warn` (default: stderr).
     """
     environ = os.environ if environ is None else environ
+    warn = warn or _warn_stderr
     cli_values = {k: v for k, v in (cli or {}).items() if v is not None}
-    env_values = _from_env(environ)
-    roots_raw = cli_values.get("roots") or env_values.get("roots") or [os.getcwd()]
-    first_root = Path(str(roots_raw[0])).expanduser()
-    project_values = _from_pyproject(first_root) if first_root.is_dir() else {}
-    sources: list[tuple[str, dict[str, Any]]] = [
-        (f"[tool.{PYPROJECT_TABLE}] {{field}}", project_values),
-        ("{env}", env_values),
-        ("{flag}", cli_values),
+    env_values = _EnvSource(environ)()
+    _warn_unknown_env(environ, warn)
+    user_path = user_config_path(environ)
+    user_values = _from_user_config(user_path)
+    first_root = _first_root(cli_values, env_values, user_values)
+    project_path = first_root / "pyproject.toml"
+    project_values = _from_pyproject(first_root, warn) if first_root.is_dir() else {}
+    sources: list[tuple[Callable[[str], str], dict[str, Any]]] = [
+        (lambda f: f"{user_path} {f}", user_values),
+        (lambda f: f"{project_path} [tool.{PYPROJECT_TABLE}] {f}", project_values),
+        (env_name, env_values),
+        (flag_name, cli_values),
     ]
     merged: dict[str, Any] = {}
     for _, values in sources:
         merged.update(values)
     try:
-        return Settings.model_validate(merged)
+        return Settings(**merged)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "?"
-        if err["type"] == "extra_forbidden":
-            raise SettingsError(f"unknown setting {field!r} (from {_origin_of(field, sources)})") from None
-        message = err["msg"]
-        raise SettingsError(f"invalid setting {field} (from {_origin_of(field, sources)}): {message}") from None
+        raise SettingsError(_describe_error(exc, sources)) from None
