@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import functools
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -23,10 +25,12 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream  # noqa: F401  (re-exported for typing users)
 
 from mcp_server.audit import AuditLog, AuditRecord
 from mcp_server.errors import Busy, ToolError
+from mcp_server.reaper import become_subreaper, reap_adopted
 from mcp_server.redact import Redactor
 
 logger = logging.getLogger("mcp_server.executor")
@@ -49,6 +53,9 @@ ENV_ALLOW = (
     "XDG_CACHE_HOME",
 )
 KILL_GRACE_S = 2.0
+RUN_TAG_VAR = "CODE_TOOLS_RUN_TAG"
+"""Set in the environment of project code (and so inherited by what it starts): marks the
+processes the server may kill and reap when they are orphaned and re-parented to it."""
 
 
 def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
@@ -186,13 +193,22 @@ class Executor:
         self.slots = slots
         self.pass_env = tuple(pass_env)
         self._environ = os.environ if environ is None else environ
-        self.live: set[int] = set()
+        self._procs: dict[int, anyio.abc.Process] = {}
+        self.run_tag = f"{os.getpid()}-{secrets.token_hex(8)}"
+        self.subreaper = False
+
+    @property
+    def live(self) -> set[int]:
+        """Pids of the children this executor started that are not reaped yet."""
+        return set(self._procs)
 
     def environment(self, *, extra: Mapping[str, str] | None = None, project: bool = False) -> dict[str, str]:
         """The scrubbed environment: the allow-list, `pass_env` for project code, then `extra`."""
         names = ENV_ALLOW + (self.pass_env if project else ())
         env = {k: self._environ[k] for k in names if k in self._environ}
         env.update({k: v for k, v in self._environ.items() if k.startswith("LC_")})
+        if project:
+            env[RUN_TAG_VAR] = self.run_tag
         if extra:
             env.update(extra)
         return env
@@ -218,7 +234,7 @@ class Executor:
             )
         except OSError as exc:
             raise ToolError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
-        self.live.add(proc.pid)
+        self._procs[proc.pid] = proc
         return proc
 
     async def _kill(self, proc: anyio.abc.Process) -> None:
@@ -233,7 +249,8 @@ class Executor:
                 await proc.wait()
             if proc.returncode is None:
                 logger.error("process %s did not exit after SIGKILL", proc.pid)
-            self.live.discard(proc.pid)
+            if proc.returncode is not None:
+                self._procs.pop(proc.pid, None)
 
     async def _reap(self, proc: anyio.abc.Process) -> None:
         """Kill the whole group, wait for the leader and close the pipes."""
@@ -355,8 +372,37 @@ class Executor:
                 )
             )
 
+    def adopt_orphans(self) -> bool:
+        """Make the server a child subreaper (Linux): what project code orphans (a killed zygote's
+        runs, double-forked daemons) is re-parented here, for `reap_adopted`. Idempotent."""
+        if not self.subreaper:
+            self.subreaper = become_subreaper()
+        return self.subreaper
+
+    async def reap_adopted(self, sessions: Sequence[int] = ()) -> int:
+        """Kill and reap the orphans of project code re-parented to the server (those carrying the
+        run tag, or in one of `sessions`, such as a dead zygote's). Bounded; safe to cancel (the
+        work finishes in its thread, shielded). Returns how many were reaped."""
+        if not self.subreaper:
+            return 0
+        known = frozenset(self._procs)
+        work = functools.partial(reap_adopted, f"{RUN_TAG_VAR}={self.run_tag}", sessions=tuple(sessions), known=known)
+        with anyio.CancelScope(shield=True):
+            reaped = await anyio.to_thread.run_sync(work)
+        return reaped
+
     async def aclose(self) -> None:
-        """Kill whatever is still running (the server is going away)."""
-        for pid in list(self.live):
-            kill_group(pid)
-        self.live.clear()
+        """Kill whatever is still running (the server is going away), wait until each is reaped
+        (bounded, shielded), then reap what the server adopted."""
+        procs = list(self._procs.values())
+        for proc in procs:
+            kill_group(proc.pid)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(KILL_GRACE_S):
+            for proc in procs:
+                await proc.wait()
+        for proc in procs:
+            if proc.returncode is None:
+                logger.error("process %s did not exit after SIGKILL", proc.pid)
+            else:
+                self._procs.pop(proc.pid, None)
+        await self.reap_adopted()

@@ -3,6 +3,7 @@ on timeout and cancel, one audit line per command, redaction; and the FIFO of ru
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -58,6 +59,34 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rfind(")") + 2] != "Z"
+
+
+def exists(pid: int) -> bool:
+    """In the process table at all (a zombie too): False once reaped."""
+    return Path(f"/proc/{pid}").exists()
+
+
+def parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rfind(")") + 2 :].split()[1])
+
+
+def reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+async def wait_dead(pid: int) -> None:
+    """Wait (bounded) until `pid` has exited: a SIGKILL is sent at once but acted on a moment later."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        with anyio.fail_after(10):
+            await anyio.wait_readable(fd)
+    finally:
+        os.close(fd)
 
 
 def in_group(pgid: int) -> list[int]:
@@ -161,6 +190,7 @@ async def test_a_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert result.timed_out and result.returncode is None
     # What the command wrote before the timeout is kept (redaction held it back; it is released).
     leader, grandchild = (int(x) for x in result.stdout.split())
+    await wait_dead(grandchild)  # killed with its group; the kernel acts on it a moment later
     assert not alive(leader) and not alive(grandchild)
     assert in_group(leader) == []
     assert executor.live == set()
@@ -188,6 +218,7 @@ async def test_cancellation_kills_the_whole_process_group(tmp_path: Path) -> Non
                 pids = (await conn.receive()).decode()
             tg.cancel_scope.cancel()
     leader, grandchild = (int(x) for x in pids.split())
+    await wait_dead(grandchild)
     assert not alive(leader) and not alive(grandchild)
     assert in_group(leader) == []
     assert executor.live == set()
@@ -204,8 +235,61 @@ async def test_a_long_lived_child_is_killed_with_its_group_on_exit(tmp_path: Pat
             assert p.stdout is not None
             grandchild = int((await p.stdout.receive()).decode().strip())
             assert alive(grandchild)
+    await wait_dead(grandchild)
     assert not alive(grandchild) and in_group(p.pid) == []
     assert [line["outcome"] for line in audit_lines(tmp_path)] == ["closed"]
+
+
+async def test_aclose_kills_waits_for_and_reaps_what_is_still_running(tmp_path: Path) -> None:
+    executor = make_executor(tmp_path)
+    opened = anyio.Event()
+    held: list[Any] = []
+
+    async def hold() -> None:
+        argv = ["sh", "-c", "sleep 60 & echo $!; cat"]
+        async with executor.open(argv, cwd=tmp_path, tool="pool", connection="-") as p:
+            assert p.stdout is not None
+            held.extend([p, int((await p.stdout.receive()).decode().strip())])
+            opened.set()
+            await anyio.sleep_forever()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hold)
+            await opened.wait()
+            proc, grandchild = held
+            await executor.aclose()  # the server goes away while the holder still runs
+            # Reaped when aclose returns (not only signalled): its exit status is known.
+            assert proc.returncode is not None and proc.returncode < 0
+            assert executor.live == set()
+            assert not exists(proc.pid)
+            tg.cancel_scope.cancel()
+    await wait_dead(grandchild)
+    assert in_group(proc.pid) == []
+
+
+async def test_orphans_of_project_code_are_adopted_killed_and_reaped(tmp_path: Path) -> None:
+    executor = make_executor(tmp_path)
+    assert executor.adopt_orphans()
+    # Each child leaves a sleep in a session of its own and exits: the sleep is orphaned.
+    script = (
+        "import subprocess as s; d = s.DEVNULL\n"
+        "print(s.Popen(['sleep', '60'], start_new_session=True, stdin=d, stdout=d, stderr=d).pid)"
+    )
+    with anyio.fail_after(30):
+        project = await run(executor, [PY, "-c", script], tmp_path, project_env=True)
+        tool = await run(executor, [PY, "-c", script], tmp_path)
+        orphan, other = int(project.stdout), int(tool.stdout)
+        try:
+            # Re-parented to this process (a subreaper), not to init.
+            assert parent_of(orphan) == os.getpid()
+            assert await executor.reap_adopted() == 1
+            assert not exists(orphan), "killed and reaped"
+            assert alive(other), "only processes carrying the run tag (project code) are touched"
+        finally:
+            os.kill(other, 9)
+            await wait_dead(other)
+            reap(other)
 
 
 # --- audit and redaction ------------------------------------------------------------------------
