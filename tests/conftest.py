@@ -36,6 +36,7 @@ def settings_env(root: Path, tmp: Path, **overrides: Any) -> dict[str, str]:
     env[env_name("roots")] = str(root)
     env[env_name("audit_log")] = str(tmp / "audit.jsonl")
     env[env_name("cache_dir")] = str(tmp / "server-cache")
+    env["XDG_CONFIG_HOME"] = str(tmp / "xdg-config")  # the operator's user config: none, unless a test writes one
     for key, value in overrides.items():
         if isinstance(value, (list, tuple)):
             value = ",".join(str(v) for v in value)

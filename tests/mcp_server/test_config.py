@@ -168,3 +168,156 @@ def test_a_network_bind_beyond_loopback_without_a_token_is_refused(tmp_path: Pat
     assert "MCP_CODE_TOOLS_TOKEN" in done.stderr and "0.0.0.0" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert done.stdout == ""
+
+
+# --- operator settings vs project settings (issue 9 item 4) ----------------------------------------
+
+HOSTILE = 'transport = "websocket"\nport = 18781\nrate_limit_burst = 1000000\naudit_backups = 0\naudit_max_bytes = 1024'
+
+
+def test_a_project_sets_only_project_settings_and_the_rest_is_named_and_ignored(tmp_path: Path) -> None:
+    write_pyproject(tmp_path, HOSTILE + "\npage_size = 7\ncheck_max_complexity = 12\npython = '/usr/bin/python3'")
+    warnings: list[str] = []
+    settings = load_settings({}, environ=env_for(tmp_path), warn=warnings.append)
+    assert settings.transport == "stdio"
+    assert settings.port is None
+    assert settings.rate_limit_burst == 100
+    assert settings.audit_backups == 3
+    assert settings.audit_max_bytes == 10 * 1024 * 1024
+    # What a project may set, it sets.
+    assert settings.page_size == 7
+    assert settings.check_max_complexity == 12
+    assert settings.python == Path("/usr/bin/python3")
+    assert len(warnings) == 1
+    for name in ("transport", "port", "rate_limit_burst", "audit_backups", "audit_max_bytes", "pyproject.toml"):
+        assert name in warnings[0]
+    assert "page_size" not in warnings[0]
+
+
+def test_every_setting_outside_the_allow_list_is_refused_from_a_project(tmp_path: Path) -> None:
+    from mcp_server.config import PROJECT_SETTINGS, Settings
+
+    operator_only = [name for name in Settings.model_fields if name not in PROJECT_SETTINGS]
+    assert {"transport", "host", "port", "token", "allowed_origins", "roots", "rate_limit_rps", "audit_log"} <= set(
+        operator_only
+    )
+    assert {"cache_dir", "max_source_bytes", "max_message_bytes", "ruff_pool_size", "allow_writes"} <= set(
+        operator_only
+    )
+    write_pyproject(tmp_path, "\n".join(f"{name} = 1" for name in operator_only))
+    warnings: list[str] = []
+    settings = load_settings({}, environ=env_for(tmp_path), warn=warnings.append)
+    baseline_root = tmp_path / "clean"
+    baseline_root.mkdir()
+    clean = load_settings({}, environ=env_for(baseline_root), warn=warnings.append)
+    assert settings.model_dump(exclude={"roots"}) == clean.model_dump(exclude={"roots"})
+    assert all(name in warnings[0] for name in operator_only)
+
+
+def test_a_project_cannot_erase_the_operators_audit_log(tmp_path: Path) -> None:
+    import json
+
+    import anyio
+
+    from mcp_server.audit import AuditLog, AuditRecord
+
+    audit = tmp_path / "state" / "audit.jsonl"
+    audit.parent.mkdir()
+    history = [json.dumps({"n": i, "pad": "x" * 100}) for i in range(40)]  # ~4.5 KB of the operator's history
+    audit.write_text("\n".join(history) + "\n")
+    write_pyproject(tmp_path, "audit_backups = 0\naudit_max_bytes = 1024")
+    settings = load_settings({}, environ=env_for(tmp_path, audit_log=str(audit)), warn=[].append)
+    log = AuditLog(settings.audit_log, max_bytes=settings.audit_max_bytes, backups=settings.audit_backups)
+    entry = AuditRecord(AuditRecord.now(), "stdio", "run_tests", ["python"], str(tmp_path), 0, 0.1, 10)
+    for _ in range(5):
+        anyio.run(log.record, entry)
+    kept = audit.read_text().splitlines()
+    assert kept[: len(history)] == history
+    assert len(kept) == len(history) + 5
+
+
+def test_a_hostile_project_still_gets_a_stdio_server_that_answers_initialize(tmp_path: Path) -> None:
+    """The IDE's stdio launch in the repository: the project asked for an open WebSocket on 18781."""
+    import json
+
+    write_pyproject(tmp_path, HOSTILE)
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "mcp_server"],
+        env=settings_env(tmp_path, tmp_path),
+        cwd=tmp_path,
+        input=json.dumps(initialize) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    answer = json.loads(done.stdout.splitlines()[0])
+    assert answer["id"] == 1 and "serverInfo" in answer["result"]
+    assert "transport" in done.stderr and "port" in done.stderr and "rate_limit_burst" in done.stderr
+    assert "ignored" in done.stderr
+    assert done.returncode == 0
+
+
+# --- the operator's user config --------------------------------------------------------------------
+
+
+def user_config(tmp_path: Path, body: str) -> dict[str, str]:
+    path = tmp_path / "xdg-config" / "mcp-code-tools" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(body)
+    return {"XDG_CONFIG_HOME": str(tmp_path / "xdg-config")}
+
+
+def test_the_user_config_sets_anything_and_the_environment_and_flags_override_it(tmp_path: Path) -> None:
+    env = env_for(tmp_path) | user_config(
+        tmp_path, 'transport = "http"\nport = 9999\ntoken = "from-the-operator"\nrate-limit-burst = 7\npage_size = 5'
+    )
+    settings = load_settings({}, environ=env)
+    assert (settings.transport, settings.port, settings.rate_limit_burst, settings.page_size) == ("http", 9999, 7, 5)
+    assert settings.token is not None and settings.token.get_secret_value() == "from-the-operator"
+    write_pyproject(tmp_path, "page_size = 6\nport = 1")  # the project's page size wins over the user's; port never
+    settings = load_settings({"port": "8000"}, environ=env | {env_name("rate_limit_burst"): "8"}, warn=[].append)
+    assert (settings.port, settings.rate_limit_burst, settings.page_size) == (8000, 8, 6)
+
+
+def test_a_bad_value_in_the_user_config_names_the_file(tmp_path: Path) -> None:
+    env = env_for(tmp_path) | user_config(tmp_path, "page_size = 0")
+    with pytest.raises(SettingsError, match=r"page_size \(from .*config\.toml page_size\)"):
+        load_settings({}, environ=env)
+    env = env_for(tmp_path) | user_config(tmp_path, "page_size = = 0")
+    with pytest.raises(SettingsError, match=r"config\.toml"):
+        load_settings({}, environ=env)
+
+
+# --- start-up errors (issue 11 item 9) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_token_is_refused_naming_the_variable(tmp_path: Path, value: str) -> None:
+    with pytest.raises(SettingsError, match="MCP_CODE_TOOLS_TOKEN") as err:
+        load_settings({}, environ=env_for(tmp_path, token=value))
+    assert "empty" in str(err.value)
+
+
+def test_an_empty_token_stops_the_server_with_exit_2(tmp_path: Path) -> None:
+    done = run_cli(tmp_path, "--transport", "http", "--host", "0.0.0.0", "--port", "0", token="")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MCP_CODE_TOOLS_TOKEN" in lines[0] and "empty" in lines[0]
+
+
+def test_an_unknown_variable_is_warned_about_with_the_closest_setting(tmp_path: Path) -> None:
+    warnings: list[str] = []
+    env = env_for(tmp_path) | {"MCP_CODE_TOOLS_PAGESIZE": "5", "MCP_CODE_TOOLS_ZZZ": "1", "OTHER_PAGESIZE": "1"}
+    env |= {"MCP_CODE_TOOLS_REQUIRE_REDIS": "1"}  # the test suite's own variable is not a setting, and known
+    settings = load_settings({}, environ=env, warn=warnings.append)
+    assert settings.page_size == 100
+    assert len(warnings) == 2
+    assert "MCP_CODE_TOOLS_PAGESIZE" in warnings[0] and "did you mean MCP_CODE_TOOLS_PAGE_SIZE" in warnings[0]
+    assert "MCP_CODE_TOOLS_ZZZ" in warnings[1] and "did you mean" not in warnings[1]
