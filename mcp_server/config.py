@@ -183,6 +183,11 @@ class Settings(BaseSettings):
     http_session_idle_s: float = Field(
         default=1800.0, gt=0, description="an HTTP session with no request for this long ends (its runs go)"
     )
+    stdio_eof_grace_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="stdio: after end of input, how long requests already read may run before they are cancelled",
+    )
 
     # What the server keeps on disk per root (ruff's cache, affected-test data, test history): one
     # subfolder per root named by a hash of its resolved path, never inside a repository.

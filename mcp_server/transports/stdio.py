@@ -1,10 +1,17 @@
 """stdio: one connection for the life of the process; stdout carries protocol only.
 
-EOF on stdin ends the session, but only once the requests already read are answered (bounded by
-`EOF_GRACE_S`): a client that pipes its requests and closes stdin gets every answer. (The SDK's
-loop cancels in-flight handlers at end of input.) SIGTERM/SIGINT end it at once. A line that is
-not a message gets a JSON-RPC error in its place (`framing.decode_frame`), where the SDK's reader
-would drop it.
+The transport is ours, not the SDK's `stdio_server`, for three reasons: each line is parsed once
+(into the `SessionMessage` the session gets, or into the error that answers it); a line is read in
+bounded chunks and one longer than `max_message_bytes` is answered with a JSON-RPC error and
+discarded up to its newline, never buffered whole; and the reader and writer are daemon threads, so
+a read blocked on a pipe whose writer is still attached (or a write blocked on a full one) never
+holds up exit.
+
+End of input ends the session once the requests already read are answered, for at most
+`stdio_eof_grace_s`; what is still running then is cancelled (each request still gets an answer, an
+error) and the runtime closes, which ends every child process. A request the client cancelled is
+never answered (the protocol forbids it): the SDK tells us through `on_request_unanswered`, so it
+does not hold up the end. SIGTERM/SIGINT end the session at once.
 """
 
 from __future__ import annotations
@@ -12,209 +19,295 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import io
 import os
+import queue
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from types import TracebackType
-from typing import Any, BinaryIO, cast
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import anyio
 import mcp_types as types
-from mcp.server.stdio import stdio_server
-from mcp.shared._stream_protocols import ReadStream, WriteStream
-from mcp.shared.message import SessionMessage
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp.shared.message import ServerMessageMetadata, SessionMessage
 
 from mcp_server.connections import new_connection
 from mcp_server.server import CodeToolsServer
-from mcp_server.transports.framing import decode_frame
+from mcp_server.transports.framing import decode_frame, encode_message, error_frame
 
 LINE_BUFFER = 16
-EOF_GRACE_S = 30.0
-JSON_WHITESPACE = " \t\r\n"
+CHUNK_BYTES = 64 * 1024
+DRAIN_TIMEOUT_S = 0.25
+JSON_WHITESPACE = b" \t\r\n"
 
 
-class StdinLines:
-    """The lines of stdin for `stdio_server(stdin=...)`, read by a daemon thread.
+def too_large_frame(limit: int) -> str:
+    return error_frame(
+        types.INVALID_REQUEST,
+        f"Invalid Request: message larger than {limit} bytes (setting max_message_bytes); it was discarded",
+    )
 
-    Why not the SDK's reader: it reads in an anyio worker thread, and a read blocked on a pipe
-    whose writer is still attached can be neither cancelled nor abandoned (anyio shields the wait,
-    and the interpreter joins that thread at exit), so SIGTERM with the client still connected
-    would never finish. A daemon thread blocked in `read()` is simply left behind at exit.
-    """
 
-    def __init__(self, file: BinaryIO) -> None:
-        self._file = file
-        self._send, self._receive = anyio.create_memory_object_stream[str | SessionMessage](LINE_BUFFER)
-        self.answer: Callable[[SessionMessage], Awaitable[None]] | None = None
-        """Where the error answers to rejected lines go (the session's write stream)."""
-        self._loop = asyncio.get_running_loop()
-        # Backpressure without a round trip per line: the thread takes a slot before it hands a
-        # line over (never blocking on the loop), the reader gives it back once it has the line.
-        self._slots = threading.Semaphore(LINE_BUFFER)
-        threading.Thread(target=self._pump, name="mcp-code-tools stdin", daemon=True).start()
+class LineSplitter:
+    """Bytes in, lines out, with a cap: no I/O. A line over `limit` bytes is reported once (as
+    `TOO_LARGE`) when the cap is crossed, and the rest of it, up to its newline, is dropped."""
 
-    def _hand_over(self, item: str | SessionMessage | None) -> None:
-        """On the loop: deliver one item (None: end of input). The slot guarantees room."""
-        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            if item is None:
-                self._send.close()
-            else:
-                self._send.send_nowait(item)
+    TOO_LARGE = object()
 
-    def _pump(self) -> None:
-        """Lines that are messages go to the SDK; any other line is answered with a JSON-RPC error
-        (the SDK's reader would drop it, leaving a client waiting on its id forever)."""
-        try:
-            for raw in self._file:
-                line = raw.decode("utf-8", errors="replace")
-                if not line.strip(JSON_WHITESPACE):
-                    continue  # a blank line is not a message
-                decoded = decode_frame(line)
-                if isinstance(decoded, SessionMessage):
-                    item: str | SessionMessage = line
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._buffer = bytearray()
+        self._discarding = False
+
+    def feed(self, chunk: bytes) -> Iterator[bytes | object]:
+        start = 0
+        while start <= len(chunk):
+            newline = chunk.find(b"\n", start)
+            end = len(chunk) if newline < 0 else newline
+            piece = chunk[start:end]
+            if not self._discarding:
+                if len(self._buffer) + len(piece) > self.limit:
+                    self._buffer.clear()
+                    self._discarding = True
+                    yield self.TOO_LARGE
                 else:
-                    item = SessionMessage(types.jsonrpc_message_adapter.validate_json(decoded, by_name=False))
-                self._slots.acquire()
-                self._loop.call_soon_threadsafe(self._hand_over, item)
-        except (RuntimeError, OSError, ValueError):  # RuntimeError: the loop is closed
-            pass
-        finally:
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._hand_over, None)
+                    self._buffer += piece
+            if newline < 0:
+                return
+            if not self._discarding:
+                yield bytes(self._buffer)
+            self._buffer.clear()
+            self._discarding = False
+            start = newline + 1
 
-    def __aiter__(self) -> StdinLines:
-        return self
-
-    async def __anext__(self) -> str:
-        while True:
-            try:
-                item = await self._receive.receive()
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
-                raise StopAsyncIteration from None
-            self._slots.release()
-            if isinstance(item, str):
-                return item
-            if self.answer is not None:  # in order with the lines around it, before end of input
-                with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    await self.answer(item)
+    def end(self) -> Iterator[bytes]:
+        """End of input: a last line without its newline still counts."""
+        if self._buffer and not self._discarding:
+            yield bytes(self._buffer)
+        self._buffer.clear()
 
 
 class Unanswered:
-    """Requests read but not yet answered; the read side holds back EOF until there are none."""
+    """Requests read and not yet settled (answered, or settled unanswered after a client cancel)."""
 
     def __init__(self) -> None:
         self._ids: set[types.RequestId] = set()
         self._none_left = anyio.Event()
         self._none_left.set()
 
-    def read(self, item: SessionMessage | Exception) -> None:
-        if isinstance(item, SessionMessage) and isinstance(item.message, types.JSONRPCRequest):
-            self._ids.add(item.message.id)
+    def read(self, message: SessionMessage) -> None:
+        if isinstance(message.message, types.JSONRPCRequest):
+            request_id = message.message.id
+            self._ids.add(request_id)
             self._none_left = anyio.Event()
 
-    def written(self, item: SessionMessage) -> None:
-        if isinstance(item.message, (types.JSONRPCResponse, types.JSONRPCError)):
-            self._ids.discard(item.message.id)  # type: ignore[arg-type]
-            if not self._ids:
-                self._none_left.set()
+            async def settled_unanswered() -> None:
+                self.settled(request_id)
 
-    async def wait_answered(self, timeout_s: float) -> None:
+            message.metadata = ServerMessageMetadata(on_request_unanswered=settled_unanswered)
+
+    def written(self, message: SessionMessage) -> None:
+        if isinstance(message.message, (types.JSONRPCResponse, types.JSONRPCError)):
+            request_id = message.message.id
+            if request_id is not None:
+                self.settled(request_id)
+
+    def settled(self, request_id: types.RequestId) -> None:
+        self._ids.discard(request_id)
+        if not self._ids:
+            self._none_left.set()
+
+    async def wait_settled(self, timeout_s: float) -> None:
         with anyio.move_on_after(timeout_s):
             await self._none_left.wait()
 
 
-class _TrackedReads:
-    """The session's read stream: notes requests, and delays end of input until they are answered."""
+Item = SessionMessage | str | None
+"""What the reader thread hands over: a message, an error frame to answer with, or end of input."""
 
-    def __init__(self, inner: ReadStream[SessionMessage | Exception], unanswered: Unanswered) -> None:
-        self._inner = inner
-        self._unanswered = unanswered
 
-    @property
-    def last_context(self) -> Any:  # the sender's context, which the dispatcher looks for
-        return getattr(self._inner, "last_context", None)
+class StdinReader:
+    """Reads the wire from `fd` in a daemon thread: bounded chunks, each line parsed once."""
 
-    async def receive(self) -> SessionMessage | Exception:
+    def __init__(self, fd: int, limit: int) -> None:
+        self._fd = fd
+        self._limit = limit
+        self._send, self.items = anyio.create_memory_object_stream[Item](LINE_BUFFER)
+        self._loop = asyncio.get_running_loop()
+        # Backpressure without a round trip per line: the thread takes a slot before it hands an
+        # item over (never blocking on the loop); the consumer gives it back once it has the item.
+        self._slots = threading.Semaphore(LINE_BUFFER)
+        threading.Thread(target=self._pump, name="mcp-code-tools stdin", daemon=True).start()
+
+    def release(self) -> None:
+        self._slots.release()
+
+    def _hand_over(self, item: Item) -> None:
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.WouldBlock):
+            self._send.send_nowait(item)
+            if item is None:
+                self._send.close()
+
+    def _put(self, item: Item) -> None:
+        self._slots.acquire()
+        self._loop.call_soon_threadsafe(self._hand_over, item)
+
+    def _line(self, raw: bytes) -> Item:
+        """The line's message, or the error frame that answers it; None for a blank line."""
+        if not raw.strip(JSON_WHITESPACE):
+            return None
+        return decode_frame(raw.decode("utf-8", errors="replace"))
+
+    def _pump(self) -> None:
+        splitter = LineSplitter(self._limit)
         try:
-            item = await self._inner.receive()
-        except anyio.EndOfStream:
-            await self._unanswered.wait_answered(EOF_GRACE_S)
-            raise
-        self._unanswered.read(item)
-        return item
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    def __aiter__(self) -> _TrackedReads:
-        return self
-
-    async def __anext__(self) -> SessionMessage | Exception:
-        try:
-            return await self.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
-    async def __aenter__(self) -> _TrackedReads:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool | None:
-        await self.aclose()
-        return None
+            while True:
+                chunk = os.read(self._fd, CHUNK_BYTES)
+                if not chunk:
+                    break
+                for line in splitter.feed(chunk):
+                    item: Item = self._line(line) if isinstance(line, bytes) else too_large_frame(self._limit)
+                    if item is not None:
+                        self._put(item)
+            for last in splitter.end():
+                final = self._line(last)
+                if final is not None:
+                    self._put(final)
+        except (RuntimeError, OSError):  # RuntimeError: the loop is closed
+            pass
+        finally:
+            with contextlib.suppress(RuntimeError):
+                self._put(None)
 
 
-class _TrackedWrites:
-    def __init__(self, inner: WriteStream[SessionMessage], unanswered: Unanswered) -> None:
-        self._inner = inner
-        self._unanswered = unanswered
+class StdoutWriter:
+    """Writes lines to `fd` from a daemon thread; `write` returns once the line is written."""
 
-    async def send(self, item: SessionMessage, /) -> None:
-        await self._inner.send(item)
-        self._unanswered.written(item)
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._loop = asyncio.get_running_loop()
+        self._queue: queue.SimpleQueue[tuple[bytes, asyncio.Future[None]]] = queue.SimpleQueue()
+        threading.Thread(target=self._drain, name="mcp-code-tools stdout", daemon=True).start()
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+    async def write(self, data: bytes) -> None:
+        done: asyncio.Future[None] = self._loop.create_future()
+        self._queue.put((data, done))
+        await done
 
-    async def __aenter__(self) -> _TrackedWrites:
-        return self
+    def _settle(self, done: asyncio.Future[None], error: OSError | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool | None:
-        await self.aclose()
-        return None
+    def _drain(self) -> None:
+        while True:
+            data, done = self._queue.get()
+            error: OSError | None = None
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view) :]
+            except OSError as exc:
+                error = exc
+            try:
+                self._loop.call_soon_threadsafe(self._settle, done, error)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                return
+
+
+@dataclass
+class _Wire:
+    stdin_fd: int
+    stdout_fd: int
+
+
+def _divert(fd: int, target: Callable[[], int]) -> int:
+    """A private copy of `fd` for the wire; `fd` itself now points at `target()`."""
+    private = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    replacement = target()
+    try:
+        os.dup2(replacement, fd)
+    finally:
+        os.close(replacement)
+    return private
 
 
 @contextlib.contextmanager
-def claimed_stdin() -> Iterator[BinaryIO]:
-    """Read the wire from a private copy of fd 0; fd 0 itself reads /dev/null while we serve,
-    so nothing else in the process (or a child) can eat protocol bytes."""
+def claimed_wire() -> Iterator[_Wire]:
+    """The wire on private descriptors. While we serve, fd 0 reads /dev/null and fd 1 writes to
+    stderr, so nothing else in the process (or a child) can eat protocol bytes or corrupt stdout.
+    The private descriptors are never closed: a daemon thread may still be blocked on one."""
+    stdin_fd = _divert(0, lambda: os.open(os.devnull, os.O_RDONLY))
     try:
-        private = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
-    except OSError:  # no fd 0 at all: nothing will ever arrive
-        yield io.BytesIO()
-        return
-    null = os.open(os.devnull, os.O_RDONLY)
+        stdout_fd = _divert(1, lambda: os.dup(2))
+    except OSError:
+        os.dup2(stdin_fd, 0)
+        raise
     try:
-        os.dup2(null, 0)
+        yield _Wire(stdin_fd, stdout_fd)
     finally:
-        os.close(null)
-    # Never closed: the reader thread may still be blocked on it when we return.
-    file = os.fdopen(private, "rb", closefd=False)
-    try:
-        yield file
-    finally:
-        os.dup2(private, 0)
+        os.dup2(stdout_fd, 1)
+        os.dup2(stdin_fd, 0)
+
+
+async def serve_stdio_fds(app: CodeToolsServer, stdin_fd: int, stdout_fd: int) -> None:
+    """Serve one connection on the two descriptors until end of input (or cancellation)."""
+    settings = app.settings
+    connection = new_connection("stdio", client=f"pid:{os.getppid()}")
+    reader = StdinReader(stdin_fd, settings.max_message_bytes)
+    writer = StdoutWriter(stdout_fd)
+    unanswered = Unanswered()
+    to_server: MemoryObjectSendStream[SessionMessage | Exception]
+    server_reads: MemoryObjectReceiveStream[SessionMessage | Exception]
+    to_server, server_reads = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    server_writes, to_client = anyio.create_memory_object_stream[SessionMessage](0)
+    errors_out = server_writes.clone()
+
+    async def read_lines() -> None:
+        async with to_server, errors_out:
+            async for item in reader.items:
+                reader.release()
+                if item is None:
+                    break
+                if isinstance(item, str):  # in order with the answers around it
+                    error = types.jsonrpc_message_adapter.validate_json(item, by_name=False)
+                    with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                        await errors_out.send(SessionMessage(error))
+                    continue
+                unanswered.read(item)
+                try:
+                    await to_server.send(item)
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    return
+            await unanswered.wait_settled(settings.stdio_eof_grace_s)
+
+    written_all = anyio.Event()
+
+    async def write_lines() -> None:
+        async with to_client:
+            async for message in to_client:
+                try:
+                    await writer.write(encode_message(message).encode("utf-8") + b"\n")
+                except OSError:
+                    continue  # the client is gone: drain until the session ends
+                unanswered.written(message)
+        written_all.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read_lines)
+        tg.start_soon(write_lines)
+        await app.serve_streams(server_reads, server_writes, connection)
+        with anyio.move_on_after(DRAIN_TIMEOUT_S):  # the session's last answers reach the wire
+            await written_all.wait()
+        tg.cancel_scope.cancel()
 
 
 async def serve_stdio(app: CodeToolsServer) -> None:
     """Serve until EOF on stdin or SIGTERM/SIGINT; the runtime (and every child process) is closed after."""
-    connection = new_connection("stdio", client=f"pid:{os.getppid()}")
-    with claimed_stdin() as stdin_file:
+    with claimed_wire() as wire:
         async with app.running(), anyio.create_task_group() as tg:
 
             async def on_signal() -> None:
@@ -224,11 +317,5 @@ async def serve_stdio(app: CodeToolsServer) -> None:
                         return
 
             tg.start_soon(on_signal)
-            stdin = StdinLines(stdin_file)
-            unanswered = Unanswered()
-            async with stdio_server(stdin=cast("anyio.AsyncFile[str]", stdin)) as (read_stream, write_stream):
-                stdin.answer = write_stream.send
-                await app.serve_streams(
-                    _TrackedReads(read_stream, unanswered), _TrackedWrites(write_stream, unanswered), connection
-                )
+            await serve_stdio_fds(app, wire.stdin_fd, wire.stdout_fd)
             tg.cancel_scope.cancel()

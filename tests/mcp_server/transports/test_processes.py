@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -141,9 +143,10 @@ async def test_stdio_exits_cleanly_on_eof(tmp_path: Path) -> None:
 
 
 async def test_stdio_answers_every_request_read_before_eof(tmp_path: Path) -> None:
-    """A client that pipes its requests and closes stdin at once still gets every answer."""
+    """A client that pipes its requests and closes stdin at once still gets every answer (within
+    `stdio_eof_grace_s`, raised here so that a slow first lint on a loaded machine still fits)."""
     with anyio.fail_after(60):
-        async with server_process(tmp_path) as proc:
+        async with server_process(tmp_path, stdio_eof_grace_s=30) as proc:
             peer = StdioPeer(proc)
             await peer.send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INITIALIZE})
             await peer.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
@@ -195,6 +198,111 @@ async def test_stdio_answers_every_bad_line_in_order_and_goes_on(tmp_path: Path)
             await peer.rest()
             assert await proc.wait() == 0
             assert_only_protocol(peer.lines)
+
+
+HANGING_TEST = """
+import os, pathlib, socket, time
+
+def test_hangs():
+    pathlib.Path(f"pid-{os.getpid()}.txt").write_text("")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(pathlib.Path("signal_path.txt").read_text())
+    time.sleep(600)
+"""
+
+
+@asynccontextmanager
+async def hanging_project(tmp_path: Path) -> AsyncIterator[tuple[Path, anyio.abc.SocketListener]]:
+    """A project whose one test hangs after connecting to the yielded listener."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "pytest.ini").write_text("[pytest]\n")
+    (root / "test_hang.py").write_text(HANGING_TEST)
+    directory = Path(tempfile.mkdtemp(prefix="sig-"))  # short: Unix socket paths are limited
+    (root / "signal_path.txt").write_text(str(directory / "s"))
+    listener = await anyio.create_unix_listener(directory / "s")
+    try:
+        yield root, listener
+    finally:
+        await listener.aclose()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def hung_test_pids(root: Path) -> list[int]:
+    return [int(path.stem.split("-")[1]) for path in root.glob("pid-*.txt")]
+
+
+async def test_stdio_exits_at_eof_after_the_client_cancelled_a_request(tmp_path: Path) -> None:
+    """Issue 11 item 6: a request the client cancelled is never answered (the protocol forbids it);
+    end of input must not wait for its answer. (A long grace, so only that rule can end the wait.)"""
+    async with hanging_project(tmp_path) as (root, started):
+        with anyio.fail_after(120):  # a cold zygote on a loaded machine
+            async with server_process(root, stdio_eof_grace_s=60) as proc:
+                peer = StdioPeer(proc)
+                await peer.send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INITIALIZE})
+                await peer.answer(1)
+                await peer.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+                call = {"name": "run_tests", "arguments": {}}
+                await peer.send({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call})
+                async with await started.accept():
+                    cancel = {"requestId": 2, "reason": "user gave up"}
+                    await peer.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": cancel})
+                    await peer.send({"jsonrpc": "2.0", "id": 3, "method": "ping"})
+                    await peer.answer(3)
+                    await proc.stdin.aclose()  # type: ignore[union-attr]
+                    with anyio.fail_after(15):  # far below the grace: the cancelled request is settled
+                        await peer.rest()
+                        assert await proc.wait() == 0
+                assert_only_protocol(peer.lines)
+                assert 2 not in [json.loads(line).get("id") for line in peer.lines]
+                assert [pid for pid in hung_test_pids(root) if alive(pid)] == []
+
+
+async def test_stdio_exits_at_eof_with_runs_in_progress_cancelled_and_reaped(tmp_path: Path) -> None:
+    """Issue 11 item 6: a background run and a waiting run are cancelled at end of input (the waiting
+    request still gets an answer), their processes reaped, and the server exits."""
+    async with hanging_project(tmp_path) as (root, started):
+        with anyio.fail_after(120):  # a cold zygote on a loaded machine
+            async with server_process(root, max_concurrent_runs=2) as proc:
+                peer = StdioPeer(proc)
+                await peer.send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INITIALIZE})
+                await peer.answer(1)
+                await peer.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+                background = {"name": "run_tests", "arguments": {"wait": False}}
+                await peer.send({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": background})
+                assert not (await peer.answer(2))["result"].get("isError")
+                async with await started.accept():
+                    waiting = {"name": "run_tests", "arguments": {}}
+                    await peer.send({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": waiting})
+                    async with await started.accept():
+                        assert len(hung_test_pids(root)) == 2
+                        await proc.stdin.aclose()  # type: ignore[union-attr]
+                        with anyio.fail_after(15):  # the default grace is well under a second
+                            await peer.rest()
+                            assert await proc.wait() == 0
+                assert_only_protocol(peer.lines)
+                assert 3 in [json.loads(line).get("id") for line in peer.lines]
+                assert [pid for pid in hung_test_pids(root) if alive(pid)] == []
+
+
+async def test_stdio_answers_an_oversized_line_with_an_error_and_goes_on(tmp_path: Path) -> None:
+    """Issue 11 item 4: a line over max_message_bytes is discarded (read in bounded chunks, never
+    buffered whole) and answered with a JSON-RPC error; the next line is served."""
+    with anyio.fail_after(60):
+        async with server_process(tmp_path, max_message_bytes=4096) as proc:
+            peer = StdioPeer(proc)
+            await peer.send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INITIALIZE})
+            await peer.answer(1)
+            await peer.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            await peer.send({"jsonrpc": "2.0", "id": 2, "method": "ping", "params": {"x": "y" * 3_000_000}})
+            await peer.send({"jsonrpc": "2.0", "id": 3, "method": "ping", "params": {"x": "y" * 3000}})
+            assert (await peer.answer(3))["result"] == {}
+            errors = [json.loads(line) for line in peer.lines[1:-1]]
+            assert len(errors) == 1 and errors[0]["id"] is None
+            assert errors[0]["error"]["code"] == -32600 and "max_message_bytes" in errors[0]["error"]["message"]
+            await proc.stdin.aclose()  # type: ignore[union-attr]
+            await peer.rest()
+            assert await proc.wait() == 0
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
