@@ -17,12 +17,27 @@ import httpx2
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
+refusals: list[str] = []
+"""What the server said when it refused a request (401 without a valid token, 403 for a foreign Origin)."""
+
+
+async def remember_refusal(response: httpx2.Response) -> None:
+    if response.status_code in (401, 403):
+        await response.aread()
+        try:
+            message = str(response.json().get("error", response.text))
+        except ValueError:
+            message = response.text
+        refusals.append(f"HTTP {response.status_code}: {message}")
+
 
 async def main(url: str) -> None:
     token = os.environ.get("MCP_CODE_TOOLS_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with (
-        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http,
+        httpx2.AsyncClient(
+            headers=headers, timeout=httpx2.Timeout(30, read=300), event_hooks={"response": [remember_refusal]}
+        ) as http,
         Client(streamable_http_client(url, http_client=http), mode="auto") as client,
     ):
         tools = await client.list_tools()
@@ -32,4 +47,10 @@ async def main(url: str) -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main, sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8766/mcp")
+    try:
+        anyio.run(main, sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8766/mcp")
+    except Exception:
+        if not refusals:
+            raise
+        print(f"the server refused the connection: {refusals[0]}", file=sys.stderr)
+        sys.exit(1)

@@ -9,11 +9,14 @@ With a token on the server (MCP_CODE_TOOLS_TOKEN), export the same variable here
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sys
 
 import anyio
 from mcp.client import Client
+from websockets.exceptions import InvalidStatus
 
 from mcp_server.transports.ws_client import websocket_client
 
@@ -28,5 +31,26 @@ async def main(url: str) -> None:
         print("lint of `import os`:", result.content[0].text if result.content else result)  # type: ignore[union-attr]
 
 
+def refusal(exc: BaseException) -> str | None:
+    """The server's own words when it refused the handshake (401 without a valid token, 403 for a foreign Origin)."""
+    if isinstance(exc, InvalidStatus):
+        body = exc.response.body.decode("utf-8", "replace")
+        with contextlib.suppress(ValueError, AttributeError):  # not JSON, or not an object
+            body = str(json.loads(body).get("error", body))
+        return f"HTTP {exc.response.status_code}: {body.strip()}"
+    for inner in getattr(exc, "exceptions", ()):  # the client's task group wraps it
+        found = refusal(inner)
+        if found:
+            return found
+    return refusal(exc.__cause__) if exc.__cause__ else None
+
+
 if __name__ == "__main__":
-    anyio.run(main, sys.argv[1] if len(sys.argv) > 1 else "ws://127.0.0.1:8765/mcp")
+    try:
+        anyio.run(main, sys.argv[1] if len(sys.argv) > 1 else "ws://127.0.0.1:8765/mcp")
+    except Exception as exc:
+        message = refusal(exc)
+        if message is None:
+            raise
+        print(f"the server refused the connection: {message}", file=sys.stderr)
+        sys.exit(1)

@@ -18,4 +18,7 @@ def load_tools() -> list[ToolSpec[Any]]:
     from tools.workflow import load_workflow_tools
 
     specs += load_workflow_tools()
+    from tools.test_runner.history import load_history_tools
+
+    specs += load_history_tools()
     return specs

@@ -29,7 +29,11 @@ class ListTestsArgs(ToolArgs):
 
 
 class RunTestsArgs(ListTestsArgs):
-    failed_first: bool = Field(default=False, description="Run the tests that failed last time first (`--ff`).")
+    failed_first: bool = Field(
+        default=False,
+        description="Run the tests that failed last time first, then the rest fastest first (from the "
+        "server's test history; pytest's `--ff` when there is none yet).",
+    )
     max_failures: int | None = Field(default=None, ge=1, description="Stop after this many failures (`--maxfail`).")
     timeout_s: float | None = Field(
         default=None, gt=0, description="Kill the run after this many seconds (capped by run_timeout_max_s)."

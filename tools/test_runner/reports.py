@@ -110,6 +110,7 @@ class TestFinished:
     outcome: str
     done: int
     total: int | None
+    duration_s: float = 0.0
 
 
 class RunState:
@@ -178,7 +179,7 @@ class RunState:
                 heapq.heappushpop(self._slowest, entry)
         self.done += 1
         self.current = None
-        return TestFinished(self._redact(nodeid), outcome_of(categories), self.done, self.total)
+        return TestFinished(self._redact(nodeid), outcome_of(categories), self.done, self.total, duration)
 
     def _failure(self, event: dict[str, Any], outcome: str) -> dict[str, Any]:
         longrepr = str(event.get("longrepr", ""))

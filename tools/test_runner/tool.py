@@ -23,6 +23,7 @@ from mcp_server.api import AppState, Busy, RunContext, ToolContext, ToolError, T
 from mcp_server.runs import RunLog
 from tools.test_runner.args import ListTestsArgs, RunTestsArgs, pytest_args
 from tools.test_runner.environment import find_interpreter
+from tools.test_runner.history import Recorded, Report, failed_first_request, get_history
 from tools.test_runner.reports import COUNT_KEYS, TestFinished
 from tools.test_runner.runner import RunRequest, TestRun
 
@@ -52,7 +53,10 @@ async def _execute(ctx: ToolContext, run: RunContext, request: RunRequest, waiti
     that waits gets progress, and a run that could not start as a `ToolError`; in the background
     that error is only recorded (the run's result says it)."""
 
+    reports: list[Report] = []  # for the test history, written once at the end
+
     async def on_test(finished: TestFinished) -> None:
+        reports.append(Report(finished.nodeid, finished.outcome, finished.duration_s))
         if waiting:
             await ctx.progress(finished.done, finished.total, f"{finished.nodeid} {finished.outcome}")
 
@@ -71,17 +75,19 @@ async def _execute(ctx: ToolContext, run: RunContext, request: RunRequest, waiti
         on_update=on_update,
     )
     error: str | None = None
+    recorded = Recorded()
     try:
         await test_run.execute()
+        recorded = await (await get_history(ctx.app)).record(ctx, request.root, reports)
     except ToolError as exc:
         error = str(exc)
         if waiting:
             raise
     finally:
-        _record(ctx, run, test_run, error)  # synchronous: nothing in it can be interrupted
+        _record(ctx, run, test_run, error, recorded)  # synchronous: nothing in it can be interrupted
 
 
-def _record(ctx: ToolContext, run: RunContext, test_run: TestRun, error: str | None) -> None:
+def _record(ctx: ToolContext, run: RunContext, test_run: TestRun, error: str | None, recorded: Recorded) -> None:
     """Store the run's result, whatever its ending, and mark it finished."""
     if test_run.started:
         status, message = test_run.outcome()
@@ -90,6 +96,7 @@ def _record(ctx: ToolContext, run: RunContext, test_run: TestRun, error: str | N
             run_id=run.run_id, status=status, duration_s=test_run.duration_s, message=message
         )
         result.update(test_run.extra())
+        recorded.apply(result)  # flaky failures marked; a note when the history is off
     else:
         status = "error" if error is not None else "cancelled"
         result = {**_queued_summary(run), "status": status, "message": error or "cancelled before it started"}
@@ -107,6 +114,8 @@ def _output(run: RunContext) -> ToolOutput:
 
 async def run_tests(ctx: ToolContext, args: RunTestsArgs) -> ToolOutput:
     request = _request(ctx, args, "run", args.timeout_s)
+    if args.failed_first:
+        request = await failed_first_request(ctx, request)  # last failures, then fastest, from history
     if not args.wait:
         # The background task queues itself; refuse here what the queue would refuse there.
         slots = ctx.executor.slots
