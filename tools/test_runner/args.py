@@ -26,6 +26,12 @@ class ListTestsArgs(ToolArgs):
     )
     keyword: Expression | None = Field(default=None, description="A pytest `-k` expression.")
     markers: Expression | None = Field(default=None, description="A pytest `-m` marker expression.")
+    affected: bool = Field(
+        default=False,
+        description="Only the tests a change can affect since their last run (from what each test executed "
+        "then), plus those that failed or have no record; the result's `selection` says what and why.",
+    )
+
 
 
 class RunTestsArgs(ListTestsArgs):

@@ -135,6 +135,10 @@ class RunState:
         self.session_finished = False
         self.output_tail = ""
         self.internal: list[str] = []
+        self.outcomes: dict[str, tuple[str, float]] = {}
+        """Raw node id -> (outcome, duration): what the affected-test records store."""
+        self.record: dict[str, Any] | None = None
+        """The child's `record` event: what each test executed, what was collected and skipped."""
 
     # --- events ----------------------------------------------------------------------------------
 
@@ -156,6 +160,10 @@ class RunState:
             return self._finished(event)
         elif kind == "finish":
             self.session_finished = True
+        elif kind == "record":
+            if not isinstance(event.get("tests"), dict) or not isinstance(event.get("collected"), dict):
+                raise TypeError("malformed record event")
+            self.record = event
         elif kind == "exit":
             self.exit_code = int(event.get("code", EXIT_INTERNAL))
             self.elapsed = float(event.get("elapsed", 0.0))
@@ -171,6 +179,7 @@ class RunState:
         for failure in event.get("failures", []):
             self._add_failure(self._failure(failure, str(failure.get("outcome", "failed"))))
         duration = float(event.get("duration", 0.0))
+        self.outcomes[nodeid] = (outcome_of(categories), duration)
         if duration > 0:
             entry = (duration, nodeid)
             if len(self._slowest) < SLOWEST:

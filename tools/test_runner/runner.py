@@ -9,6 +9,7 @@ for it (bounded, shielded); what was reported until then stays in `state`. Every
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import shlex
@@ -20,11 +21,13 @@ from typing import Any, Literal
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from mcp_server.api import AppState
 from mcp_server.audit import AuditRecord
 from mcp_server.executor import OutputCollector, kill_group
+from tools.test_runner.affected import Selection, finish, prepare, selection_result
 from tools.test_runner.pool import get_pool
 from tools.test_runner.rendezvous import Arrival
 from tools.test_runner.reports import RunState, TestFinished
@@ -48,6 +51,12 @@ class RunRequest:
     args: list[str]
     mode: Literal["run", "collect"]
     timeout_s: float
+    affected: bool = False
+    """Run (or list) only the tests a change since their last run can affect."""
+    cache: Path | None = None
+    """The root's server-owned folder (the test database); None: nothing is recorded."""
+    partial: bool = False
+    """Node ids were selected: what is collected is not each module's full list."""
 
     def command_line(self) -> str:
         return shlex.join([str(self.interpreter), "-m", "pytest", *self.args])
@@ -91,12 +100,21 @@ class TestRun:
         self._finished = anyio.Event()
         """The child is gone, or finished pytest and closed its streams (it is reaped meanwhile)."""
         self._event_bytes = 0
+        self.selection: Selection | None = None
+        self.selection_info: dict[str, Any] | None = None
 
     # --- the run ---------------------------------------------------------------------------------
 
     async def execute(self) -> None:
         """Run to the end. Raises `ToolError` if no child could be started (busy, no pytest, ...);
         when cancelled, kills the child and re-raises once it is gone."""
+        try:
+            await self._execute()
+        finally:
+            if self.selection is not None:
+                self.selection.close()
+
+    async def _execute(self) -> None:
         async with self.app.executor.slots.slot() as queued_s:
             self.queued_s = queued_s
             pool = await get_pool(self.app)
@@ -104,7 +122,42 @@ class TestRun:
                 pool.lease(self.request.root, self.request.interpreter) as zygote,
                 pool.rendezvous.expect() as (token, arrivals),
             ):
+                await self._prepare_selection(zygote)
                 await self._run_child(zygote, token, pool.rendezvous.path, arrivals)
+        await self._finish_selection()
+
+    async def _prepare_selection(self, zygote: Zygote) -> None:
+        request = self.request
+        if request.cache is None and not request.affected:
+            return
+        self.selection = await anyio.to_thread.run_sync(
+            functools.partial(
+                prepare,
+                request.cache,
+                request.root,
+                zygote.env_fingerprint,
+                affected=request.affected,
+                record=request.mode == "run",
+            )
+        )
+
+    async def _finish_selection(self) -> None:
+        """Write the run's records (one transaction, in a thread) and say what was selected."""
+        selection = self.selection
+        if selection is None:
+            return
+        try:
+            state = self.state
+            if self.ending == "exited" and state.exit_code is not None:
+                call = functools.partial(finish, selection, state.record, state.outcomes, partial=self.request.partial)
+                try:
+                    await anyio.to_thread.run_sync(call)
+                except Exception as exc:  # the run's result matters more than its record
+                    logger.exception("recording the affected-test data of %s failed", self.request.root)
+                    selection.warning = selection.warning or f"the affected-test data was not recorded: {exc}"
+            self.selection_info = selection_result(selection, state.record, state.nodeids or list(state.outcomes))
+        finally:
+            selection.close()
 
     async def _run_child(
         self, zygote: Zygote, token: str, sock: str, arrivals: MemoryObjectReceiveStream[Arrival]
@@ -112,7 +165,15 @@ class TestRun:
         request = self.request
         handle = self.handle = zygote.new_child()
         output = OutputCollector(self.app.redactor, 0, self._output)
-        command = {"token": token, "sock": sock, "root": str(request.root), "args": request.args, "mode": request.mode}
+        command: dict[str, Any] = {
+            "token": token,
+            "sock": sock,
+            "root": str(request.root),
+            "args": request.args,
+            "mode": request.mode,
+        }
+        if self.selection is not None:
+            command["select"] = self.selection.command()
         self._write_log(self.app.redactor.redact(f"$ {request.command_line()}\n"))
         started = time.monotonic()
         self.started = True
@@ -312,4 +373,8 @@ class TestRun:
         extra: dict[str, Any] = {"queued_s": round(self.queued_s, 4)}
         if self.state.elapsed is not None:
             extra["worker_s"] = round(self.state.elapsed, 4)
+        if self.selection_info is not None:
+            extra["selection"] = self.selection_info
+        if self.selection is not None and self.selection.warning:
+            extra["warnings"] = [self.selection.warning]
         return extra

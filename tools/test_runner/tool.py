@@ -9,6 +9,7 @@ connection all cancel it, which kills the child's process group and records `can
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -19,7 +20,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from mcp_server.api import AppState, Busy, RunContext, ToolContext, ToolError, ToolOutput, ToolSpec
+from mcp_server.api import AppState, Busy, CacheDirUnavailable, RunContext, ToolContext, ToolError, ToolOutput, ToolSpec
 from mcp_server.runs import RunLog
 from tools.test_runner.args import ListTestsArgs, RunTestsArgs, pytest_args
 from tools.test_runner.environment import find_interpreter
@@ -38,7 +39,21 @@ def _request(ctx: ToolContext, args: ListTestsArgs, mode: str, timeout_s: float 
     ceiling = ctx.settings.run_timeout_max_s
     timeout = min(timeout_s, ceiling) if timeout_s is not None else ceiling
     interpreter = find_interpreter(root, ctx.settings.python)
-    return RunRequest(root, interpreter, argv, "collect" if mode == "collect" else "run", timeout)
+    partial = any("::" in item for item in args.select or ())
+    return RunRequest(
+        root, interpreter, argv, "collect" if mode == "collect" else "run", timeout, args.affected, None, partial
+    )
+
+
+async def _with_cache(ctx: ToolContext, request: RunRequest) -> RunRequest:
+    """The root's server-owned folder, where the affected-test data lives (none if unavailable)."""
+    if request.mode == "collect" and not request.affected:
+        return request
+    try:
+        cache = await anyio.to_thread.run_sync(ctx.cache_path, request.root)
+    except CacheDirUnavailable:
+        return request
+    return dataclasses.replace(request, cache=cache)
 
 
 # --- run_tests -----------------------------------------------------------------------------------
@@ -114,6 +129,7 @@ def _output(run: RunContext) -> ToolOutput:
 
 async def run_tests(ctx: ToolContext, args: RunTestsArgs) -> ToolOutput:
     request = _request(ctx, args, "run", args.timeout_s)
+    request = await _with_cache(ctx, request)
     if args.failed_first:
         request = await failed_first_request(ctx, request)  # last failures, then fastest, from history
     if not args.wait:
@@ -141,6 +157,7 @@ async def run_tests(ctx: ToolContext, args: RunTestsArgs) -> ToolOutput:
 
 async def list_tests(ctx: ToolContext, args: ListTestsArgs) -> ToolOutput:
     request = _request(ctx, args, "collect", None)
+    request = await _with_cache(ctx, request)
     log = RunLog(ctx.settings.max_log_bytes)
     test_run = TestRun(ctx.app, request, tool=ctx.tool, connection=ctx.connection_id, write_log=log.write)
     await test_run.execute()
@@ -154,6 +171,7 @@ async def list_tests(ctx: ToolContext, args: ListTestsArgs) -> ToolOutput:
         structured["deselected"] = state.counts["deselected"]
     if message and status == "error":
         structured["message"] = message
+    structured.update({k: v for k, v in test_run.extra().items() if k in ("selection", "warnings")})
     return ToolOutput(structured)
 
 

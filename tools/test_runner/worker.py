@@ -260,6 +260,23 @@ def _child_pids() -> List[int]:
     return pids
 
 
+def load_recorder() -> Any:
+    """`recorder.py` beside this file, under a private name and not on `sys.path` (the project
+    must never import our modules). Loaded once in the zygote, after pytest."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recorder.py")
+    spec = importlib.util.spec_from_file_location("_mcp_code_tools_recorder", path)
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+RECORDER: Any = None
+
+
 def child_main(cmd: Event, inherited_fds: List[int], forked_at: float) -> None:
     """Run one pytest session in this forked child; never returns."""
     code = EXIT_INTERNAL
@@ -300,7 +317,14 @@ def child_main(cmd: Event, inherited_fds: List[int], forked_at: float) -> None:
         args = list(cmd["args"])
         if cmd.get("mode") == "collect":
             args = ["--collect-only", "-q", *args]
-        code = int(pytest.main(args, plugins=[Reporter(send, str(cmd.get("mode", "run")))]))
+        plugins: List[Any] = [Reporter(send, str(cmd.get("mode", "run")))]
+        recorder = None
+        if RECORDER is not None and isinstance(cmd.get("select"), dict):
+            recorder = RECORDER.Recorder(root, send, cmd["select"])
+            plugins.append(recorder)
+        code = int(pytest.main(args, plugins=plugins))
+        if recorder is not None:
+            send([recorder.event()])
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -533,6 +557,11 @@ def main() -> int:
     except BaseException as exc:
         zygote.emit({"e": "error", "message": "%s: %s" % (type(exc).__name__, exc), "python": sys.executable})
         return 3
+    global RECORDER
+    try:
+        RECORDER = load_recorder()
+    except Exception as exc:  # no selection or recording, but tests still run
+        os.write(2, ("test worker: recorder not loaded: %s\n" % exc).encode("utf-8", "replace"))
     saved_stderr = os.dup(2)
     quiet = os.open(os.devnull, os.O_WRONLY)
     os.dup2(quiet, 2)

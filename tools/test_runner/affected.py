@@ -1,0 +1,227 @@
+"""One run's affected-test work: before the run, the plan (what to skip); after it, the records.
+
+`prepare()` opens the root's test database, snapshots the root and computes the plan (with
+`affected`), `Selection.command()` is what the child's `Recorder` gets, and `finish()` maps what
+each test executed to block checksums and writes the run's records in one transaction. Both are
+blocking (file walks, parsing, SQLite): call them through `anyio.to_thread`.
+
+The fingerprint a record is valid under joins the zygote's environment fingerprint (interpreter
+and installed packages), pytest's configuration files (every `conftest.py`, the ini files) and
+the non-Python files under the root: a change to any of them selects every test recorded before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tools.test_runner.environment import config_files, digest
+from tools.test_runner.selection import store
+from tools.test_runner.selection.blocks import FileBlocks, parse_blocks
+from tools.test_runner.selection.plan import Plan, make_plan
+from tools.test_runner.selection.snapshot import Snapshot, signature, take
+from tools.test_runner.testdb import TestDB
+
+logger = logging.getLogger("mcp_server.test_runner")
+
+MAX_PARSE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class Selection:
+    root: Path
+    affected: bool
+    record: bool
+    env_fp: str
+    db: TestDB | None = None
+    warning: str | None = None
+    stored: store.Stored = field(default_factory=store.Stored)
+    snapshot: Snapshot = field(default_factory=Snapshot)
+    config: dict[str, str] = field(default_factory=dict)
+    plan: Plan | None = None
+    parsed: dict[str, tuple[str, FileBlocks]] = field(default_factory=dict)
+
+    def env(self, others_digest: str) -> str:
+        config = digest(f"{path} {sig}" for path, sig in sorted(self.config.items()))
+        return f"{self.env_fp}|{config}|{others_digest}"
+
+    def command(self) -> dict[str, Any]:
+        command: dict[str, Any] = {"record": self.record and self.db is not None}
+        if self.plan is not None:
+            command.update(self.plan.command())
+        return command
+
+    def blocks(self, rel: str, sig: str | None = None) -> FileBlocks | None:
+        """The blocks of `rel` as it is now (parse cache by stat signature); None if unreadable."""
+        if sig is None:
+            sig = self.snapshot.python.get(rel) or signature(str(self.root / rel))
+        if sig == "-":
+            return None
+        for cache in (self.parsed, self.stored.files):
+            cached = cache.get(rel)
+            if cached is not None and cached[0] == sig:
+                return cached[1]
+        try:
+            with open(self.root / rel, "rb") as f:
+                source = f.read(MAX_PARSE_BYTES + 1)
+        except OSError:
+            return None
+        blocks = parse_blocks(source)
+        self.parsed[rel] = (sig, blocks)
+        return blocks
+
+    def close(self) -> None:
+        if self.db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.close()
+            self.db = None
+
+
+def _diff(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+def prepare(folder: Path | None, root: Path, env_fp: str, *, affected: bool, record: bool) -> Selection:
+    sel = Selection(root=root, affected=affected, record=record, env_fp=env_fp)
+    if folder is None:
+        if affected:
+            sel.plan = Plan(mode="all")
+        return sel
+    try:
+        sel.db = TestDB(folder)
+        sel.warning = sel.db.warning
+        sel.stored = store.load(sel.db)
+    except (sqlite3.Error, OSError) as exc:
+        sel.close()
+        sel.warning = f"the test database cannot be used ({exc}): nothing recorded, every test runs"
+        logger.warning("%s", sel.warning)
+        if affected:
+            sel.plan = Plan(mode="all")
+        return sel
+    sel.snapshot = take(root)
+    sel.config = {path: signature(path) for path in config_files(root)}
+    if not affected:
+        return sel
+    stored = sel.stored
+    changes: list[str] = []
+    last_config = stored.state.get("config")
+    if last_config is not None:
+        changes += [_relative(root, p) for p in _diff(last_config, sel.config)]
+    last_others = stored.state.get("others")
+    if last_others is not None:
+        changes += _diff(last_others, sel.snapshot.others)
+
+    def current(rel: str) -> frozenset[str] | None:
+        blocks = sel.blocks(rel)
+        return blocks.checksums if blocks is not None else None
+
+    sel.plan = make_plan(
+        stored.records,
+        stored.depsets,
+        current,
+        sel.env(sel.snapshot.others_digest()),
+        stored.collected,
+        changes,
+    )
+    return sel
+
+
+def _relative(root: Path, path: str) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
+
+
+def finish(
+    sel: Selection, event: dict[str, Any] | None, outcomes: dict[str, tuple[str, float]], *, partial: bool
+) -> None:
+    """Write what the run recorded (one transaction). `partial`: the run selected node ids, so
+    what it collected is not each module's full list."""
+    if sel.db is None or not sel.record or event is None:
+        return
+    after = take(sel.root)
+    files = [str(f) for f in event.get("files", [])]
+    pairs = event.get("pairs", [])
+
+    def blocks_for(rel: str) -> FileBlocks | None:
+        now = after.python.get(rel) or signature(str(sel.root / rel))
+        before = sel.snapshot.python.get(rel)
+        if before is not None and before != now:
+            return None  # edited during the run: what ran is not what is there now
+        return sel.blocks(rel, now)
+
+    file_blocks = {rel: blocks_for(rel) for rel in files}
+    checksums: list[tuple[str, str | None]] = []
+    for index, line in pairs:
+        rel = files[int(index)]
+        blocks = file_blocks.get(rel)
+        checksums.append((rel, blocks.checksum_at(int(line)) if blocks is not None else None))
+
+    def add(deps: dict[str, set[str]], keys: list[int]) -> bool:
+        for key in keys:
+            if key < 0:
+                return False
+            rel, checksum = checksums[key]
+            if checksum is None:
+                return False
+            deps[rel].add(checksum)
+        return True
+
+    file_of = {nodeid: rel for rel, ids in event.get("collected", {}).items() for nodeid in ids}
+    modules: dict[str, list[int]] = event.get("modules", {})
+    refs: dict[str, list[int]] = event.get("refs", {})
+    writes: list[store.TestWrite] = []
+    for nodeid, keys in event.get("tests", {}).items():
+        if nodeid not in outcomes:
+            continue
+        outcome, duration = outcomes[nodeid]
+        rel = file_of.get(nodeid, nodeid.split("::")[0])
+        deps: dict[str, set[str]] = defaultdict(set)
+        ok = add(deps, keys) and add(deps, modules.get(rel, []))
+        own = file_blocks.get(rel) if rel in file_blocks else blocks_for(rel)
+        ok = ok and own is not None
+        if own is not None:
+            deps[rel].add(own.file_checksum)
+        for index in refs.get(rel, []):
+            ref = file_blocks.get(files[int(index)])
+            if ref is None:
+                ok = False
+            else:
+                deps[files[int(index)]].add(ref.module)
+        frozen = {f: sorted(c) for f, c in deps.items()} if ok else None
+        writes.append(store.TestWrite(nodeid, rel, outcome, duration, frozen))
+    for nodeid in event.get("lost", []):
+        if nodeid in outcomes:
+            rel = file_of.get(nodeid, nodeid.split("::")[0])
+            writes.append(store.TestWrite(nodeid, rel, outcomes[nodeid][0], outcomes[nodeid][1], None))
+    store.save(
+        sel.db,
+        env=sel.env(after.others_digest()),
+        tests=writes,
+        collected={} if partial else event.get("collected", {}),
+        files=sel.parsed,
+        state={"config": sel.config, "others": after.others},
+    )
+
+
+def selection_result(sel: Selection, event: dict[str, Any] | None, selected: list[str]) -> dict[str, Any] | None:
+    """The `selection` field of an affected run's result."""
+    plan = sel.plan
+    if plan is None:
+        return None
+    if event is not None:
+        selected = [str(n) for n in event.get("selected", selected)]
+    ignored = [str(f) for f in event.get("ignored", [])] if event is not None else []
+    unaffected = int(event.get("unaffected", 0)) if event is not None else 0
+    return {
+        "mode": plan.mode,
+        "selected": len(selected),
+        "skipped_unaffected": plan.skipped_count(ignored, unaffected),
+        "reasons": plan.reasons(selected),
+    }

@@ -1,0 +1,264 @@
+# ruff: noqa: UP006, UP035, UP045  (this file runs in any Python >= 3.8 with pytest)
+"""In the forked child: what each test executed under the root, and the affected-test filter.
+
+Loaded by `worker.py` (the project's interpreter, standard library only, Python 3.8 syntax). The
+`Recorder` pytest plugin
+
+- skips what the server found unaffected: files whose tests are all unaffected are not even
+  collected (`pytest_ignore_collect`), unaffected tests of other files are dropped from the items
+  (not counted as deselected: `-k`/`-m` deselection stays pytest's own);
+- records, per test (setup, call and teardown), the code objects that ran from files under the
+  root, and per test module what ran while it was imported plus the project modules its globals
+  refer to. The tracer is `sys.monitoring` on 3.12+ (each code object reported once per test,
+  then disabled until the next test), else a `sys.settrace` call-event hook that returns None
+  (no line events). Code objects are mapped to (file, first line) once each, at the end of a
+  test; absolute file names, so a test that changes the working directory or `sys.path` does
+  not confuse the record. A test that replaces the tracer (a debugger, coverage) gets no record;
+- sends it all as one `record` event after the session (never per test on the hot path).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any, Callable, Dict, List, Optional, Set
+
+import pytest
+
+OUTSIDE = frozenset({"site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox", "__pypackages__"})
+TOOL_IDS = (4, 3, 5)  # sys.monitoring tool ids to try (1 is coverage's, 0 the debugger's)
+
+
+class _SetTrace:
+    name = "settrace"
+
+    def __init__(self) -> None:
+        self.seen: Set[Any] = set()
+        self.tracer: Optional[Callable[..., Any]] = None
+
+    def start(self) -> Set[Any]:
+        seen: Set[Any] = set()
+        add = seen.add
+
+        def tracer(frame: Any, event: str, arg: Any) -> None:
+            add(frame.f_code)
+
+        self.tracer = tracer
+        sys.settrace(tracer)
+        threading.settrace(tracer)
+        self.seen = seen
+        return seen
+
+    def stop(self) -> bool:
+        """Stop; False if someone replaced our tracer meanwhile (the record is not complete)."""
+        intact = sys.gettrace() is self.tracer
+        sys.settrace(None)
+        threading.settrace(None)  # type: ignore[arg-type]
+        return intact
+
+
+class _Monitoring:
+    name = "monitoring"
+
+    def __init__(self, tool: int) -> None:
+        self.mon = sys.monitoring  # type: ignore[attr-defined]
+        self.tool = tool
+        self.seen: Set[Any] = set()
+        disable = self.mon.DISABLE
+
+        def on_start(code: Any, offset: int) -> Any:
+            self.seen.add(code)
+            return disable
+
+        self.mon.register_callback(tool, self.mon.events.PY_START, on_start)
+
+    def start(self) -> Set[Any]:
+        self.seen = set()
+        self.mon.set_events(self.tool, self.mon.events.PY_START)
+        self.mon.restart_events()
+        return self.seen
+
+    def stop(self) -> bool:
+        intact = bool(self.mon.get_tool(self.tool) == "mcp-code-tools")
+        if intact:
+            self.mon.set_events(self.tool, 0)
+        return intact
+
+
+def make_tracer() -> Any:
+    mon = getattr(sys, "monitoring", None)
+    if mon is not None:
+        for tool in TOOL_IDS:
+            try:
+                if mon.get_tool(tool) is None:
+                    mon.use_tool_id(tool, "mcp-code-tools")
+                    return _Monitoring(tool)
+            except Exception:
+                continue
+    return _SetTrace()
+
+
+class Recorder:
+    def __init__(self, root: str, send: Callable[[List[Dict[str, Any]]], None], options: Dict[str, Any]) -> None:
+        self.root = os.path.abspath(root)
+        self.prefix = self.root.rstrip(os.sep) + os.sep
+        self._send = send
+        self.record = bool(options.get("record"))
+        self.skip_files = set(os.path.join(self.root, f) for f in options.get("skip_files", []))
+        self.skip_nodeids = set(options.get("skip_nodeids", []))
+        self.tracer = make_tracer() if self.record else None
+        self.files: List[str] = []
+        self._file_index: Dict[str, Optional[int]] = {}
+        self._code_keys: Dict[Any, Optional[int]] = {}
+        self._pairs: List[List[int]] = []
+        self._pair_index: Dict[Any, int] = {}
+        self.tests: Dict[str, List[int]] = {}
+        self.lost: List[str] = []
+        self.modules: Dict[str, List[int]] = {}
+        self.refs: Dict[str, List[int]] = {}
+        self.collected: Dict[str, List[str]] = {}
+        self.selected: List[str] = []
+        self.ignored: List[str] = []
+        self.unaffected = 0
+        self._collecting: Optional[Any] = None
+
+    # --- where code lives ------------------------------------------------------------------------
+
+    def _file(self, filename: str) -> Optional[int]:
+        index = self._file_index.get(filename, -1)
+        if index != -1:
+            return index
+        found: Optional[int] = None
+        path = filename if os.path.isabs(filename) else os.path.join(self.root, filename)
+        path = os.path.normpath(path)
+        if path.startswith(self.prefix) and path.endswith(".py"):
+            rel = path[len(self.prefix) :]
+            if not (set(rel.split(os.sep)) & OUTSIDE):
+                found = len(self.files)
+                self.files.append(rel)
+        self._file_index[filename] = found
+        return found
+
+    def _keys(self, codes: Set[Any]) -> List[int]:
+        out: List[int] = []
+        keys = self._code_keys
+        for code in codes:
+            key = keys.get(code, -1)
+            if key == -1:
+                key = None
+                index = self._file(code.co_filename)
+                if index is not None:
+                    line = 0 if code.co_name == "<module>" else code.co_firstlineno
+                    pair = (index, line)
+                    key = self._pair_index.get(pair)
+                    if key is None:
+                        key = self._pair_index[pair] = len(self._pairs)
+                        self._pairs.append([index, line])
+                keys[code] = key
+            if key is not None:
+                out.append(key)
+        return out
+
+    def _rel(self, path: Any) -> Optional[str]:
+        full = os.path.normpath(str(path))
+        return full[len(self.prefix) :] if full.startswith(self.prefix) else None
+
+    # --- collection ------------------------------------------------------------------------------
+
+    def pytest_ignore_collect(self, collection_path: Any, config: Any) -> Optional[bool]:
+        path = str(collection_path)
+        if path in self.skip_files:
+            rel = self._rel(path)
+            if rel is not None:
+                self.ignored.append(rel)
+            return True
+        return None
+
+    def pytest_collectstart(self, collector: Any) -> None:
+        if self.tracer is None or self._collecting is not None:
+            return
+        if isinstance(collector, pytest.Module):
+            self._collecting = collector
+            self.tracer.start()
+
+    def pytest_collectreport(self, report: Any) -> None:
+        collector = self._collecting
+        if collector is None or report.nodeid != collector.nodeid or self.tracer is None:
+            return
+        self._collecting = None
+        seen = self.tracer.seen
+        intact = self.tracer.stop()
+        rel = self._rel(collector.path)
+        if rel is None:
+            return
+        if not intact:
+            self.modules[rel] = [-1]
+            return
+        self.modules[rel] = self._keys(seen)
+        module = getattr(collector, "_obj", None)
+        self.refs[rel] = self._references(module) if module is not None else []
+
+    def _references(self, module: Any) -> List[int]:
+        """Project files whose objects the test module's globals hold (`from pkg import thing`)."""
+        found: Set[int] = set()
+        for value in list(vars(module).values()):
+            filename = getattr(value, "__file__", None)
+            if not isinstance(filename, str):
+                owner = sys.modules.get(getattr(value, "__module__", None) or "")
+                filename = getattr(owner, "__file__", None)
+            if isinstance(filename, str):
+                index = self._file(filename)
+                if index is not None:
+                    found.add(index)
+        return sorted(found)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, session: Any, config: Any, items: List[Any]) -> None:
+        root = self.root
+        for item in items:
+            rel = self._rel(getattr(item, "path", os.path.join(root, item.nodeid.split("::")[0])))
+            if rel is not None:
+                self.collected.setdefault(rel, []).append(item.nodeid)
+        if self.skip_nodeids:
+            kept = [item for item in items if item.nodeid not in self.skip_nodeids]
+            self.unaffected += len(items) - len(kept)
+            items[:] = kept
+
+    def pytest_collection_finish(self, session: Any) -> None:
+        self.selected = [item.nodeid for item in session.items]
+
+    # --- tests -----------------------------------------------------------------------------------
+
+    def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
+        if self.tracer is not None:
+            self.tracer.start()
+
+    def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
+        if self.tracer is None:
+            return
+        seen = self.tracer.seen
+        if self.tracer.stop():
+            self.tests[nodeid] = self._keys(seen)
+        else:
+            self.lost.append(nodeid)
+
+    def event(self) -> Dict[str, Any]:
+        return {
+            "e": "record",
+            "tracer": self.tracer.name if self.tracer is not None else None,
+            "files": self.files,
+            "pairs": self._pairs,
+            "tests": self.tests if self.record else {},
+            "lost": self.lost,
+            "modules": self.modules,
+            "refs": self.refs,
+            "collected": self.collected,
+            "selected": self.selected,
+            "ignored": self.ignored,
+            "unaffected": self.unaffected,
+        }
+
+
+if int(str(pytest.__version__).split(".")[0]) < 7:  # no `collection_path` yet: modules are collected
+    del Recorder.pytest_ignore_collect

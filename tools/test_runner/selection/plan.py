@@ -1,0 +1,128 @@
+"""Which recorded tests a run can skip: pure logic over the records and the current blocks.
+
+A recorded test is unaffected when it passed (or skipped) last time, under the same environment
+fingerprint (interpreter and packages, pytest configuration, non-Python files), and every block
+checksum it depends on is still present in its file (a missing file counts as changed). A test
+module is not collected at all when every test it had last time is unaffected. Everything else
+runs: failures, tests with no record, tests whose record has no usable data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+FAILING = frozenset({"failed", "error", "crashed", "timeout"})
+MAX_CHANGED_LISTED = 100
+
+
+@dataclass(frozen=True, slots=True)
+class TestRecord:
+    __test__ = False
+
+    nodeid: str
+    file: str
+    outcome: str
+    duration: float
+    env: str
+    depset: int | None
+    """Id of the dependency set; None: no usable data (the tracer was disturbed, a file changed
+    during the run)."""
+
+
+Deps = Mapping[str, Iterable[str]]
+"""File (relative to the root) -> block checksums a test executed there."""
+
+
+@dataclass
+class Plan:
+    mode: str
+    """"affected" (records were used) or "all" (no usable record: everything runs)."""
+    skip_files: list[str] = field(default_factory=list)
+    skip_nodeids: set[str] = field(default_factory=set)
+    changed_files: list[str] = field(default_factory=list)
+    records: dict[str, TestRecord] = field(default_factory=dict)
+    collected: dict[str, list[str]] = field(default_factory=dict)
+
+    def command(self) -> dict[str, Any]:
+        skipped = set(self.skip_files)
+        nodeids = sorted(n for n in self.skip_nodeids if self.records[n].file not in skipped)
+        return {"skip_files": self.skip_files, "skip_nodeids": nodeids}
+
+    def reasons(self, selected: Iterable[str]) -> dict[str, Any]:
+        """Why each selected test runs, counted: no record, failing last time, no usable data;
+        the rest ran because a file they depend on changed (`changed_files`)."""
+        new = failed = no_data = 0
+        selected = list(selected)
+        if self.mode == "all":  # nothing usable recorded for this environment
+            no_data, selected = len(selected), []
+        for nodeid in selected:
+            record = self.records.get(nodeid)
+            if record is None:
+                new += 1
+            elif record.outcome in FAILING:
+                failed += 1
+            elif record.depset is None:
+                no_data += 1
+        changed = self.changed_files[:MAX_CHANGED_LISTED]
+        reasons: dict[str, Any] = {"changed_files": changed, "new_tests": new, "failed_last": failed}
+        reasons["no_data"] = no_data
+        if len(self.changed_files) > MAX_CHANGED_LISTED:
+            reasons["changed_files_more"] = len(self.changed_files) - MAX_CHANGED_LISTED
+        return reasons
+
+    def skipped_count(self, ignored_files: Iterable[str], deselected: int) -> int:
+        return deselected + sum(len(self.collected.get(f, ())) for f in ignored_files)
+
+
+def make_plan(
+    records: Mapping[str, TestRecord],
+    depsets: Mapping[int, Deps],
+    current: Callable[[str], frozenset[str] | None],
+    env: str,
+    collected: Mapping[str, list[str]],
+    global_changes: Iterable[str] = (),
+) -> Plan:
+    """`current(file)` gives the file's block checksums now (None if it is gone or unreadable);
+    `global_changes` names what changed in the environment (configuration files, non-Python
+    files) for the `changed_files` reason."""
+    changed: set[str] = set(global_changes)
+    usable = [r for r in records.values() if r.env == env]
+    if not usable:
+        return Plan(mode="all", changed_files=sorted(changed), records=dict(records), collected=dict(collected))
+    verdicts: dict[int, bool] = {}
+    cache: dict[str, frozenset[str] | None] = {}
+
+    def now(file: str) -> frozenset[str] | None:
+        if file not in cache:
+            cache[file] = current(file)
+        return cache[file]
+
+    def unaffected(depset: int) -> bool:
+        verdict = verdicts.get(depset)
+        if verdict is None:
+            verdict = True
+            for file, checksums in depsets.get(depset, {"": ["missing depset"]}).items():
+                present = now(file)
+                if present is None or not present.issuperset(checksums):
+                    changed.add(file)
+                    verdict = False
+            verdicts[depset] = verdict
+        return verdict
+
+    skip: set[str] = set()
+    for record in usable:
+        if record.outcome in FAILING or record.depset is None:
+            continue
+        if unaffected(record.depset):
+            skip.add(record.nodeid)
+    skip_files = sorted(f for f, ids in collected.items() if ids and all(i in skip for i in ids))
+    return Plan(
+        mode="affected",
+        skip_files=skip_files,
+        skip_nodeids=skip,
+        changed_files=sorted(c for c in changed if c),
+        records=dict(records),
+        collected=dict(collected),
+    )

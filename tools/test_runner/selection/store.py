@@ -1,0 +1,147 @@
+"""The affected-test tables in the root's test database (`testdb.py`), and their reads and writes.
+
+- `aff_tests`: one row per test: its file, last outcome and duration, the fingerprint it was
+  recorded under, and its dependency set (shared by the tests that executed the same blocks);
+- `aff_depsets`: file -> block checksums, as JSON, deduplicated by hash;
+- `aff_collected`: per test module, the node ids collected from it last time (a module is only
+  skipped when every one of them is known and unaffected);
+- `aff_files`: a parse cache, file -> (stat signature, blocks);
+- `aff_state`: the last snapshot of configuration files and non-Python files (to name what changed).
+
+A run's records are written in one transaction (`save`). Blocking: call from a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from tools.test_runner.selection.blocks import FileBlocks
+from tools.test_runner.selection.plan import TestRecord
+from tools.test_runner.testdb import TestDB, register_schema
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS aff_depsets (id INTEGER PRIMARY KEY, hash TEXT UNIQUE NOT NULL, deps TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS aff_tests (
+    nodeid TEXT PRIMARY KEY, file TEXT NOT NULL, outcome TEXT NOT NULL, duration REAL NOT NULL,
+    env TEXT NOT NULL, depset INTEGER
+);
+CREATE TABLE IF NOT EXISTS aff_collected (file TEXT PRIMARY KEY, nodeids TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS aff_files (path TEXT PRIMARY KEY, sig TEXT NOT NULL, blocks TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS aff_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+register_schema("affected", SCHEMA)
+
+
+@dataclass
+class Stored:
+    records: dict[str, TestRecord] = field(default_factory=dict)
+    depsets: dict[int, dict[str, list[str]]] = field(default_factory=dict)
+    collected: dict[str, list[str]] = field(default_factory=dict)
+    files: dict[str, tuple[str, FileBlocks]] = field(default_factory=dict)
+    state: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def load(db: TestDB) -> Stored:
+    """Everything, in one read transaction. Rows that do not decode are skipped (no record:
+    those tests run)."""
+    stored = Stored()
+    conn = db.conn
+    conn.execute("BEGIN")
+    try:
+        for nodeid, file, outcome, duration, env, depset in conn.execute(
+            "SELECT nodeid, file, outcome, duration, env, depset FROM aff_tests"
+        ):
+            stored.records[nodeid] = TestRecord(nodeid, file, outcome, float(duration), env, depset)
+        for depset_id, deps in conn.execute("SELECT id, deps FROM aff_depsets"):
+            try:
+                stored.depsets[depset_id] = json.loads(deps)
+            except ValueError:
+                continue
+        for file, nodeids in conn.execute("SELECT file, nodeids FROM aff_collected"):
+            try:
+                stored.collected[file] = [str(n) for n in json.loads(nodeids)]
+            except ValueError:
+                continue
+        for path, sig, blocks in conn.execute("SELECT path, sig, blocks FROM aff_files"):
+            try:
+                stored.files[path] = (sig, FileBlocks.from_json(json.loads(blocks)))
+            except (ValueError, TypeError, IndexError):
+                continue
+        for key, value in conn.execute("SELECT key, value FROM aff_state"):
+            try:
+                stored.state[key] = dict(json.loads(value))
+            except (ValueError, TypeError):
+                continue
+    finally:
+        conn.execute("COMMIT")
+    return stored
+
+
+@dataclass
+class TestWrite:
+    __test__ = False
+
+    nodeid: str
+    file: str
+    outcome: str
+    duration: float
+    deps: dict[str, list[str]] | None
+
+
+def _depset_id(conn: sqlite3.Connection, deps: Mapping[str, list[str]]) -> int:
+    text = json.dumps({f: sorted(set(c)) for f, c in sorted(deps.items())}, separators=(",", ":"))
+    digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    row = conn.execute("SELECT id FROM aff_depsets WHERE hash = ?", (digest,)).fetchone()
+    if row is not None:
+        return int(row[0])
+    cursor = conn.execute("INSERT INTO aff_depsets (hash, deps) VALUES (?, ?)", (digest, text))
+    return int(cursor.lastrowid or 0)
+
+
+def save(
+    db: TestDB,
+    *,
+    env: str,
+    tests: Iterable[TestWrite],
+    collected: Mapping[str, list[str]],
+    files: Mapping[str, tuple[str, FileBlocks]],
+    state: Mapping[str, dict[str, str]],
+) -> None:
+    """One transaction: the tests that ran, what was collected, the parse cache, the snapshots.
+    Dependency sets no test refers to any more are dropped."""
+    with db.transaction() as conn:
+        depset_ids: dict[str, int] = {}
+        for test in tests:
+            depset: int | None = None
+            if test.deps is not None:
+                key = json.dumps(test.deps, sort_keys=True)
+                if key not in depset_ids:
+                    depset_ids[key] = _depset_id(conn, test.deps)
+                depset = depset_ids[key]
+            conn.execute(
+                "INSERT OR REPLACE INTO aff_tests (nodeid, file, outcome, duration, env, depset) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (test.nodeid, test.file, test.outcome, test.duration, env, depset),
+            )
+        for file, nodeids in collected.items():
+            conn.execute(
+                "INSERT OR REPLACE INTO aff_collected (file, nodeids) VALUES (?, ?)", (file, json.dumps(nodeids))
+            )
+            known = set(nodeids)
+            stale = [
+                (n,) for (n,) in conn.execute("SELECT nodeid FROM aff_tests WHERE file = ?", (file,)) if n not in known
+            ]
+            conn.executemany("DELETE FROM aff_tests WHERE nodeid = ?", stale)
+        conn.executemany(
+            "INSERT OR REPLACE INTO aff_files (path, sig, blocks) VALUES (?, ?, ?)",
+            [(path, sig, json.dumps(blocks.to_json())) for path, (sig, blocks) in files.items()],
+        )
+        conn.executemany(
+            "INSERT OR REPLACE INTO aff_state (key, value) VALUES (?, ?)",
+            [(key, json.dumps(value)) for key, value in state.items()],
+        )
+        conn.execute("DELETE FROM aff_depsets WHERE id NOT IN (SELECT depset FROM aff_tests WHERE depset IS NOT NULL)")
