@@ -119,3 +119,18 @@ async def test_a_cancelled_caller_is_still_audited(tmp_path: Path) -> None:
         scope.cancel()
         await log.record(record())
     assert len(lines(path)) == 1
+
+
+async def test_rotated_files_are_private_too_and_an_oversized_record_keeps_the_backups(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, max_bytes=1024, backups=2)
+    for i in range(30):
+        await log.record(record(i))
+    for name in os.listdir(tmp_path):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+    current = lines(path)
+    huge = record(99, argv=["x" * 5000])
+    await log.record(huge)  # rotates once: what was current becomes .1, the huge record is alone in the file
+    await log.record(huge)  # rotates again
+    assert lines(path.with_name("audit.jsonl.2")) == current
+    assert len(lines(path.with_name("audit.jsonl.1"))) == 1 and len(lines(path)) == 1
