@@ -57,6 +57,7 @@ class ZygotePool:
     async def create(cls, app: AppState) -> ZygotePool:
         if app.task_group is None:
             raise ToolError("internal: the server has no task group for the test worker pool")
+        app.executor.adopt_orphans()  # what a killed zygote's runs leave is re-parented to us
         pool = cls(app)
         await app.task_group.start(pool._host)
         return pool

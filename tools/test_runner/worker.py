@@ -32,6 +32,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -237,9 +238,14 @@ def _prctl(option: int, arg: int) -> bool:
         return False
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this child if the zygote dies (its group is then killed by the server)."""
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this child if the zygote dies (its group is then killed by the server).
+
+    Armed first thing after the fork, then the parent is checked: a zygote that died before the
+    signal was armed would never send it (the child is already someone else's)."""
     _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(EXIT_INTERNAL)
 
 
 def _become_subreaper() -> bool:
@@ -277,11 +283,12 @@ def load_recorder() -> Any:
 RECORDER: Any = None
 
 
-def child_main(cmd: Event, inherited_fds: List[int], forked_at: float) -> None:
-    """Run one pytest session in this forked child; never returns."""
+def child_main(cmd: Event, inherited_fds: List[int], forked_at: float, parent: int) -> None:
+    """Run one pytest session in this forked child (of the zygote `parent`); never returns."""
     code = EXIT_INTERNAL
     try:
-        os.setpgid(0, 0)
+        _die_with_parent(parent)
+        os.setpgid(0, 0)  # the zygote sets it too: whichever runs first, a kill finds the group
         _become_subreaper()  # what escapes the group waits for us, then for the zygote, to die
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -289,7 +296,6 @@ def child_main(cmd: Event, inherited_fds: List[int], forked_at: float) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for fd in inherited_fds:
             os.close(fd)
-        _die_with_parent()
         events = _connect(cmd["sock"], cmd["token"], "ev")
         output = _connect(cmd["sock"], cmd["token"], "out")
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -365,12 +371,36 @@ def _site_dirs() -> List[str]:
     return dirs
 
 
-def prewarm(pytest: Any) -> None:
+def thread_count() -> int:
+    """Threads of this process: the kernel's count (native threads too) where it can be read."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+def thread_plugins(threads: List[Any], plugins: Dict[str, str]) -> List[str]:
+    """The plugins (by registered name) whose code the `threads` run, from their target's module."""
+    names: List[str] = []
+    for thread in threads:
+        target = getattr(thread, "_target", None) or getattr(thread, "function", None)
+        module = getattr(target, "__module__", None) or type(thread).__module__
+        found = [n for m, n in plugins.items() if module == m or module.startswith(m + ".")]
+        found = found or [n for m, n in plugins.items() if module.split(".")[0] == m.split(".")[0]]
+        names += [n for n in found[:1] if n not in names]
+    return names
+
+
+def prewarm(pytest: Any, skip: List[str]) -> Dict[str, str]:
     """A throwaway session in an empty temporary directory: imports and caches what every run needs.
 
     Whatever it leaves behind that is not library code (its test module, its sys.path entry,
     import hooks) is removed again, so the first real run starts as clean as the hundredth.
+    The plugins in `skip` are blocked (`-p no:NAME`). Returns the plugins it loaded, by module
+    name, for naming the one that started a thread.
     """
+    loaded: Dict[str, str] = {}
+    reporter = Reporter(lambda batch: None, "run")
     saved_path = list(sys.path)
     saved_meta = list(sys.meta_path)
     saved_modules = set(sys.modules)
@@ -382,7 +412,13 @@ def prewarm(pytest: Any) -> None:
         with open(os.path.join(tmp, "test_mcp_warm.py"), "w") as f:
             f.write(WARM_TESTS)
         os.chdir(tmp)
-        pytest.main([tmp, "-q"], plugins=[Reporter(lambda batch: None, "run")])
+        blocked = [arg for name in skip for arg in ("-p", "no:" + name)]
+        pytest.main([tmp, "-q", *blocked], plugins=[reporter])
+        for name, plugin in reporter.config.pluginmanager.list_name_plugin():
+            module = getattr(plugin, "__name__", None) or type(plugin).__module__
+            builtin = module == "pytest" or str(module).startswith("_pytest")
+            if isinstance(module, str) and plugin is not reporter and not builtin:
+                loaded[module] = str(name)
     except BaseException:  # a plugin that breaks the warm-up only costs speed
         pass
     finally:
@@ -401,6 +437,7 @@ def prewarm(pytest: Any) -> None:
             sys.stderr.flush()
         except Exception:
             pass
+    return loaded
 
 
 class Zygote:
@@ -463,13 +500,16 @@ class Zygote:
     def fork(self, cmd: Event) -> None:
         run_id = int(cmd["id"])
         forked_at = time.perf_counter()
+        parent = os.getpid()
         try:
             pid = os.fork()
         except OSError as exc:
             self.emit({"e": "fork_failed", "id": run_id, "message": str(exc)})
             return
         if pid == 0:
-            child_main(cmd, [self.proto_in, self.proto_out, self.wake_r, self.wake_w], forked_at)
+            child_main(cmd, [self.proto_in, self.proto_out, self.wake_r, self.wake_w], forked_at, parent)
+        with contextlib.suppress(OSError):  # in both: a kill racing the fork must find the group
+            os.setpgid(pid, pid)
         self.children[pid] = run_id
         self.emit({"e": "forked", "id": run_id, "pid": pid})
 
@@ -540,7 +580,11 @@ class Zygote:
         self.sweep()
 
 
-def main() -> int:
+def main(argv: List[str]) -> int:
+    """Options (the server's, when a warm-up left threads behind): `--warm-without NAME` blocks a
+    plugin in the warm-up, `--no-warm` skips it."""
+    warm = "--no-warm" not in argv
+    skip = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--warm-without"]
     here = os.path.dirname(os.path.abspath(__file__))
     if sys.path and os.path.abspath(sys.path[0] or ".") == here:
         del sys.path[0]  # the project must never import our modules
@@ -565,12 +609,18 @@ def main() -> int:
     saved_stderr = os.dup(2)
     quiet = os.open(os.devnull, os.O_WRONLY)
     os.dup2(quiet, 2)
+    before = set(threading.enumerate())
+    plugins: Dict[str, str] = {}
     try:
-        prewarm(pytest)
+        if warm:
+            plugins = prewarm(pytest, skip)
     finally:
         os.dup2(saved_stderr, 2)
         os.close(saved_stderr)
         os.close(quiet)
+    # fork() copies only the calling thread: a thread the warm-up left running (a plugin's) would
+    # leave its locks held forever in every child. The server restarts us without that plugin.
+    extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
     gc.collect()
     if hasattr(gc, "freeze"):
         gc.freeze()  # children share the warm heap copy-on-write; the collector must not touch it
@@ -583,10 +633,13 @@ def main() -> int:
             "python_version": "%d.%d.%d" % sys.version_info[:3],
             "pytest": getattr(pytest, "__version__", "?"),
             "site_dirs": _site_dirs(),
+            "threads": thread_count(),
+            "thread_plugins": thread_plugins(extra, plugins),
+            "warm": ("without " + ",".join(skip) if skip else "full") if warm else "none",
         }
     )
     return zygote.serve()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -58,6 +58,9 @@ class Zygote:
         self.interpreter = interpreter
         self._executor = executor
         self.ready = anyio.Event()
+        """Set once it is ready to fork (after any restart without a threaded warm-up), or failed."""
+        self._up = anyio.Event()
+        """This process said ready (or failed)."""
         self.stopped = anyio.Event()
         self._stop = anyio.Event()
         self._stdin: anyio.abc.ByteSendStream | None = None
@@ -76,6 +79,8 @@ class Zygote:
         self.runs = 0
         self.retiring = False
         self.last_used = time.monotonic()
+        self.warm_without: list[str] = []
+        """Plugins left out of the warm-up because they started a thread (["*"]: no warm-up)."""
 
     @property
     def alive(self) -> bool:
@@ -90,34 +95,80 @@ class Zygote:
         self._stop.set()
 
     async def serve(self) -> None:
-        """Run the zygote until `stop()` or its death. Sets `ready` once it is (or failed)."""
+        """Run the zygote until `stop()` or its death. Sets `ready` once it is (or failed).
+
+        A zygote must be single-threaded when it forks (a child gets only the forking thread, and
+        any lock another thread held stays held for ever). If the warm-up left a thread running,
+        the zygote is restarted without the plugin that started it (or without a warm-up)."""
+        options: list[str] = []
         try:
-            async with self._executor.open(
-                [str(self.interpreter), str(WORKER)],
-                cwd=self.root,
-                tool="run_tests zygote",
-                connection="test-pool",
-                project_env=True,
-            ) as proc:
-                self.pid = proc.pid
-                self._stdin = proc.stdin
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._read_stderr, proc.stderr)
-                    tg.start_soon(self._read_events, proc.stdout, tg.cancel_scope)
-                    with anyio.move_on_after(START_TIMEOUT_S):
-                        await self.ready.wait()
-                    if not self.ready.is_set():
-                        self.error = f"the test worker in {self.interpreter} did not start in {START_TIMEOUT_S:.0f}s"
-                    if self.error is None:
-                        await self._stop.wait()
-                    tg.cancel_scope.cancel()
+            while True:
+                retry = await self._serve_process(options)
+                if retry is None:
+                    break
+                options = retry
         except Exception as exc:  # a host task must not take the server down with it
             self.error = self.error or f"the test worker in {self.interpreter} failed: {exc}"
         finally:
             self._stop.set()
             self._abandon_children()
             self.ready.set()
+            with anyio.CancelScope(shield=True):
+                # What its runs left behind was re-parented to the server (a subreaper): kill it.
+                await self._executor.reap_adopted(sessions=[self.pid] if self.pid is not None else [])
             self.stopped.set()
+
+    async def _serve_process(self, options: list[str]) -> list[str] | None:
+        """One worker process, until `stop()` or its death; returns the options to restart it
+        with when its warm-up left threads behind, else None."""
+        self._up = anyio.Event()
+        self._stderr_done = anyio.Event()
+        self._stderr_tail = ""
+        retry: list[str] | None = None
+        async with self._executor.open(
+            [str(self.interpreter), str(WORKER), *options],
+            cwd=self.root,
+            tool="run_tests zygote",
+            connection="test-pool",
+            project_env=True,
+        ) as proc:
+            self.pid = proc.pid
+            self._stdin = proc.stdin
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._read_stderr, proc.stderr)
+                tg.start_soon(self._read_events, proc.stdout, tg.cancel_scope)
+                with anyio.move_on_after(START_TIMEOUT_S):
+                    await self._up.wait()
+                if not self._up.is_set():
+                    self.error = f"the test worker in {self.interpreter} did not start in {START_TIMEOUT_S:.0f}s"
+                if self.error is None:
+                    retry = self._threaded(options)
+                if self.error is None and retry is None:
+                    self.ready.set()
+                    await self._stop.wait()
+                tg.cancel_scope.cancel()
+        return retry
+
+    def _threaded(self, options: list[str]) -> list[str] | None:
+        """The options to restart with if the warm-up left more than one thread, else None."""
+        threads = int(self.info.get("threads", 1) or 1)
+        if threads <= 1:
+            return None
+        if "--no-warm" in options:
+            logger.error("the test worker %s has %d threads even without a warm-up; forking anyway", self.pid, threads)
+            return None
+        plugins = [str(p) for p in self.info.get("thread_plugins", []) if isinstance(p, str)]
+        new = [p for p in plugins if p not in self.warm_without]
+        retry = [*options, *(a for p in new for a in ("--warm-without", p))] if new else ["--no-warm"]
+        self.warm_without = [*self.warm_without, *new] if new else ["*"]
+        logger.warning(
+            "the pytest warm-up of the test worker in %s left %d threads running (started by %s); restarting it %s",
+            self.interpreter,
+            threads,
+            f"the plugin(s) {', '.join(plugins)}" if plugins else "an unknown plugin",
+            f"without {', '.join(new)} in the warm-up" if new else "without a warm-up",
+        )
+        return retry
 
     async def _read_events(self, stdout: anyio.abc.ByteReceiveStream | None, scope: anyio.CancelScope) -> None:
         buffer = b""
@@ -138,7 +189,7 @@ class Zygote:
             tail = self._stderr_tail.strip()
             what = "exited before it was ready" if not self.ready.is_set() else "died"
             self.error = f"the test worker in {self.interpreter} {what}" + (f": {tail[-1500:]}" if tail else "")
-        self.ready.set()
+        self._up.set()
         scope.cancel()
 
     def _on_event(self, line: bytes) -> None:
@@ -150,14 +201,14 @@ class Zygote:
             return
         if kind == "ready":
             self.info = event
-            self.ready.set()
+            self._up.set()
         elif kind == "error":
             self.error = (
                 f"pytest cannot be imported by the interpreter {self.interpreter} "
                 f"({event.get('message', 'unknown error')}); install pytest there, or set the "
                 f"`python` setting (MCP_CODE_TOOLS_PYTHON) to an interpreter that has it"
             )
-            self.ready.set()
+            self._up.set()
         elif kind in ("forked", "exited", "fork_failed"):
             handle = self._children.get(int(event.get("id", -1)))
             if handle is None:
@@ -261,4 +312,6 @@ class Zygote:
             "active": self.active,
             "runs": self.runs,
             "idle_s": round(time.monotonic() - self.last_used, 1),
+            "threads": self.info.get("threads"),
+            "warm_without": self.warm_without,
         }

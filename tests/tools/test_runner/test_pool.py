@@ -3,7 +3,7 @@ that dies (mid-run too), and the rendezvous socket refusing strangers."""
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import signal
 import sys
@@ -18,7 +18,7 @@ import pytest
 from mcp_server.api import AppState
 from mcp_server.server import build_app_state
 from tests.conftest import make_settings
-from tests.tools.test_runner.conftest import HANG, Signals, assert_gone, write_project
+from tests.tools.test_runner.conftest import HANG, Signals, alive, assert_gone, wait_dead, write_project
 from tools.test_runner.environment import env_fingerprint
 from tools.test_runner.pool import get_pool
 from tools.test_runner.runner import RunRequest, TestRun
@@ -130,14 +130,97 @@ async def test_a_dead_zygote_is_replaced_and_its_run_reports_it(tmp_path: Path, 
                 os.kill(zygote.pid, signal.SIGKILL)
             status, message = run.outcome()
             assert status == "crashed" and message is not None and "died" in message
-            # Its process group is gone. What left the group (setsid) was the zygote's to sweep;
-            # with the zygote killed outright it is re-parented past it (here to the test's reaper).
-            await assert_gone(root, escaped=False)
-            for pid in (int(p) for p in (root / "escaped.txt").read_text().split()):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            # Its process group is gone, and what left the group (setsid), which the zygote would
+            # have swept, was re-parented to the server (a subreaper), which killed it.
+            await assert_gone(root, escaped=True)
             async with pool.lease(root, PY) as fresh:
                 assert fresh is not zygote and fresh.alive
+
+
+KILLS_ITS_ZYGOTE = """
+import os, pathlib, signal, subprocess
+
+def _daemon():
+    # The classic double fork: a sleep in a session of its own whose parent is gone at once.
+    r, w = os.pipe()
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            os.write(w, str(os.getpid()).encode())
+            os.execvp("sleep", ["sleep", "600"])
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        return int(f.read())
+
+def test_kills_its_zygote():
+    daemon = _daemon()
+    d = subprocess.DEVNULL
+    other = subprocess.Popen(["sleep", "600"], start_new_session=True, stdin=d, stdout=d, stderr=d)
+    pathlib.Path("pids.tmp").write_text(f"{daemon} {other.pid}")
+    os.replace("pids.tmp", "pids.txt")
+    os.kill(os.getppid(), signal.SIGKILL)
+    signal.pause()  # the zygote's death kills us (PR_SET_PDEATHSIG)
+"""
+
+
+async def test_a_test_that_kills_its_zygote_leaves_nothing_running(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "killer", {"test_killer.py": KILLS_ITS_ZYGOTE})
+    with anyio.fail_after(60):
+        async with app_state(tmp_path) as app:
+            run = TestRun(app, RunRequest(root, PY, [], "run", 60), tool="run_tests", connection="test")
+            await run.execute()
+            status, _ = run.outcome()
+            assert status == "crashed"
+            sleeps = [int(p) for p in (root / "pids.txt").read_text().split()]
+            assert len(sleeps) == 2
+            for pid in sleeps:  # the daemonized sleep and the one in its own session
+                await wait_dead(pid)
+                assert not alive(pid), f"{pid} outlived the zygote its test killed"
+
+
+THREAD_PLUGIN = """
+import threading
+
+STARTED = []
+
+def _idle():
+    threading.Event().wait()
+
+def pytest_configure(config):
+    if not STARTED:
+        thread = threading.Thread(target=_idle, name="threadplug", daemon=True)
+        thread.start()
+        STARTED.append(thread)
+"""
+
+
+async def test_a_plugin_thread_left_by_the_warm_up_restarts_the_zygote_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "threadplug.py").write_text(THREAD_PLUGIN)
+    monkeypatch.setenv("PYTHONPATH", str(plugins))
+    monkeypatch.setenv("PYTEST_PLUGINS", "threadplug")  # loaded by every pytest session there
+    root = write_project(
+        tmp_path / "p", {"test_a.py": "import threadplug\n\ndef test_a():\n    assert threadplug.STARTED\n"}
+    )
+    caplog.set_level(logging.WARNING, "mcp_server.test_runner")
+    with anyio.fail_after(60):
+        async with app_state(tmp_path, pass_env=["PYTHONPATH", "PYTEST_PLUGINS"]) as app:
+            pool = await get_pool(app)
+            async with pool.lease(root, PY) as zygote:
+                assert zygote.info["threads"] == 1, "single-threaded when it forks"
+                assert zygote.warm_without == ["threadplug"]
+                assert zygote.status()["warm_without"] == ["threadplug"]
+            assert "threadplug" in caplog.text and "thread" in caplog.text
+            run = TestRun(app, RunRequest(root, PY, [], "run", 60), tool="run_tests", connection="test")
+            await run.execute()
+            assert run.outcome()[0] == "passed", "the plugin still loads in the runs"
 
 
 async def test_the_rendezvous_refuses_unknown_tokens(tmp_path: Path) -> None:
