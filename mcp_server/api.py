@@ -21,7 +21,17 @@ from mcp_server.cachedir import CacheDirUnavailable, root_cache_dir
 from mcp_server.config import Settings
 from mcp_server.errors import Busy, NotFound, PolicyRefused, ToolError
 from mcp_server.executor import Executor, ProcessResult, RunSlots
-from mcp_server.paths import PathRefused, ResolvedPath, resolve_path, resolve_root
+from mcp_server.paths import (
+    CheckedFile,
+    FileChecker,
+    FileSkipped,
+    PathRefused,
+    ResolvedPath,
+    WalkLimit,
+    resolve_path,
+    resolve_root,
+    safe_walk,
+)
 from mcp_server.runs import RunContext, RunStore
 
 if TYPE_CHECKING:
@@ -31,7 +41,10 @@ __all__ = [
     "AppState",
     "Busy",
     "CacheDirUnavailable",
+    "CheckedFile",
     "Executor",
+    "FileChecker",
+    "FileSkipped",
     "NotFound",
     "PathRefused",
     "PolicyRefused",
@@ -46,6 +59,8 @@ __all__ = [
     "ToolError",
     "ToolOutput",
     "ToolSpec",
+    "WalkLimit",
+    "safe_walk",
 ]
 
 logger = logging.getLogger("mcp_server")
@@ -187,6 +202,10 @@ class ToolContext:
     def path(self, raw: str, *, root: Path | None = None, must_exist: bool = True, kind: str = "any") -> ResolvedPath:
         """Resolve a path argument: the one path check."""
         return resolve_path(self.settings.roots, raw, root=root, must_exist=must_exist, kind=kind)
+
+    def file_checker(self) -> FileChecker:
+        """The path check for files a walk reaches (one per call: it memoizes resolved folders)."""
+        return FileChecker(self.settings.roots, self.settings.max_source_bytes)
 
     def cache_path(self, root: Path, *parts: str) -> Path:
         """Blocking: the server's own folder for `root` under the operator's `cache_dir` (created).

@@ -16,11 +16,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mcp_server.api import ProcessResult, ToolContext, ToolError
+import anyio.to_thread
+
+from mcp_server.api import CacheDirUnavailable, ProcessResult, ToolContext, ToolError
 from tools.code_analysis.selection import Selection
 
 CLI_TIMEOUT_S = 300.0
 MAX_OUTPUT = 256 * 1024 * 1024
+MAX_ARGV_CHARS = 512 * 1024
+"""Bytes of file names per ruff run (Linux takes about 2 MiB of arguments and environment in all)."""
+_CACHE_DIRS: dict[tuple[str, str], str] = {}
+"""(cache_dir setting, root) -> the server-owned ruff cache folder already created for it."""
 _UNKNOWN_SELECTOR = re.compile(r"Unknown rule selector `([^`]*)` in `(\w+)`")
 
 
@@ -73,13 +79,46 @@ def ruff_failure(result: ProcessResult, what: str) -> ToolError:
     return ToolError(f"{what} failed: {detail}")
 
 
+def chunked(targets: Sequence[str], max_chars: int = MAX_ARGV_CHARS) -> list[list[str]]:
+    """Explicit file lists cut into argument vectors the kernel takes (ARG_MAX)."""
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for target in targets:
+        if current and size + len(target) + 1 > max_chars:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(target)
+        size += len(target.encode("utf-8", "surrogateescape")) + 1
+    if current:
+        chunks.append(current)
+    return chunks
+
+
 class RuffCli:
-    """`ruff check` / `ruff format` for one tool call."""
+    """`ruff check` / `ruff format` for one tool call.
+
+    Nothing is written to the root or where a project's `cache-dir` points: runs over files keep
+    ruff's cache in the server's own folder for the root (`--cache-dir`, overriding the project's),
+    or run with `--no-cache` when that folder cannot be had; runs on stdin use no cache.
+    """
 
     def __init__(self, ctx: ToolContext, binary: RuffBinary) -> None:
         self.ctx = ctx
         self.binary = binary
         self.timeout_s = min(CLI_TIMEOUT_S, ctx.settings.run_timeout_max_s)
+
+    async def cache_args(self, root: Path) -> list[str]:
+        """`--cache-dir=<server-owned folder>` for `root`, or `--no-cache` if it cannot be created."""
+        key = (str(self.ctx.settings.cache_dir), str(root))
+        known = _CACHE_DIRS.get(key)
+        if known is None:
+            try:
+                known = str(await anyio.to_thread.run_sync(self.ctx.cache_path, root, "ruff"))
+            except CacheDirUnavailable:
+                return ["--no-cache"]
+            _CACHE_DIRS[key] = known
+        return ["--cache-dir=" + known]
 
     async def _run(self, args: Sequence[str], root: Path, stdin: str | None = None) -> ProcessResult:
         return await self.ctx.executor.run(
@@ -111,19 +150,24 @@ class RuffCli:
         if result.timed_out or result.returncode not in (0, 1):
             raise ruff_failure(result, "checking the rule selection")
 
-    async def check(self, root: Path, targets: Sequence[str], selection: Selection) -> list[dict[str, Any]]:
-        """`ruff check --output-format json` over files or folders (ruff's discovery and cache)."""
+    async def check(self, root: Path, files: Sequence[str], selection: Selection) -> list[dict[str, Any]]:
+        """`ruff check --output-format json` over checked files, named one by one (never a folder:
+        ruff would read what its own discovery finds there, unchecked)."""
         args = ["check", "--output-format", "json", "--no-fix", "--exit-zero", "--force-exclude"]
-        return await self._json([*args, *selection.cli_args(), "--", *targets], root, "ruff check")
+        args += [*await self.cache_args(root), *selection.cli_args(), "--"]
+        out: list[dict[str, Any]] = []
+        for chunk in chunked(files):
+            out += await self._json([*args, *chunk], root, "ruff check")
+        return out
 
     async def check_text(self, root: Path, filename: str, text: str, selection: Selection) -> list[dict[str, Any]]:
-        args = ["check", "--output-format", "json", "--no-fix", "--exit-zero", "--force-exclude"]
+        args = ["check", "--output-format", "json", "--no-fix", "--exit-zero", "--force-exclude", "--no-cache"]
         args += [*selection.cli_args(), "--stdin-filename", filename, "-"]
         return await self._json(args, root, "ruff check", stdin=text)
 
     async def fix_text(self, root: Path, filename: str, text: str, selection: Selection) -> str:
         """The text after ruff's safe fixes (nothing is written: the text goes through stdin)."""
-        args = ["check", "--fix-only", "--exit-zero", "--force-exclude", *selection.cli_args()]
+        args = ["check", "--fix-only", "--exit-zero", "--force-exclude", "--no-cache", *selection.cli_args()]
         result = await self._run([*args, "--stdin-filename", filename, "-"], root, stdin=text)
         if result.timed_out or result.returncode != 0:
             raise ruff_failure(result, "ruff check --fix-only")
@@ -131,26 +175,31 @@ class RuffCli:
 
     async def discover(self, root: Path, targets: Sequence[str]) -> list[str]:
         """The files ruff would check under `targets` (its include/exclude and .gitignore rules)."""
-        result = await self._run(["check", "--show-files", "--force-exclude", "--", *targets], root)
+        args = ["check", "--show-files", "--force-exclude", "--no-cache", "--", *targets]
+        result = await self._run(args, root)
         if result.timed_out or result.returncode not in (0, 1):
             raise ruff_failure(result, "ruff check --show-files")
         return [line for line in result.stdout.splitlines() if line.strip()]
 
-    async def format_check(self, root: Path, targets: Sequence[str]) -> list[dict[str, Any]]:
-        """`ruff format --check --output-format json`: the files that would change, with edits."""
-        args = ["format", "--check", "--output-format", "json", "--force-exclude", "--", *targets]
-        result = await self._run(args, root)
-        if result.timed_out or (result.returncode not in (0, 1) and not result.stdout.strip()):
-            raise ruff_failure(result, "ruff format --check")
-        try:
-            data = json.loads(result.stdout or "[]")
-        except json.JSONDecodeError:
-            raise ToolError("ruff format --check gave output that is not JSON") from None
-        return data if isinstance(data, list) else []
+    async def format_check(self, root: Path, files: Sequence[str]) -> list[dict[str, Any]]:
+        """`ruff format --check --output-format json` over checked files: those that would change, with edits."""
+        args = ["format", "--check", "--output-format", "json", "--force-exclude", *await self.cache_args(root), "--"]
+        out: list[dict[str, Any]] = []
+        for chunk in chunked(files):
+            result = await self._run([*args, *chunk], root)
+            if result.timed_out or (result.returncode not in (0, 1) and not result.stdout.strip()):
+                raise ruff_failure(result, "ruff format --check")
+            try:
+                data = json.loads(result.stdout or "[]")
+            except json.JSONDecodeError:
+                raise ToolError("ruff format --check gave output that is not JSON") from None
+            if isinstance(data, list):
+                out += data
+        return out
 
     async def format_text(self, root: Path, filename: str, text: str) -> tuple[str | None, str | None]:
         """(formatted text, None), or (None, why) when ruff cannot format it (a syntax error)."""
-        args = ["format", "--force-exclude", "--stdin-filename", filename, "-"]
+        args = ["format", "--force-exclude", "--no-cache", "--stdin-filename", filename, "-"]
         result = await self._run(args, root, stdin=text)
         if result.timed_out or result.stderr.lstrip().startswith("ruff failed"):  # not the text: ruff itself
             raise ruff_failure(result, "ruff format")

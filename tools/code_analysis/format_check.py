@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 
-from mcp_server.api import ToolContext, ToolOutput
+from mcp_server.api import FileChecker, FileSkipped, ToolContext, ToolOutput
 from tools.code_analysis.args import FormatCheckArgs
 from tools.code_analysis.cli_runner import RuffCli
 from tools.code_analysis.diagnostics import SYNTAX_ERROR, rel_path
@@ -16,14 +15,13 @@ from tools.code_analysis.lsp import LinterGone
 from tools.code_analysis.results import summary_first
 from tools.code_analysis.ruff_pool import get_pool
 from tools.code_analysis.selection import Selection
-from tools.code_analysis.state import AnalysisState, TreeFile, get_state
+from tools.code_analysis.state import AnalysisState, TreeFile, TreeListing, get_state
 from tools.code_analysis.targets import Document, Tree, resolve_target
 from tools.code_analysis.text_edits import apply_cli_edits, apply_lsp_edits, unified_diff
 from tools.code_analysis.workspace import SOURCE_SUFFIXES
 
 logger = logging.getLogger("mcp_server.code_analysis")
 
-MAX_EXPLICIT_FILES = 200
 Entry = dict[str, Any]
 
 
@@ -62,18 +60,20 @@ async def _document(ctx: ToolContext, state: AnalysisState, cli: RuffCli, doc: D
     return entry
 
 
-def _read_texts(paths: list[str]) -> dict[str, str]:
+def _read_texts(paths: list[str], checker: FileChecker) -> dict[str, str]:
+    """Blocking: the texts of the files to diff, each through the path check."""
     texts: dict[str, str] = {}
     for path in paths:
         try:
-            texts[path] = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
+            texts[path] = checker.read(path)[1].decode("utf-8")
+        except (FileSkipped, UnicodeDecodeError):
             continue
     return texts
 
 
-async def _tree(ctx: ToolContext, state: AnalysisState, cli: RuffCli, tree: Tree) -> tuple[list[Entry], int]:
-    listing = await state.list_tree(ctx.app, cli, tree, SOURCE_SUFFIXES)
+async def _tree(ctx: ToolContext, state: AnalysisState, cli: RuffCli, tree: Tree) -> tuple[list[Entry], TreeListing]:
+    checker = ctx.file_checker()
+    listing = await state.list_tree(ctx.app, cli, tree, SOURCE_SUFFIXES, checker)
     entries: list[Entry] = []
     misses: list[TreeFile] = []
     for f in listing.files:
@@ -83,12 +83,11 @@ async def _tree(ctx: ToolContext, state: AnalysisState, cli: RuffCli, tree: Tree
         else:
             entries.append(cached)
     if misses:
-        targets = [m.rel for m in misses] if len(misses) <= MAX_EXPLICIT_FILES else list(tree.rels)
         records: dict[str, dict[str, Any]] = {}
-        for record in await cli.format_check(tree.root, targets):
+        for record in await cli.format_check(tree.root, [m.rel for m in misses]):
             records.setdefault(rel_path(str(record.get("filename", "")), tree.root), record)
         changed = [m.path for m in misses if (records.get(m.rel) or {}).get("code") == "unformatted"]
-        texts = await anyio.to_thread.run_sync(_read_texts, changed)
+        texts = await anyio.to_thread.run_sync(_read_texts, changed, checker)
         still = await state.unchanged(misses)
         for f in misses:
             rec = records.get(f.rel)
@@ -103,15 +102,18 @@ async def _tree(ctx: ToolContext, state: AnalysisState, cli: RuffCli, tree: Tree
             entries.append(entry)
             if f.path in still:
                 state.results.put(state.file_key("format", tree.root, f), entry)
-    return entries, len(listing.files)
+    return entries, listing
 
 
 async def format_check(ctx: ToolContext, args: FormatCheckArgs) -> ToolOutput:
     state = await get_state(ctx.app)
     cli = RuffCli(ctx, state.binary)
     target = await resolve_target(ctx, args)
+    skipped: dict[str, Any] = {"skipped": [], "skipped_count": 0}
     if isinstance(target, Tree):
-        entries, checked = await _tree(ctx, state, cli, target)
+        entries, listing = await _tree(ctx, state, cli, target)
+        checked = len(listing.files)
+        skipped = listing.skipped_field()
     else:
         entries = [await _document(ctx, state, cli, doc) for doc in target]
         checked = len(entries)
@@ -120,6 +122,7 @@ async def format_check(ctx: ToolContext, args: FormatCheckArgs) -> ToolOutput:
         "changed_count": sum(1 for e in entries if e["changed"]),
         "error_count": sum(1 for e in entries if "error" in e),
         "files_checked": checked,
+        **skipped,
         "truncated": False,
         "files": entries,
     }

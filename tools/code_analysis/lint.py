@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from mcp_server.api import ToolContext, ToolOutput
+from mcp_server.api import ToolContext, ToolError, ToolOutput
 from tools.code_analysis.args import LintArgs
 from tools.code_analysis.cli_runner import RuffCli
 from tools.code_analysis.diagnostics import Diagnostic, from_cli, from_lsp, group_by_path, sort_key, summarize
@@ -16,14 +16,12 @@ from tools.code_analysis.lsp import LinterGone
 from tools.code_analysis.results import summary_first
 from tools.code_analysis.ruff_pool import RuffServerPool, get_pool
 from tools.code_analysis.selection import Selection
-from tools.code_analysis.state import AnalysisState, TreeFile, get_state
+from tools.code_analysis.state import AnalysisState, TreeFile, TreeListing, get_state
 from tools.code_analysis.targets import Document, Tree, read_document, resolve_target
 from tools.code_analysis.text_edits import apply_lsp_edits, unified_diff
 
 logger = logging.getLogger("mcp_server.code_analysis")
 
-MAX_EXPLICIT_FILES = 200
-"""Up to this many changed files of a tree are passed to `ruff check` by name; more, and it gets the targets."""
 MAX_FIX_FILES = 200
 
 
@@ -35,6 +33,7 @@ class Linter:
         self.state = state
         self.selection = selection
         self.cli = RuffCli(ctx, state.binary)
+        self.checker = ctx.file_checker()
         self.engines: set[str] = set()
 
     async def _pool(self) -> RuffServerPool:
@@ -78,9 +77,12 @@ class Linter:
             state.results.put(fix_key, fixed)
         return diags, fixed
 
-    async def tree(self, tree: Tree) -> tuple[list[Diagnostic], list[TreeFile]]:
-        """Diagnostics of a tree: cached per file; files not in the cache go through `ruff check`."""
-        listing = await self.state.list_tree(self.ctx.app, self.cli, tree)
+    async def tree(self, tree: Tree) -> tuple[list[Diagnostic], TreeListing]:
+        """Diagnostics of a tree: cached per file; files not in the cache go through `ruff check`.
+
+        Only the files that passed the path check are named to ruff, never a folder.
+        """
+        listing = await self.state.list_tree(self.ctx.app, self.cli, tree, checker=self.checker)
         root = tree.root
         by_file: dict[str, list[Diagnostic]] = {}
         misses: list[TreeFile] = []
@@ -93,19 +95,15 @@ class Linter:
         self.engines.add("cache")
         if misses:
             self.engines.add("ruff check")
-            by_name = len(misses) <= MAX_EXPLICIT_FILES
-            targets = [m.rel for m in misses] if by_name else list(tree.rels)
-            fresh = group_by_path(from_cli(await self.cli.check(root, targets, self.selection), root))
+            fresh = group_by_path(from_cli(await self.cli.check(root, [m.rel for m in misses], self.selection), root))
             still = await self.state.unchanged(misses)
             for f in misses:
                 diags = sorted(fresh.pop(f.rel, []), key=sort_key)
                 by_file[f.rel] = diags
                 if f.path in still:
                     self.state.results.put(self.state.file_key("lint", root, f, self.selection), diags)
-            for rel, diags in fresh.items():  # files ruff checked that discovery did not list
-                by_file.setdefault(rel, sorted(diags, key=sort_key))
         # Each file's list is sorted: concatenating them in path order sorts the whole.
-        return [d for rel in sorted(by_file) for d in by_file[rel]], listing.files
+        return [d for rel in sorted(by_file) for d in by_file[rel]], listing
 
     async def fixes(self, tree: Tree, diagnostics: list[Diagnostic]) -> tuple[list[dict[str, str]], bool]:
         """Per-file diffs of ruff's safe fixes for the files of a tree that have fixable diagnostics."""
@@ -114,7 +112,10 @@ class Linter:
         out: list[dict[str, str]] = []
         for rel in rels[:MAX_FIX_FILES]:
             path = tree.root / rel
-            doc = await anyio.to_thread.run_sync(read_document, tree.root, path, rel, rel)
+            try:
+                doc = await anyio.to_thread.run_sync(read_document, tree.root, path, rel, rel, self.checker)
+            except ToolError:
+                continue  # changed since it was linted (now binary, gone, a link out): no fix to show
             _, fixed = await self.document(doc, want_fix=True)
             diff = unified_diff(doc.text, fixed, rel) if fixed is not None else ""
             if diff:
@@ -132,9 +133,11 @@ async def lint(ctx: ToolContext, args: LintArgs) -> ToolOutput:
     await state.validate(linter.cli, selection, root)
     fixes: list[dict[str, str]] = []
     fixes_cut = False
+    skipped: dict[str, Any] = {"skipped": [], "skipped_count": 0}
     if isinstance(target, Tree):
-        diagnostics, files = await linter.tree(target)
-        checked = len(files)
+        diagnostics, listing = await linter.tree(target)
+        checked = len(listing.files)
+        skipped = listing.skipped_field()
         if args.fix:
             fixes, fixes_cut = await linter.fixes(target, diagnostics)
     else:
@@ -151,6 +154,7 @@ async def lint(ctx: ToolContext, args: LintArgs) -> ToolOutput:
         "files_checked": checked,
         "engine": "+".join(sorted(linter.engines)),
         "elapsed_ms": round((time.perf_counter() - started) * 1000, 2),
+        **skipped,
         "truncated": False,
         "diagnostics": diagnostics,
     }

@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from mcp_server.api import ToolContext, ToolOutput
+from mcp_server.api import FileChecker, FileSkipped, ToolContext, ToolOutput
 from tools.code_analysis.args import AnalyzeArgs
 from tools.code_analysis.cli_runner import RuffCli
 from tools.code_analysis.complexity import FileMetrics, analyze_source
@@ -22,20 +22,25 @@ def _metrics_key(state: AnalysisState, content: str) -> Any:
     return state.key("analyze", Path("/"), "", content, "")
 
 
-def _analyze_files(pending: list[tuple[str, str]]) -> dict[str, FileMetrics]:
-    """Blocking: read and analyse files; (path, rel) in, rel -> metrics out."""
+def _analyze_files(pending: list[tuple[str, str]], checker: FileChecker) -> dict[str, FileMetrics]:
+    """Blocking: read (through the path check) and analyse files; (path, rel) in, rel -> metrics out."""
     out: dict[str, FileMetrics] = {}
     for path, rel in pending:
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            out[rel] = FileMetrics(error={"line": None, "message": f"cannot read: {exc}"})
+            text = checker.read(path)[1].decode("utf-8")
+        except FileSkipped as exc:
+            out[rel] = FileMetrics(error={"line": None, "message": f"cannot read: {exc.reason}"})
+            continue
+        except UnicodeDecodeError:
+            out[rel] = FileMetrics(error={"line": None, "message": "cannot read: not UTF-8 text"})
             continue
         out[rel] = analyze_source(text, rel)
     return out
 
 
-async def _collect(ctx: ToolContext, state: AnalysisState, args: AnalyzeArgs) -> dict[str, FileMetrics]:
+async def _collect(
+    ctx: ToolContext, state: AnalysisState, args: AnalyzeArgs, skipped: dict[str, Any]
+) -> dict[str, FileMetrics]:
     target = await resolve_target(ctx, args)
     found: dict[str, FileMetrics] = {}
     if not isinstance(target, Tree):
@@ -47,7 +52,9 @@ async def _collect(ctx: ToolContext, state: AnalysisState, args: AnalyzeArgs) ->
                 state.results.put(key, metrics)
             found[doc.rel] = metrics
         return found
-    listing = await state.list_tree(ctx.app, RuffCli(ctx, state.binary), target, SOURCE_SUFFIXES)
+    checker = ctx.file_checker()
+    listing = await state.list_tree(ctx.app, RuffCli(ctx, state.binary), target, SOURCE_SUFFIXES, checker)
+    skipped.update(listing.skipped_field())
     pending: list[tuple[str, str]] = []
     keys = {}
     for f in listing.files:
@@ -58,7 +65,7 @@ async def _collect(ctx: ToolContext, state: AnalysisState, args: AnalyzeArgs) ->
         else:
             found[f.rel] = cached
     if pending:
-        fresh = await anyio.to_thread.run_sync(_analyze_files, pending)
+        fresh = await anyio.to_thread.run_sync(_analyze_files, pending, checker)
         still = await state.unchanged([f for f in listing.files if f.rel in fresh])
         for f in listing.files:
             if f.rel in fresh:
@@ -71,7 +78,8 @@ async def _collect(ctx: ToolContext, state: AnalysisState, args: AnalyzeArgs) ->
 
 async def analyze(ctx: ToolContext, args: AnalyzeArgs) -> ToolOutput:
     state = await get_state(ctx.app)
-    per_file = await _collect(ctx, state, args)
+    skipped: dict[str, Any] = {"skipped": [], "skipped_count": 0}
+    per_file = await _collect(ctx, state, args, skipped)
     functions: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     classes = code_lines = 0
@@ -92,5 +100,11 @@ async def analyze(ctx: ToolContext, args: AnalyzeArgs) -> ToolOutput:
         "max_complexity": max(complexities, default=0),
         "mean_complexity": round(sum(complexities) / len(complexities), 2) if complexities else 0.0,
     }
-    result: dict[str, Any] = {"summary": summary, "errors": errors, "truncated": False, "functions": functions}
+    result: dict[str, Any] = {
+        "summary": summary,
+        "errors": errors,
+        **skipped,
+        "truncated": False,
+        "functions": functions,
+    }
     return summary_first(ctx, result, "functions")

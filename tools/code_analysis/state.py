@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import anyio.to_thread
 
-from mcp_server.api import AppState
+from mcp_server.api import AppState, FileChecker, FileSkipped
 from tools.code_analysis.cache import LruDict, ResultCache, ResultKey
 from tools.code_analysis.cli_runner import RuffBinary, RuffCli, ruff_binary
 from tools.code_analysis.diagnostics import rel_path
@@ -40,6 +40,10 @@ SERVICE_KEY = "code_analysis"
 DEFAULT_SELECTION = Selection()
 
 
+MAX_SKIPPED_LISTED = 100
+Skipped = tuple[str, str]
+
+
 class TreeFile(NamedTuple):
     """One file of a tree as discovered by ruff, with its content hash and config key."""
 
@@ -49,10 +53,23 @@ class TreeFile(NamedTuple):
     config_key: str
 
 
+FileStates = tuple[list[TreeFile], list[Skipped], int]
+
+
 @dataclass(frozen=True, slots=True)
 class TreeListing:
     scan: TreeScan
     files: list[TreeFile]
+    skipped: list[Skipped] = field(default_factory=list)
+    """(rel, reason) of the files discovery reached that are not checked; the first MAX_SKIPPED_LISTED."""
+    skipped_count: int = 0
+
+    def skipped_field(self) -> dict[str, Any]:
+        """`skipped: [{path, reason}]` (capped) and `skipped_count` for a result."""
+        return {
+            "skipped": [{"path": rel, "reason": reason} for rel, reason in self.skipped[:MAX_SKIPPED_LISTED]],
+            "skipped_count": self.skipped_count,
+        }
 
 
 class AnalysisState:
@@ -99,14 +116,24 @@ class AnalysisState:
         return changed
 
     async def list_tree(
-        self, app: AppState, cli: RuffCli, tree: Tree, suffixes: frozenset[str] | None = None
+        self,
+        app: AppState,
+        cli: RuffCli,
+        tree: Tree,
+        suffixes: frozenset[str] | None = None,
+        checker: FileChecker | None = None,
     ) -> TreeListing:
         """Walk the targets, note config changes, and list (with hashes) the files ruff would check.
 
         ruff's discovery (`--show-files`) is reused while no file was added or removed and no
-        config or ignore file changed.
+        config or ignore file changed. Every file it lists passes the path check (`FileChecker`):
+        links out of the roots, FIFOs, devices and files over `max_source_bytes` are skipped with
+        a reason, never read nor handed to ruff; past `max_walk_files` files the rest are skipped.
         """
-        scan, key, discovered, files = await anyio.to_thread.run_sync(self._scan_and_hash, tree)
+        settings = app.settings
+        checker = checker or FileChecker(settings.roots, settings.max_source_bytes)
+        limit = settings.max_walk_files
+        scan, key, discovered, listed = await anyio.to_thread.run_sync(self._scan_and_hash, tree, checker, limit)
         if self.note_configs(tree.root, scan.configs):
             logger.info("ruff config changed under %s: cached results dropped", tree.root)
         pool = app.services.peek(POOL_SERVICE_KEY)
@@ -116,40 +143,63 @@ class AnalysisState:
             self.discovery.get(key)  # refresh its place in the LRU (the worker thread only peeked)
         else:
             found = await cli.discover(tree.root, tree.rels)
-            discovered = tuple(dict.fromkeys(f if os.path.isabs(f) else str(tree.root / f) for f in found))
-            self.discovery.put(key, discovered)
-            files = None
-        if files is None:
-            files = await anyio.to_thread.run_sync(self.file_states, tree.root, discovered, scan.configs)
+            discovered = tuple(sorted(dict.fromkeys(f if os.path.isabs(f) else str(tree.root / f) for f in found)))
+            if scan.complete:
+                self.discovery.put(key, discovered)
+            listed = None
+        if listed is None:
+            listed = await anyio.to_thread.run_sync(
+                self.file_states, tree.root, discovered, scan.configs, checker, limit
+            )
+        files, skipped, skipped_count = listed
         if suffixes is not None:
             files = [f for f in files if os.path.splitext(f.path)[1].lower() in suffixes]
-        return TreeListing(scan, files)
+        return TreeListing(scan, files, skipped, skipped_count)
 
     def _scan_and_hash(
-        self, tree: Tree
-    ) -> tuple[TreeScan, tuple[str, str], tuple[str, ...] | None, list[TreeFile] | None]:
+        self, tree: Tree, checker: FileChecker, limit: int
+    ) -> tuple[TreeScan, tuple[str, str], tuple[str, ...] | None, FileStates | None]:
         """Blocking: walk; if ruff's discovery for this walk is known, hash its files too (one thread hop)."""
         scan = scan_tree(tree.root, tree.paths)
         key = (str(tree.root), scan.fingerprint(tree.rels))
-        discovered = self.discovery.peek(key)
-        files = self.file_states(tree.root, discovered, scan.configs) if discovered is not None else None
-        return scan, key, discovered, files
+        discovered = self.discovery.peek(key) if scan.complete else None
+        listed = None
+        if discovered is not None:
+            listed = self.file_states(tree.root, discovered, scan.configs, checker, limit)
+        return scan, key, discovered, listed
 
-    def file_states(self, root: Path, files: tuple[str, ...], configs: ConfigState) -> list[TreeFile]:
-        """Blocking: each file's content hash (re-read only if its stat moved) and config key."""
+    def file_states(
+        self, root: Path, files: tuple[str, ...], configs: ConfigState, checker: FileChecker, limit: int
+    ) -> FileStates:
+        """Blocking: each file's content hash (re-read only if its stat moved) and config key.
+
+        Files the path check refuses are skipped (with their reason), as are those past `limit`.
+        """
         memo: dict[str, str] = {}
         out: list[TreeFile] = []
+        skipped: list[Skipped] = []
+        skipped_count = 0
         hash_file = self.files.hash_file
         prefix = str(root).rstrip("/") + "/"
-        for path in files:  # a hot loop on every tree call: kept free of Path objects
-            state = hash_file(path)
-            if state is None:
-                continue  # gone since discovery
+        for index, path in enumerate(files):  # a hot loop on every tree call: kept free of Path objects
+            rel = path[len(prefix) :] if path.startswith(prefix) else rel_path(path, root)
+            if len(out) >= limit:
+                over = len(files) - index
+                skipped_count += over
+                if len(skipped) < MAX_SKIPPED_LISTED:
+                    skipped.append((rel, f"over the limit of {limit} files per call (setting max_walk_files)"))
+                break
+            try:
+                state = hash_file(path, checker)
+            except FileSkipped as exc:
+                skipped_count += 1
+                if len(skipped) < MAX_SKIPPED_LISTED:
+                    skipped.append((rel, exc.reason))
+                continue
             directory = path.rpartition("/")[0] if "/" in path else os.path.dirname(path)
             key = memo.get(directory) or config_key(directory, configs, memo)
-            rel = path[len(prefix) :] if path.startswith(prefix) else rel_path(path, root)
             out.append(TreeFile(path, rel, state, key))
-        return out
+        return out, skipped, skipped_count
 
     async def unchanged(self, files: list[TreeFile]) -> set[str]:
         """The files whose stat signature is still the one they were hashed with."""

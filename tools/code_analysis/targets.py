@@ -8,12 +8,13 @@ as `filename`, a binary or non-UTF-8 file, `source` over `max_source_bytes`.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio.to_thread
 
-from mcp_server.api import PathRefused, ResolvedPath, ToolContext, ToolError
+from mcp_server.api import FileChecker, FileSkipped, PathRefused, ResolvedPath, ToolContext, ToolError
 from tools.code_analysis.args import TargetArgs
 from tools.code_analysis.workspace import ConfigState, config_key, digest, observe_chain
 
@@ -22,6 +23,8 @@ SINGLE_FILE_MAX = 16
 DEFAULT_SOURCE_NAME = "untitled.py"
 DOCUMENT_SUFFIXES = frozenset({".py", ".pyi", ".pyw", ""})
 BINARY_PROBE_BYTES = 8192
+INLINE_RESOLVE_PATHS = 16
+"""Up to this many path arguments are resolved on the event loop; more go to a worker thread."""
 INLINE_READ_BYTES = 256 * 1024
 """A few files (or a source text) this small are read and hashed on the event loop: that costs less
 than the hop to a worker thread would."""
@@ -68,12 +71,12 @@ def make_document(root: Path, path: Path, rel: str, text: str) -> Document:
     return Document(root, path, rel, text, digest(text.encode("utf-8", "surrogatepass")), configs, key)
 
 
-def read_document(root: Path, path: Path, rel: str, raw: str) -> Document:
-    """Blocking: read a file as UTF-8 text, refusing binary content."""
+def read_document(root: Path, path: Path, rel: str, raw: str, checker: FileChecker) -> Document:
+    """Blocking: read a file as UTF-8 text through the path check, refusing binary content."""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ToolError(f"path {raw!r} cannot be read: {exc.strerror or exc}") from None
+        _, data = checker.read(str(path))
+    except FileSkipped as exc:
+        raise ToolError(f"path {raw!r} is not read: {exc.reason}") from None
     if b"\x00" in data:
         raise _binary_error(raw)
     try:
@@ -85,15 +88,22 @@ def read_document(root: Path, path: Path, rel: str, raw: str) -> Document:
 
 def _probe_binary(path: Path, raw: str) -> None:
     try:
-        with path.open("rb") as fh:
-            head = fh.read(BINARY_PROBE_BYTES)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise ToolError(f"path {raw!r} cannot be read: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ToolError(f"path {raw!r} is not a regular file")
+        head = os.read(fd, BINARY_PROBE_BYTES)
+    except OSError as exc:
+        raise ToolError(f"path {raw!r} cannot be read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     if b"\x00" in head:
         raise _binary_error(raw)
 
 
-def _plan(root: Path, files: list[tuple[ResolvedPath, str]], max_bytes: int) -> list[Document] | None:
+def _plan(root: Path, files: list[tuple[ResolvedPath, str]], checker: FileChecker) -> list[Document] | None:
     """Blocking: read the files as documents, or None when they belong on the CLI path."""
     docs_ok = len(files) <= SINGLE_FILE_MAX
     for resolved, raw in files:
@@ -102,11 +112,16 @@ def _plan(root: Path, files: list[tuple[ResolvedPath, str]], max_bytes: int) -> 
             continue
         _probe_binary(resolved.path, raw)
         suffix = resolved.path.suffix.lower()
-        if suffix not in DOCUMENT_SUFFIXES or os.path.getsize(resolved.path) > max_bytes:
-            docs_ok = False
+        if suffix not in DOCUMENT_SUFFIXES or os.path.getsize(resolved.path) > checker.max_bytes:
+            docs_ok = False  # the tree path skips (and says so) what is too big
     if not docs_ok:
         return None
-    return [read_document(root, r.path, r.rel, raw) for r, raw in files]
+    return [read_document(root, r.path, r.rel, raw, checker) for r, raw in files]
+
+
+def _resolve_all(ctx: ToolContext, root: Path, raws: list[str]) -> list[tuple[ResolvedPath, str]]:
+    """Blocking: the one path check for each argument."""
+    return [(ctx.path(raw, root=root), raw) for raw in raws]
 
 
 def _total_size(files: list[tuple[ResolvedPath, str]]) -> int:
@@ -142,16 +157,20 @@ async def resolve_target(ctx: ToolContext, args: TargetArgs) -> Target:
     root = ctx.root(args.root)
     if not args.paths:
         return Tree(root, (root,), (".",))
-    resolved_paths = [(ctx.path(raw, root=root), raw) for raw in args.paths]
+    if len(args.paths) <= INLINE_RESOLVE_PATHS:
+        resolved_paths = [(ctx.path(raw, root=root), raw) for raw in args.paths]
+    else:  # resolving (and stat-ing) many paths is file system work: not on the event loop
+        resolved_paths = await anyio.to_thread.run_sync(_resolve_all, ctx, root, args.paths)
     owners = {r.root for r, _ in resolved_paths}
     if owners != {root}:
         if args.root is not None or len(owners) > 1:
             raise PathRefused(f"paths must all lie inside one root ({str(root)!r}); call once per root, or pass `root`")
         root = owners.pop()  # every path lies in another allowed root: work there
+    checker = ctx.file_checker()
     if len(resolved_paths) <= 4 and _total_size(resolved_paths) <= INLINE_READ_BYTES:
-        plan = _plan(root, resolved_paths, max_bytes)
+        plan = _plan(root, resolved_paths, checker)
     else:
-        plan = await anyio.to_thread.run_sync(_plan, root, resolved_paths, max_bytes)
+        plan = await anyio.to_thread.run_sync(_plan, root, resolved_paths, checker)
     if plan is not None:
         return plan
     unique = list(dict.fromkeys(r.path for r, _ in resolved_paths))

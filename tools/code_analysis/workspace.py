@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from mcp_server.api import FileChecker, FileSkipped, WalkLimit, safe_walk
+
 CONFIG_NAMES = ("pyproject.toml", "ruff.toml", ".ruff.toml")
 IGNORE_NAMES = (".gitignore", ".ignore")
 SOURCE_SUFFIXES = frozenset({".py", ".pyi", ".pyw"})
@@ -54,6 +56,8 @@ SKIP_DIRS = frozenset(
         "venv",
     }
 )
+MAX_SCAN_ENTRIES = 200_000
+"""Names one walk looks at (for the change fingerprint); past it, ruff's discovery is redone each call."""
 RACY_WINDOW_NS = 1_000_000_000
 """A file modified this close to when we hashed it may change again within one mtime tick: re-hash."""
 
@@ -152,6 +156,7 @@ class TreeScan:
     configs: ConfigState = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     ignore_files: list[tuple[str, Sig]] = field(default_factory=list)
+    complete: bool = True
 
     def fingerprint(self, targets: Sequence[str]) -> str:
         """Changes whenever ruff's discovery could: a file added or removed, a config or ignore file."""
@@ -161,8 +166,12 @@ class TreeScan:
         return h.hexdigest()
 
 
-def scan_tree(root: Path, targets: Sequence[Path]) -> TreeScan:
-    """Walk `targets` (files or directories under `root`) skipping ruff's default excludes."""
+def scan_tree(root: Path, targets: Sequence[Path], max_entries: int = MAX_SCAN_ENTRIES) -> TreeScan:
+    """Walk `targets` (files or directories under `root`) skipping ruff's default excludes.
+
+    Only names and stat signatures: no file is opened, no directory link followed (`safe_walk`).
+    Past `max_entries` the walk stops and `scan.complete` is False (discovery is then redone each call).
+    """
     scan = TreeScan()
     for directory in chain_dirs(str(root)):
         _note_ignores(scan, directory)
@@ -172,7 +181,7 @@ def scan_tree(root: Path, targets: Sequence[Path]) -> TreeScan:
     for target in targets:
         top = str(target)
         if os.path.isdir(top):
-            _walk(scan, top)
+            _walk(scan, top, max_entries)
             observe_chain(top, scan.configs)
         else:
             scan.files.append(top)
@@ -181,31 +190,27 @@ def scan_tree(root: Path, targets: Sequence[Path]) -> TreeScan:
     return scan
 
 
-def _walk(scan: TreeScan, top: str) -> None:
-    stack = [top]
-    while stack:
-        directory = stack.pop()
-        configs: list[tuple[str, Sig]] = []
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if entry.name not in SKIP_DIRS:
-                        stack.append(entry.path)
+def _walk(scan: TreeScan, top: str, max_entries: int) -> None:
+    try:
+        for directory, entries in safe_walk(top, SKIP_DIRS, max_entries):
+            configs: list[tuple[str, Sig]] = []
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
                     continue
-                if not entry.is_file():
-                    continue
-            except OSError:
-                continue
-            scan.files.append(entry.path)
-            if entry.name in CONFIG_NAMES:
-                configs.append((entry.name, sig_of(entry.stat())))
-            elif entry.name in IGNORE_NAMES:
-                scan.ignore_files.append((entry.path, sig_of(entry.stat())))
-        scan.configs[directory] = tuple(sorted(configs, key=lambda c: CONFIG_NAMES.index(c[0])))
+                scan.files.append(entry.path)
+                if not stat.S_ISREG(st.st_mode):
+                    continue  # a link, a FIFO: listed (discovery may report it), never a config we trust
+                if entry.name in CONFIG_NAMES:
+                    configs.append((entry.name, sig_of(st)))
+                elif entry.name in IGNORE_NAMES:
+                    scan.ignore_files.append((entry.path, sig_of(st)))
+            scan.configs[directory] = tuple(sorted(configs, key=lambda c: CONFIG_NAMES.index(c[0])))
+    except WalkLimit:
+        scan.complete = False
 
 
 def _note_ignores(scan: TreeScan, directory: str, names: Sequence[str] = IGNORE_NAMES) -> None:
@@ -242,23 +247,23 @@ class StatCache:
     def __len__(self) -> int:
         return len(self._states)
 
-    def hash_file(self, path: str) -> FileState | None:
-        """The file's current state, reading it only when its signature says it may have changed."""
+    def hash_file(self, path: str, checker: FileChecker) -> FileState:
+        """The file's current state, reading it only when its signature says it may have changed.
+
+        Every file passes `checker` (inside a root, regular, not too big) first; `FileSkipped` says why not.
+        """
         try:
-            st = os.stat(path)
-        except OSError:
-            self._states.pop(path, None)
-            return None
-        sig = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
-        known = self._states.get(path)
-        if known is not None and known[0] == sig and sig[0] < known[2] - RACY_WINDOW_NS:
-            return known
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except OSError:
-            return None
-        return self.record(path, sig, digest(data))
+            checked = checker.check(path)
+            sig = sig_of(checked.st)
+            known = self._states.get(path)
+            if known is not None and known[0] == sig and sig[0] < known[2] - RACY_WINDOW_NS:
+                return known
+            checked, data = checker.read(path)
+        except FileSkipped:
+            with self._lock:
+                self._states.pop(path, None)
+            raise
+        return self.record(path, sig_of(checked.st), digest(data))
 
     def record(self, path: str, sig: Sig, content_digest: str) -> FileState:
         state = FileState(sig, content_digest, time.time_ns())

@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from mcp_server.paths import FileChecker, FileSkipped
 from tools.code_analysis.workspace import (
     RACY_WINDOW_NS,
     StatCache,
@@ -87,15 +91,53 @@ def test_stat_cache_rereads_only_changed_or_racy_files(tmp_path: Path) -> None:
     old = time.time_ns() - 10 * RACY_WINDOW_NS
     os.utime(path, ns=(old, old))
     cache = StatCache()
-    first = cache.hash_file(str(path))
-    assert first is not None
-    assert cache.hash_file(str(path)) is first  # unchanged and not racy: not read again
+    checker = FileChecker([tmp_path.resolve()], 1024)
+    first = cache.hash_file(str(path), checker)
+    assert cache.hash_file(str(path), checker) is first  # unchanged and not racy: not read again
     path.write_text("two\n")  # same size, new mtime
-    second = cache.hash_file(str(path))
-    assert second is not None and second.digest != first.digest
+    second = cache.hash_file(str(path), checker)
+    assert second.digest != first.digest
     # Just written: a second write within one mtime tick could look the same, so it is re-read.
-    third = cache.hash_file(str(path))
-    assert third is not None and third is not second and third.digest == second.digest
+    third = cache.hash_file(str(path), checker)
+    assert third is not second and third.digest == second.digest
     assert cache.still(str(path), third)
     path.unlink()
-    assert cache.hash_file(str(path)) is None and not cache.still(str(path), third)
+    with pytest.raises(FileSkipped, match="cannot be read"):
+        cache.hash_file(str(path), checker)
+    assert not cache.still(str(path), third)
+
+
+class LockCheckedDict(dict[str, Any]):
+    """A dict that fails any change made without its owner's lock held."""
+
+    lock: Any = None
+
+    def _check(self) -> None:
+        assert self.lock is not None and self.lock.locked(), "StatCache changed without its lock"
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._check()
+        super().__setitem__(key, value)
+
+    def pop(self, *args: Any) -> Any:
+        self._check()
+        return super().pop(*args)
+
+
+def test_stat_cache_changes_its_entries_only_under_its_lock(tmp_path: Path) -> None:
+    """Issue 11 item 10: `hash_file` popped a vanished file's entry without the lock, while `record`
+    (another call's worker thread) iterated the same dict under it."""
+    path = tmp_path / "f.py"
+    path.write_text("one\n")
+    cache = StatCache(max_entries=1)
+    states = LockCheckedDict()
+    states.lock = cache._lock
+    cache._states = states
+    checker = FileChecker([tmp_path.resolve()], 1024)
+    cache.hash_file(str(path), checker)
+    cache.record(str(tmp_path / "other.py"), (0, 0, 0, 0), "x")  # evicts the first under the lock
+    cache.hash_file(str(path), checker)
+    path.unlink()
+    with pytest.raises(FileSkipped):
+        cache.hash_file(str(path), checker)  # the vanished file's entry goes, under the lock
+    assert str(path) not in states

@@ -1,0 +1,133 @@
+"""A hostile repository: links out of the root, special files and huge files reached by walks.
+
+Explicit paths were always checked; these are the files reached by `{}` (the whole root) or by a
+folder path, through our walk and ruff's own discovery. Nothing outside the root may come back,
+no call may hang, nothing is read past `max_source_bytes`, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.conftest import ClientFactory
+from tests.tools.code_analysis.conftest import call, write_project
+
+pytestmark = pytest.mark.anyio
+
+CANARY = "CANARY_b2f1c9d4_OUTSIDE"
+SECRET = f'AWS_SECRET_ACCESS_KEY   =   "{CANARY}"\nimport   os\ndef {CANARY.lower()}( x ):\n    return  x\n'
+TOOLS = ("lint", "format_check", "analyze")
+BOUND_S = 60  # a bound on the wait (never asserted as a duration): before the fix these never answered
+
+
+def outside_dir(tmp_path: Path) -> Path:
+    out = tmp_path / "outside"
+    (out / "pkg").mkdir(parents=True, exist_ok=True)
+    (out / "secret.py").write_text(SECRET, encoding="utf-8")
+    (out / "pkg" / "secret2.py").write_text(SECRET, encoding="utf-8")
+    return out
+
+
+def skipped_paths(result: dict[str, Any]) -> dict[str, str]:
+    return {s["path"]: s["reason"] for s in result.get("skipped", [])}
+
+
+def assert_no_canary(result: Any) -> None:
+    text = json.dumps(result)
+    assert CANARY not in text and CANARY.lower() not in text
+
+
+@pytest.fixture
+def escaping(tmp_path: Path) -> Path:
+    root = write_project(tmp_path / "project")
+    out = outside_dir(tmp_path)
+    (root / "settings_local.py").symlink_to(out / "secret.py")
+    (root / "pkg" / "x.py").symlink_to(out / "secret.py")
+    (root / "passwd.py").symlink_to("/etc/passwd")
+    (root / "outdir").symlink_to(out / "pkg")  # a folder link out: ruff's discovery does not follow it
+    (root / "pkg" / "alias.py").symlink_to(root / "pkg" / "clean.py")  # a link inside is fine
+    return root
+
+
+async def test_links_out_of_the_root_are_skipped_by_every_walk(mcp_client: ClientFactory, escaping: Path) -> None:
+    with anyio.fail_after(BOUND_S):
+        async with mcp_client(escaping) as client:
+            for tool in TOOLS:
+                for args in ({}, {"paths": ["pkg"]}, {"paths": ["pkg", "settings_local.py"]}):
+                    if "settings_local.py" in args.get("paths", []):
+                        # An explicit link out is refused, as before.
+                        result = await client.call_tool(tool, args)
+                        assert result.is_error
+                        assert_no_canary(result.content[0].text)  # type: ignore[union-attr]
+                        continue
+                    result = await call(client, tool, args)
+                    assert_no_canary(result)
+                    skipped = skipped_paths(result)
+                    assert "pkg/x.py" in skipped, (tool, args, result)
+                    assert "outside" in skipped["pkg/x.py"]
+                    if not args:
+                        assert "settings_local.py" in skipped and "passwd.py" in skipped
+                    assert result["skipped_count"] == len(skipped)
+            # A link that stays inside the root is still checked.
+            lint = await call(client, "lint", {"paths": ["pkg"], "select": ["ALL"]})
+            assert "pkg/alias.py" in {d["path"] for d in lint["diagnostics"]}
+
+
+@pytest.fixture
+def special(tmp_path: Path) -> Path:
+    root = write_project(tmp_path / "project")
+    os.mkfifo(root / "fifo.py")
+    os.mkfifo(root / "pkg" / "pipe.py")
+    (root / "zero.py").symlink_to("/dev/zero")
+    (root / "pkg" / "out.py").symlink_to("/proc/self/fd/1")
+    return root
+
+
+@pytest.mark.parametrize("transport", ["memory", "stdio"])
+async def test_fifos_and_device_links_never_block_a_walk(mcp_client: ClientFactory, special: Path) -> None:
+    with anyio.fail_after(BOUND_S):
+        async with mcp_client(special) as client:
+            for tool in TOOLS:
+                for args in ({}, {"paths": ["pkg"]}):
+                    result = await call(client, tool, args)
+                    skipped = skipped_paths(result)
+                    assert "pkg/pipe.py" in skipped and "FIFO" in skipped["pkg/pipe.py"], (tool, skipped)
+                    assert "pkg/out.py" in skipped, (tool, skipped)
+                    if not args:
+                        assert "FIFO" in skipped["fifo.py"] and "outside" in skipped["zero.py"]
+            # The server still serves, and the project's real files were checked.
+            lint = await call(client, "lint", {})
+            assert "pkg/mod.py" in {d["path"] for d in lint["diagnostics"]}
+
+
+async def test_a_huge_file_is_skipped_not_read(mcp_client: ClientFactory, tmp_path: Path) -> None:
+    root = write_project(tmp_path / "project")
+    with (root / "big.py").open("wb") as fh:  # sparse: 50 MB on paper, nothing on disk
+        fh.truncate(50 * 1024 * 1024)
+    with anyio.fail_after(BOUND_S):
+        async with mcp_client(root) as client:
+            for tool in TOOLS:
+                result = await call(client, tool, {})
+                reason = skipped_paths(result).get("big.py", "")
+                assert "over the limit" in reason and "max_source_bytes" in reason, (tool, result)
+
+
+@pytest.mark.parametrize("transport", ["memory"])
+async def test_the_walk_is_bounded_in_files(mcp_client: ClientFactory, tmp_path: Path) -> None:
+    root = write_project(tmp_path / "project")
+    (root / "many").mkdir()
+    for i in range(30):
+        (root / "many" / f"m{i:02}.py").write_text("x = 1\n", encoding="utf-8")
+    with anyio.fail_after(BOUND_S):
+        async with mcp_client(root, max_walk_files=10) as client:
+            for tool in TOOLS:
+                result = await call(client, tool, {"paths": ["many"]})
+                assert result["files_checked"] == 10 if tool != "analyze" else result["summary"]["files"] == 10
+                assert result["skipped_count"] == 20
+                assert "max_walk_files" in json.dumps(result["skipped"])
