@@ -176,6 +176,8 @@ def finish(
     file_of = {nodeid: rel for rel, ids in event.get("collected", {}).items() for nodeid in ids}
     modules: dict[str, list[int]] = event.get("modules", {})
     refs: dict[str, list[int]] = event.get("refs", {})
+    fixtures: dict[str, list[int]] = event.get("fixtures", {})
+    uses: dict[str, list[str]] = event.get("uses", {})
     writes: list[store.TestWrite] = []
     for nodeid, keys in event.get("tests", {}).items():
         if nodeid not in outcomes:
@@ -184,6 +186,8 @@ def finish(
         rel = file_of.get(nodeid, nodeid.split("::")[0])
         deps: dict[str, set[str]] = defaultdict(set)
         ok = add(deps, keys) and add(deps, modules.get(rel, []))
+        for name in uses.get(nodeid, []):
+            ok = ok and add(deps, fixtures.get(name, []))
         own = file_blocks.get(rel) if rel in file_blocks else blocks_for(rel)
         ok = ok and own is not None
         if own is not None:

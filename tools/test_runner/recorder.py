@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import pytest
 
@@ -37,18 +37,34 @@ class _SetTrace:
         self.seen: Set[Any] = set()
         self.tracer: Optional[Callable[..., Any]] = None
 
-    def start(self) -> Set[Any]:
-        seen: Set[Any] = set()
+    def _install(self, seen: Set[Any]) -> None:
         add = seen.add
 
         def tracer(frame: Any, event: str, arg: Any) -> None:
             add(frame.f_code)
 
         self.tracer = tracer
+        self.seen = seen
         sys.settrace(tracer)
         threading.settrace(tracer)
-        self.seen = seen
-        return seen
+
+    def start(self) -> Set[Any]:
+        self._install(set())
+        return self.seen
+
+    def push(self) -> Set[Any]:
+        """Record into a fresh set (a fixture's setup) until `pop`; returns the current one."""
+        saved = self.seen
+        self._install(set())
+        return saved
+
+    def pop(self, saved: Set[Any]) -> Tuple[Set[Any], bool]:
+        """Back to `saved`, which gets what ran since `push` too; returns that and whether intact."""
+        inner = self.seen
+        intact = sys.gettrace() is self.tracer
+        saved |= inner
+        self._install(saved)
+        return inner, intact
 
     def stop(self) -> bool:
         """Stop; False if someone replaced our tracer meanwhile (the record is not complete)."""
@@ -78,6 +94,18 @@ class _Monitoring:
         self.mon.set_events(self.tool, self.mon.events.PY_START)
         self.mon.restart_events()
         return self.seen
+
+    def push(self) -> Set[Any]:
+        saved = self.seen
+        self.seen = set()
+        self.mon.restart_events()  # what ran before in this test is reported again
+        return saved
+
+    def pop(self, saved: Set[Any]) -> Tuple[Set[Any], bool]:
+        inner = self.seen
+        saved |= inner
+        self.seen = saved
+        return inner, bool(self.mon.get_tool(self.tool) == "mcp-code-tools")
 
     def stop(self) -> bool:
         intact = bool(self.mon.get_tool(self.tool) == "mcp-code-tools")
@@ -115,6 +143,9 @@ class Recorder:
         self._pair_index: Dict[Any, int] = {}
         self.tests: Dict[str, List[int]] = {}
         self.lost: List[str] = []
+        self.fixtures: Dict[str, Set[int]] = {}
+        """Higher-scoped fixture name -> what its setups executed (shared by every test using it)."""
+        self.uses: Dict[str, List[str]] = {}
         self.modules: Dict[str, List[int]] = {}
         self.refs: Dict[str, List[int]] = {}
         self.collected: Dict[str, List[str]] = {}
@@ -230,6 +261,27 @@ class Recorder:
 
     # --- tests -----------------------------------------------------------------------------------
 
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Any:
+        """A class/module/session fixture runs once for many tests: what its setup executes is
+        recorded apart and added to every test that uses it (not only to the first one)."""
+        tracer = self.tracer
+        if tracer is None or str(getattr(fixturedef, "scope", "function")) == "function":
+            yield
+            return
+        saved = tracer.push()
+        try:
+            yield
+        finally:
+            inner, intact = tracer.pop(saved)
+            keys = set(self._keys(inner)) if intact else {-1}
+            self.fixtures.setdefault(str(fixturedef.argname), set()).update(keys)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: Any) -> None:
+        if self.tracer is not None:
+            self.uses[item.nodeid] = list(getattr(item, "fixturenames", ()))
+
     def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
         if self.tracer is not None:
             self.tracer.start()
@@ -251,6 +303,8 @@ class Recorder:
             "pairs": self._pairs,
             "tests": self.tests if self.record else {},
             "lost": self.lost,
+            "fixtures": {name: sorted(keys) for name, keys in self.fixtures.items()},
+            "uses": {nodeid: [n for n in names if n in self.fixtures] for nodeid, names in self.uses.items()},
             "modules": self.modules,
             "refs": self.refs,
             "collected": self.collected,

@@ -301,6 +301,37 @@ async def test_cwd_and_sys_path_changes_do_not_corrupt_records(memory_client: An
             assert await plan(client) == {"tests/test_alpha.py::test_add", "tests/test_beta.py::test_twice"}
 
 
+async def test_a_shared_fixture_counts_for_every_test_that_uses_it(memory_client: Any, tmp_path: Path) -> None:
+    root = make(tmp_path)
+    (root / "tests/test_shared.py").write_text(
+        textwrap.dedent(
+            """
+            import pytest
+            from pkg.alpha import mul
+
+            @pytest.fixture(scope="module")
+            def six():
+                return mul(2, 3)
+
+            def test_first(six):
+                assert six
+
+            def test_second(six):
+                assert six == 6
+            """
+        )
+    )
+    with anyio.fail_after(120):
+        async with memory_client(root) as client:
+            await run(client)
+            edit(root / "pkg/alpha.py", "return a * b", "return b * a")
+            assert await plan(client) == {
+                "tests/test_alpha.py::test_mul",
+                "tests/test_shared.py::test_first",
+                "tests/test_shared.py::test_second",
+            }
+
+
 async def test_collection_errors_are_reported_as_usual(memory_client: Any, tmp_path: Path) -> None:
     root = write_project(tmp_path / "broken", {"test_broken.py": "def test_x(:\n    pass\n"})
     with anyio.fail_after(60):
