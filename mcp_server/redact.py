@@ -1,38 +1,86 @@
-"""Streaming redaction of secrets in process output.
+"""Redaction of secrets in everything that leaves the server.
 
-`StreamRedactor.feed()` takes chunks as they arrive and returns the text that is safe to pass on,
-holding back a short tail in which a secret could still be starting: a secret split across two
-chunks is redacted all the same. `flush()` releases the rest at the end of the stream. Feeding
-any chunking of a text gives exactly what `Redactor.redact()` gives for the whole text.
+`Redactor.redact()` rewrites a text; `redact_value()` rewrites every string of a JSON-like value
+(keys included) without changing its shape or types. `StreamRedactor.feed()` takes chunks as they
+arrive and returns the text that is safe to pass on, holding back a short tail in which a secret
+could still be starting: feeding any chunking of a text gives exactly what `redact()` gives for
+the whole text. `RedactingFilter` does the same for log records.
+
+What is a secret: the values of secret-looking variables of the server's environment, the shapes
+of common tokens (GitHub, AWS, Slack, OpenAI-style keys, JWTs, bearer tokens), private key
+blocks (to their END line, or to the end of the text when it never comes), and values assigned to
+a secret-looking name (password, token, secret, api key, private key, credential) in any of the
+forms: quoted after `=` or `:` (Python, JSON, repr, TOML, YAML), or bare after `NAME=` in upper
+case (environment style). Values have no length limit. A bare value after a lower-case name is
+taken only when it holds a digit or a symbol and is not code (a call, a dotted name, a short
+number, a template): keyword arguments passing a variable and type annotations are left alone.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 REDACTED = "[REDACTED]"
 
 _SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|PASS|API_?KEY|PRIVATE|CREDENTIAL|AUTH|SESSION)", re.I)
 _MIN_SECRET_LEN = 6
 
-# Shapes of common tokens. Every part has a bounded width, so what a secret may still become
-# is decided within a bounded window; a private key block is redacted up to the end of the text
-# when its END line never comes (a key cut off mid-print is still a key).
-_TOKEN_PATTERNS = [
+# A secret-looking name: matched from its keyword on (what precedes the keyword is left as it is,
+# so `AWS_SECRET_ACCESS_KEY` and `SECRET_ACCESS_KEY` give the same output).
+_NAME = r"(?i:secret|token|passw(?:or)?d|pwd|api[_-]?key|apikey|private[_-]?key|credential)[A-Za-z0-9_-]{0,64}"
+_UPPER_NAME = r"(?:SECRET|TOKEN|PASSWORD|PASSWD|API_?KEY|PRIVATE_?KEY|CREDENTIAL)[A-Z0-9_]{0,64}"
+_SEP = r"\\?[\"']?[ \t]{0,16}(?::=|=>|[=:])[ \t]{0,16}"
+_BARE = r"[^\s'\"\\`&,;()\[\]{}<>]"
+_SYMBOLIC = r"[^A-Za-z_.\s'\"\\`&,;()\[\]{}<>]"
+# Bare values that are code or placeholders, not secrets: a call, a dotted name, a short number,
+# a template (`%s`, `$VAR`), a comment.
+_NOT_SECRET = (
+    r"(?![A-Za-z_][\w.]{0,128}\()"
+    r"(?![A-Za-z_]\w{0,64}(?:\.[A-Za-z_]\w{0,64}){1,8}(?![\w.\-/+=:@~]))"
+    r"(?!-?[0-9_]{1,6}(?![\w.\-/+=:@~]))"
+    r"(?![%$#=*:])"
+)
+_END_KEY = re.compile(r"-----END [A-Z ]{0,64}PRIVATE KEY-----")
+
+# Each alternative carries one named group: `k_*` groups are kept (a name and its separator, or
+# the `Bearer ` scheme) and the rest of the match is replaced; `z_*` groups only say which kind
+# matched. Kinds in `_OPEN` have no length limit: a match of theirs that is still growing at the
+# end of a stream's buffer is replaced at once and the rest of it swallowed as it arrives.
+_PATTERNS = [
+    r"(?P<z_key>)-----BEGIN [A-Z ]{0,64}PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]{0,64}PRIVATE KEY-----|\Z)",
     r"ghp_[A-Za-z0-9]{36}",
     r"gh[ousr]_[A-Za-z0-9]{36}",
-    r"github_pat_[A-Za-z0-9_]{22,255}",
+    r"(?P<z_word>)github_pat_[A-Za-z0-9_]{22,}",
     r"(?:AKIA|ASIA)[A-Z0-9]{16}",
-    r"xox[baprs]-[A-Za-z0-9-]{10,200}",
-    r"sk-[A-Za-z0-9_-]{20,200}",
-    r"(?i:bearer)[ \t]{1,16}[A-Za-z0-9._~+/=-]{8,4096}",
-    r"(?i:password|passwd|pwd|secret|token|api_key|apikey)[ \t]{0,16}[=:][ \t]{0,16}[^\s'\"&,;]{1,512}",
-    r"-----BEGIN [A-Z ]{0,64}PRIVATE KEY-----[\s\S]{0,65536}?(?:-----END [A-Z ]{0,64}PRIVATE KEY-----|\Z)",
+    r"(?P<z_dash>)xox[baprs]-[A-Za-z0-9-]{10,}",
+    r"(?P<z_dash2>)sk-(?=[A-Za-z0-9_-]{0,64}?[0-9])[A-Za-z0-9_-]{20,}",
+    r"(?P<z_jwt>)eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*",
+    r"(?P<k_bearer>(?i:bearer)[ \t]{1,16})(?=[A-Za-z0-9._~+/=-]{0,256}?[0-9._~+/=-])[A-Za-z0-9._~+/=-]{8,}",
+    rf"(?P<k_dq>{_NAME}{_SEP}\\?\")(?![\s,;)\]}}])(?:[^\"\\\n]|\\.)+",
+    rf"(?P<k_sq>{_NAME}{_SEP}\\?')(?![\s,;)\]}}])(?:[^'\\\n]|\\.)+",
+    rf"(?P<k_env>{_UPPER_NAME}=)[^\s'\"&;]+",
+    rf"(?P<k_bare>{_NAME}{_SEP}){_NOT_SECRET}(?={_BARE}{{0,256}}?{_SYMBOLIC}){_BARE}+",
 ]
-# Held back at the end of a stream: longer than any prefix of a token shape that does not match
-# yet. (A match that runs into the end of the window is held back from its start, see `feed`.)
+# What continues a match of an open kind (matched at the start of the next text).
+_OPEN = {
+    "z_word": re.compile(r"[A-Za-z0-9_]*"),
+    "z_dash": re.compile(r"[A-Za-z0-9-]*"),
+    "z_dash2": re.compile(r"[A-Za-z0-9_-]*"),
+    "z_jwt": re.compile(r"[A-Za-z0-9_-]*"),
+    "k_bearer": re.compile(r"[A-Za-z0-9._~+/=-]*"),
+    "k_dq": re.compile(r"(?:[^\"\\\n]|\\.)*"),
+    "k_sq": re.compile(r"(?:[^'\\\n]|\\.)*"),
+    "k_env": re.compile(r"[^\s'\"&;]*"),
+    "k_bare": re.compile(rf"{_BARE}*"),
+}
+_ESCAPING = ("k_dq", "k_sq")
+_KEY_TAIL = 96  # longer than any END line: what is kept to find one split across chunks
+
+# Held back at the end of a stream: longer than any prefix of a shape that does not match yet.
 _HOLD = 4096 + 64
 # When the cut can move back to a line end within this distance, it does: readable live output.
 _LINE_SLACK = 1024
@@ -47,41 +95,150 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
 
 def build_pattern(values: Iterable[str]) -> re.Pattern[str]:
     literal = [re.escape(v) for v in sorted(set(values), key=len, reverse=True) if len(v) >= _MIN_SECRET_LEN]
-    return re.compile("|".join(literal + _TOKEN_PATTERNS))
+    return re.compile("|".join(literal + _PATTERNS))
 
 
-def _keep_group(match: re.Match[str]) -> str:
-    text = match.group(0)
-    # Keep the key name of `password=...` and the scheme of `Bearer ...` so logs stay readable.
-    for sep in ("=", ":"):
-        head, found, _ = text.partition(sep)
-        if found and re.fullmatch(r"[ \t]*(?i:password|passwd|pwd|secret|token|api_key|apikey)[ \t]*", head):
-            return f"{head}{sep}{REDACTED}"
-    if text[:6].lower() == "bearer":
-        return f"{text.split()[0]} {REDACTED}"
+def _replacement(match: re.Match[str]) -> str:
+    kind = match.lastgroup
+    if kind is not None and kind.startswith("k_"):
+        return match.group(kind) + REDACTED
     return REDACTED
 
 
+def _is_open(match: re.Match[str]) -> bool:
+    """A match that more text could extend: an unbounded kind, or a key block with no END yet."""
+    kind = match.lastgroup
+    if kind == "z_key":
+        return _END_KEY.search(match.group(0)) is None
+    return kind in _OPEN
+
+
+# Every shape above contains one of these (case-insensitively), and no match but a key block
+# crosses a line end: only lines holding one of them are searched (the fast path).
+_TRIGGERS = ("secret", "token", "passw", "pwd", "api", "private", "credential", "bearer", "gh", "sk-", "eyj")
+_TRIGGERS += ("akia", "asia", "xox")
+_KEY_BEGIN = "-----BEGIN"
+
+
 class Redactor:
-    """Whole-text redaction with a fixed set of secret values plus the common token shapes."""
+    """Redaction with a fixed set of secret values plus the shapes above."""
 
     def __init__(self, values: Iterable[str] | None = None) -> None:
         self.values = list(values) if values is not None else secret_values()
         self.pattern = build_pattern(self.values)
         self.max_literal = max((len(v) for v in self.values), default=0)
+        literals = [v for v in self.values if len(v) >= _MIN_SECRET_LEN]
+        self._multiline = any("\n" in v or "\r" in v for v in literals)
+        self._literals = [v.lower() for v in literals]
+
+    def finditer(self, text: str) -> Iterator[re.Match[str]]:
+        """The matches of `pattern` in `text`, in order: exactly `pattern.finditer(text)`, faster."""
+        low = text.lower()
+        if self._multiline or _KEY_BEGIN in text or len(low) != len(text):
+            yield from self.pattern.finditer(text)
+            return
+        starts: list[int] = []
+        for trigger in (*_TRIGGERS, *self._literals):
+            i = low.find(trigger)
+            while i >= 0:
+                starts.append(i)
+                i = low.find(trigger, i + len(trigger))
+        if not starts:
+            return
+        starts.sort()
+        end = 0
+        for i in starts:
+            if i < end:
+                continue
+            start = text.rfind("\n", 0, i) + 1
+            start = max(start, end)
+            stop = text.find("\n", i)
+            end = len(text) if stop < 0 else stop + 1
+            yield from self.pattern.finditer(text, start, end)
 
     def redact(self, text: str) -> str:
-        return self.pattern.sub(_keep_group, text)
+        out: list[str] = []
+        pos = 0
+        for match in self.finditer(text):
+            out.append(text[pos : match.start()])
+            out.append(_replacement(match))
+            pos = match.end()
+        if not pos:
+            return text
+        out.append(text[pos:])
+        return "".join(out)
+
+    def redact_value(self, value: Any) -> Any:
+        """Every string in `value` (dict keys too) redacted; lists, dicts and scalars keep their types."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {(self.redact(k) if isinstance(k, str) else k): self.redact_value(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.redact_value(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self.redact_value(v) for v in value)
+        return value
 
     def stream(self) -> StreamRedactor:
         return StreamRedactor(self)
+
+
+_process_redactor: Redactor | None = None
+
+
+def process_redactor() -> Redactor:
+    """The redactor of this server process (the last one installed, else one from the environment)."""
+    global _process_redactor
+    if _process_redactor is None:
+        _process_redactor = Redactor()
+    return _process_redactor
+
+
+def install(redactor: Redactor) -> None:
+    """Make `redactor` the process's: run logs and `RedactingFilter` use it."""
+    global _process_redactor
+    _process_redactor = redactor
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts a log record's message (arguments merged) and its exception text before any handler."""
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redactor = self._redactor or process_redactor()
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format: leave it to the handler's own error path
+            return True
+        record.msg = redactor.redact(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redactor.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redactor.redact(record.stack_info)
+        return True
+
+
+def install_log_filter(handlers: Iterable[logging.Handler] | None = None) -> None:
+    """Add a `RedactingFilter` to `handlers` (default: the root logger's handlers)."""
+    for handler in handlers if handlers is not None else logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 class StreamRedactor:
     """Incremental redaction over a stream of text chunks.
 
     The pending text is scanned again only once another `hold` characters have arrived, so the
-    work stays linear in the output even when a long match (a key block) keeps text held back.
+    work stays linear in the output. A match of unbounded length (a key block without its END
+    line, a very long value) that reaches the end of the pending text after the hold-back window
+    is replaced at once; what follows of it is swallowed as it arrives, keeping memory bounded.
     """
 
     def __init__(self, redactor: Redactor) -> None:
@@ -90,14 +247,44 @@ class StreamRedactor:
         self._size = 0
         self._hold = max(_HOLD, redactor.max_literal + 64)
         self._next_scan = 2 * self._hold
+        self._open: str | None = None  # the kind of the match being swallowed
+        self._carry = ""  # an escape's backslash, or the tail where an END line may start
 
     @property
     def pending(self) -> int:
         """Characters held back, not yet released."""
-        return self._size
+        return self._size + len(self._carry)
+
+    def _swallow(self, chunk: str) -> str | None:
+        """Consume the continuation of the open match; the text after it, or None if it goes on."""
+        kind = self._open
+        assert kind is not None
+        text = self._carry + chunk
+        self._carry = ""
+        if kind == "z_key":
+            end = _END_KEY.search(text)
+            if end is None:
+                self._carry = text[-_KEY_TAIL:]
+                return None
+            self._open = None
+            return text[end.end() :]
+        cont = _OPEN[kind].match(text)
+        stop = cont.end() if cont else 0
+        if stop == len(text):
+            return None
+        if kind in _ESCAPING and stop == len(text) - 1 and text[-1] == "\\":
+            self._carry = "\\"
+            return None
+        self._open = None
+        return text[stop:]
 
     def feed(self, chunk: str) -> str:
         """The redacted text that is final now; the rest waits for more input or `flush()`."""
+        if self._open is not None:
+            rest = self._swallow(chunk)
+            if rest is None:
+                return ""
+            chunk = rest
         self._parts.append(chunk)
         self._size += len(chunk)
         if self._size < self._next_scan:
@@ -108,27 +295,43 @@ class StreamRedactor:
         if newline >= 0:
             cut = newline + 1
         # Matches wholly before the cut are final: text after the cut cannot change them (every
-        # shape is bounded, or ends at a fixed marker). A match reaching past the cut may still
-        # grow, so the cut moves back to its start.
+        # bounded shape fits in the hold-back window). A match reaching past the cut may still
+        # grow, so the cut moves back to its start, unless it is an unbounded one that already
+        # started before the cut and runs to the end: that one is replaced now and swallowed on.
         out: list[str] = []
         pos = 0
-        for match in self._redactor.pattern.finditer(text):
+        rest = ""
+        for match in self._redactor.finditer(text):
             if match.end() > cut:
+                if match.end() == len(text) and match.start() < cut and _is_open(match):
+                    out.append(text[pos : match.start()])
+                    out.append(_replacement(match))
+                    pos = cut = len(text)
+                    self._open = match.lastgroup
+                    if self._open == "z_key":
+                        self._carry = text[-_KEY_TAIL:]
+                    break
                 cut = min(cut, match.start())
                 break
             out.append(text[pos : match.start()])
-            out.append(_keep_group(match))
+            out.append(_replacement(match))
             pos = match.end()
         out.append(text[pos:cut])
         rest = text[cut:]
-        self._parts = [rest]
+        self._parts = [rest] if rest else []
         self._size = len(rest)
         self._next_scan = self._size + self._hold
         return "".join(out)
 
     def flush(self) -> str:
-        out = self._redactor.redact("".join(self._parts))
+        out = "" if self._open is not None else self._redactor.redact("".join(self._parts))
         self._parts = []
         self._size = 0
         self._next_scan = 2 * self._hold
+        self._open = None
+        self._carry = ""
         return out
+
+    def peek(self) -> str:
+        """What `flush()` would release now, without ending the stream."""
+        return "" if self._open is not None else self._redactor.redact("".join(self._parts))

@@ -18,6 +18,7 @@ BEARER_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig-nature_value"
 PASSWORD = "hunter2-is-my-pass"
 KEY_BODY = "MIIEowIBAAKCAQEA0123456789abcdef\nQWERTYUIOPASDFGHJKLZXCVBNM0123456789\n"
 KEY_BLOCK = f"-----BEGIN RSA PRIVATE KEY-----\n{KEY_BODY}-----END RSA PRIVATE KEY-----"
+JWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0." + "Sfl" * 300
 
 # (text containing a secret, the secret, what the redacted text must contain)
 SAMPLES = [
@@ -29,7 +30,7 @@ SAMPLES = [
         f"Authorization: Bearer {BEARER_TOKEN}\n", BEARER_TOKEN, f"Authorization: Bearer {REDACTED}\n", id="bearer"
     ),
     pytest.param(f"db password={PASSWORD} host=x", PASSWORD, f"db password={REDACTED} host=x", id="password="),
-    pytest.param(f"PASSWORD: {PASSWORD}\n", PASSWORD, f"PASSWORD:{REDACTED}\n", id="password-colon"),
+    pytest.param(f"PASSWORD: {PASSWORD}\n", PASSWORD, f"PASSWORD: {REDACTED}\n", id="password-colon"),
     pytest.param(f"key:\n{KEY_BLOCK}\ndone", KEY_BODY.splitlines()[1], f"key:\n{REDACTED}\ndone", id="private-key"),
     pytest.param(
         f"key:\n-----BEGIN PRIVATE KEY-----\n{KEY_BODY}", KEY_BODY.splitlines()[0], f"key:\n{REDACTED}", id="cut-key"
@@ -143,9 +144,31 @@ PIECES = [
     "x" * 1500,
     ("filler line\n" * 150),
     "y" * 5000,
+    # The forms of issue 10: quoted, JSON and repr dicts, NAME=value, JWTs, long values.
+    "password = 'hunter2quoted'",
+    '{"password": "hunter2json", "api_key": "k-123"}',
+    "{'password': 'x'}",
+    "AWS_SECRET_ACCESS_KEY=",
+    "SECRET_KEY = '",
+    "'",
+    '"',
+    "\\",
+    '\\"',
+    "token=",
+    "token=" + "v" * 5000 + "9",
+    'password="' + "q" * 6000,
+    JWT,
+    "eyJ",
+    "-----BEGIN RSA PRIVATE KEY-----\n" + "k" * 9000,
+    "token=token)",
 ]
 texts = st.lists(
-    st.one_of(st.sampled_from(PIECES), st.text(max_size=40), st.text(alphabet="ghp_AKIAbeare =\n-", max_size=20)),
+    st.one_of(
+        st.sampled_from(PIECES),
+        st.text(max_size=40),
+        st.text(alphabet="ghp_AKIAbeare =\n-", max_size=20),
+        st.text(alphabet="passwordtokenSECRET_=:'\"\\ 9x{}\n", max_size=30),
+    ),
     max_size=40,
 ).map("".join)
 
@@ -164,3 +187,134 @@ def test_streaming_any_chunking_equals_redacting_the_whole(case: tuple[str, list
     text, chunks = case
     red = redactor()
     assert stream_all(red.stream(), chunks) == red.redact(text)
+
+
+# --- the forms that leaked (issue 10) ------------------------------------------------------------
+
+LEAKED_FORMS = [
+    pytest.param("password = 'hunter2quoted'", "hunter2quoted", id="quoted-single"),
+    pytest.param('password = "hunter2dq"', "hunter2dq", id="quoted-double"),
+    pytest.param('{"password": "hunter2json", "api_key": "apikeyvalue"}', "hunter2json", id="json-dict"),
+    pytest.param('{"password": "hunter2json", "api_key": "apikeyvalue"}', "apikeyvalue", id="json-dict-api-key"),
+    pytest.param("{'password': 'x'}", "'x'", id="repr-dict"),
+    pytest.param("AssertionError: assert {'token': 'tok9value', 'password': 'p'} == {}", "tok9value", id="assert"),
+    pytest.param("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMIK7MDENGbPxRfiCY", "wJalrXUtnFEMI", id="env-assignment"),
+    pytest.param("SECRET_KEY = 'django-insecure-abc'", "django-insecure", id="secret-key-quoted"),
+    pytest.param("MY_SERVICE_TOKEN=abcdefghij", "abcdefghij", id="upper-token-letters-only"),
+    pytest.param('DB_PASSWORD = "correct horse"', "correct horse", id="spaced-quoted"),
+    pytest.param(f"header {JWT} end", JWT[:40], id="jwt"),
+    pytest.param(f"token={JWT}", JWT[-40:], id="long-jwt-after-token"),
+    pytest.param("token=" + "t0k" * 400, "t0k" * 200, id="value-over-512"),
+    pytest.param(r"raise AssertionError(\"password=hunter2hunter2\")", "hunter2hunter2", id="escaped-json"),
+]
+
+
+@pytest.mark.parametrize(("text", "secret"), LEAKED_FORMS)
+def test_forms_that_leaked_are_redacted_whole_and_streamed(text: str, secret: str) -> None:
+    red = redactor()
+    assert secret not in red.redact(text)
+    before = "".join(f"line {i} of the output\n" for i in range(300))
+    whole = before + text + "\n" + "after\n" * 20
+    for size in (1, 7, 4096, 5000):
+        chunks = [whole[i : i + size] for i in range(0, len(whole), size)]
+        assert secret not in stream_all(red.stream(), chunks)
+
+
+def test_redaction_keeps_json_escapes_intact() -> None:
+    """The `password=` shape used to eat the backslash of `\\"` inside ruff's JSON."""
+    import json
+
+    text = json.dumps({"fix": 'raise AssertionError("password=hunter2hunter2")'})
+    out = redactor().redact(text)
+    assert "hunter2hunter2" not in out
+    assert json.loads(out)["fix"] == 'raise AssertionError("password=[REDACTED]")'
+
+
+def test_code_and_prose_are_left_alone() -> None:
+    text = (
+        "token = secrets.token_hex(16)\n"
+        "client = Client(token=token)\n"
+        "def check(password: str, token: Any) -> None:\n"
+        "    tokens == 5\n"
+        "the token budget is spent; password policy: see the README\n"
+        "Authorization header carries a token\n"
+        '    "token: ",\n'
+    )
+    assert redactor().redact(text) == text
+
+
+def test_a_key_without_end_is_redacted_however_much_follows() -> None:
+    body = "".join(f"MIIEvQIBADANBgkqhkiG9w0BAQEFAASC{i:08d}\n" for i in range(3000))  # ~120 KB
+    text = "before\n-----BEGIN PRIVATE KEY-----\n" + body + "trailing output\n"
+    assert redactor().redact(text) == f"before\n{REDACTED}"
+    stream = redactor().stream()
+    out = "".join(stream.feed(text[i : i + 1000]) for i in range(0, len(text), 1000))
+    assert stream.pending < 10_000  # swallowed as it comes, not held
+    out += stream.flush()
+    assert out == f"before\n{REDACTED}"
+
+
+def test_a_key_that_ends_later_lets_the_rest_through() -> None:
+    text = "-----BEGIN PRIVATE KEY-----\n" + "a" * 70_000 + "\n-----END PRIVATE KEY-----\nvisible 42\n"
+    red = redactor()
+    assert red.redact(text) == f"{REDACTED}\nvisible 42\n"
+    for size in (1000, 4161, 33):
+        assert stream_all(red.stream(), [text[i : i + size] for i in range(0, len(text), size)]) == red.redact(text)
+
+
+def test_redact_value_keeps_shape_and_types() -> None:
+    value = {
+        "n": 3,
+        "ok": True,
+        "none": None,
+        "f": 1.5,
+        "items": [{"nodeid": f"t.py::test[{GHP}]", "k": [1, "password='x1'"]}],
+        f"key {AKIA}": "v",
+    }
+    out = redactor().redact_value(value)
+    assert out["n"] == 3 and out["ok"] is True and out["none"] is None and out["f"] == 1.5
+    assert out["items"][0]["nodeid"] == f"t.py::test[{REDACTED}]"
+    assert out["items"][0]["k"] == [1, f"password='{REDACTED}'"]
+    assert f"key {REDACTED}" in out
+    assert GHP not in repr(out) and AKIA not in repr(out)
+
+
+def test_log_filter_redacts_messages_arguments_and_tracebacks() -> None:
+    import io
+    import logging
+
+    from mcp_server.redact import RedactingFilter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter(redactor()))
+    log = logging.getLogger("test_redact.filter")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("connecting with %s", ENV_SECRET)
+        try:
+            raise ValueError(f"bad token {GHP}")
+        except ValueError:
+            log.exception("failed")
+    finally:
+        log.removeHandler(handler)
+    text = stream.getvalue()
+    assert ENV_SECRET not in text and GHP not in text
+    assert text.count(REDACTED) == 2
+
+
+def test_few_redactions_on_this_repository() -> None:
+    """False positives: our own source and tests hold code about tokens and passwords, and some
+    deliberate secret-shaped test data; outside the test data nothing is redacted."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    red = Redactor([])
+    hits: dict[str, int] = {}
+    for path in sorted([*repo.glob("mcp_server/**/*.py"), *repo.glob("tools/**/*.py"), *repo.glob("benchmarks/*.py")]):
+        text = path.read_text(encoding="utf-8")
+        count = len(red.pattern.findall(text))
+        if count:
+            hits[str(path.relative_to(repo))] = count
+    assert hits == {}, hits
