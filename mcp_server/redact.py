@@ -115,8 +115,8 @@ def _is_open(match: re.Match[str]) -> bool:
 
 # Every shape above contains one of these (case-insensitively), and no match but a key block
 # crosses a line end: only lines holding one of them are searched (the fast path).
-_TRIGGERS = ("secret", "token", "passw", "pwd", "api", "private", "credential", "bearer", "gh", "sk-", "eyj")
-_TRIGGERS += ("akia", "asia", "xox")
+_TRIGGERS: tuple[str, ...] = ("secret", "token", "passw", "pwd", "api", "private", "credential", "bearer", "gh")
+_TRIGGERS += ("sk-", "eyj", "akia", "asia", "xox")
 _KEY_BEGIN = "-----BEGIN"
 
 
