@@ -52,7 +52,9 @@ the `check` workflow's gates, the interpreter its tests run with. Everything els
 token, origins, roots, limits, audit, cache_dir, pools, policy) is the operator's. A new setting is
 operator-only unless it is added here."""
 
-NOT_SETTINGS = frozenset({"MCP_CODE_TOOLS_REQUIRE_REDIS", "MCP_CODE_TOOLS_TEST_REDIS_URL"})
+NOT_SETTINGS = frozenset(
+    {"MCP_CODE_TOOLS_REQUIRE_REDIS", "MCP_CODE_TOOLS_TEST_REDIS_URL", "MCP_CODE_TOOLS_TEST_TRANSPORTS"}
+)
 """Variables with our prefix that are not settings (the test suite's own); no warning for them."""
 
 Warn = Callable[[str], None]

@@ -19,8 +19,15 @@ from mcp_server.transports.memory import memory_transport
 
 pytest_plugins = ["tests.leakcheck", "tests.redis_server"]
 
-TRANSPORTS = ["memory", "stdio", "websocket", "http"]
-"""Every transport a behaviour test runs over (`OPENERS` below has one opener for each)."""
+ALL_TRANSPORTS = ["memory", "stdio", "websocket", "http"]
+"""Every transport `OPENERS` below can open."""
+
+TRANSPORTS = [t for t in os.environ.get("MCP_CODE_TOOLS_TEST_TRANSPORTS", "memory,http").split(",") if t]
+"""The transports behaviour tests run over: in memory, plus one network transport (a real socket, the SDK's
+own HTTP client). Transport conformance (framing, stdio processes, WebSocket, sessions) is tested in
+tests/mcp_server/transports/ and the fuzz tests; `MCP_CODE_TOOLS_TEST_TRANSPORTS=memory,stdio,websocket,http`
+runs the behaviour tests over all four."""
+assert set(TRANSPORTS) <= set(ALL_TRANSPORTS), f"unknown transport in MCP_CODE_TOOLS_TEST_TRANSPORTS: {TRANSPORTS}"
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[Client]]
 
