@@ -9,7 +9,6 @@ line where `ps` shows it. A bad setting or flag is one line on stderr naming it,
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 import sys
 import types
@@ -42,6 +41,8 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         if message.startswith("unrecognized arguments:"):
+            import difflib  # only on this path: not worth its import at every start
+
             flags = [opt for action in self._actions for opt in action.option_strings]
             for word in message.split(":", 1)[1].split():
                 close = difflib.get_close_matches(word.split("=", 1)[0], flags, n=1, cutoff=0.6)

@@ -11,7 +11,6 @@ Flags, environment and the user config are the operator's; a repository is not t
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -333,6 +332,8 @@ class _EnvSource(EnvSettingsSource):
 
 
 def _warn_unknown_env(environ: Mapping[str, str], warn: Warn) -> None:
+    import difflib  # rarely needed: an unknown variable is rare
+
     fields = list(Settings.model_fields)
     for key in environ:
         upper = key.upper()
