@@ -29,6 +29,7 @@ from mcp_server.audit import AuditRecord
 from mcp_server.executor import OutputCollector, kill_group
 from tools.test_runner.affected import Selection, finish, prepare, selection_result
 from tools.test_runner.pool import get_pool
+from tools.test_runner.progress import ProgressBuffer
 from tools.test_runner.rendezvous import Arrival
 from tools.test_runner.reports import RunState, TestFinished
 from tools.test_runner.zygote import FORK_TIMEOUT_S, ChildHandle, Zygote
@@ -86,7 +87,7 @@ class TestRun:
         self.connection = connection
         self.state = RunState(request.root, app.redactor.redact)
         self._write_log = write_log
-        self._on_test = on_test
+        self._progress = ProgressBuffer(on_test)  # bounded, coalescing: a slow client never stalls the parser
         self._on_update = on_update
         self.started = False
         self.ending: Ending | None = None
@@ -181,6 +182,7 @@ class TestRun:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._take, arrivals, output, tg)
                 tg.start_soon(self._watch, handle)
+                tg.start_soon(self._progress.pump)
                 await zygote.fork(handle, command)
                 with anyio.move_on_after(request.timeout_s) as deadline:
                     await self._finished.wait()
@@ -191,6 +193,7 @@ class TestRun:
                     self.ending = "exited"
                 with anyio.move_on_after(DRAIN_S):
                     await self._drained.wait()
+                await self._progress.drain()
                 tg.cancel_scope.cancel()
         except anyio.get_cancelled_exc_class():
             self.ending = "cancelled"
@@ -314,7 +317,7 @@ class TestRun:
                 self._check_finished()
             if finished is not None:
                 self._on_update(self.state)
-                await self._on_test(finished)
+                self._progress.put(finished)
             elif event.get("e") == "collected":
                 self._on_update(self.state)
 
