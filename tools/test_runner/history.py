@@ -18,7 +18,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,13 +89,13 @@ class Recorded:
     flaky: list[str] = field(default_factory=list)
     note: str | None = None
 
-    def apply(self, result: dict[str, Any]) -> None:
+    def apply(self, result: dict[str, Any], redact: Callable[[str], str] = lambda text: text) -> None:
         """`flaky: [nodeid]` among the failures, each failure marked; a note when history is off."""
         if self.note:
             result["history_note"] = self.note
         if not self.flaky:
             return
-        flaky = set(self.flaky)
+        flaky = {redact(nodeid) for nodeid in self.flaky}  # as the failures show them
         result["flaky"] = sorted(flaky)
         for failure in result.get("failures") or []:
             if failure.get("nodeid") in flaky:

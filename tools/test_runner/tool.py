@@ -68,10 +68,7 @@ async def _execute(ctx: ToolContext, run: RunContext, request: RunRequest, waiti
     that waits gets progress, and a run that could not start as a `ToolError`; in the background
     that error is only recorded (the run's result says it)."""
 
-    reports: list[Report] = []  # for the test history, written once at the end
-
     async def on_test(finished: TestFinished) -> None:
-        reports.append(Report(finished.nodeid, finished.outcome, finished.duration_s))
         if waiting:
             await ctx.progress(finished.done, finished.total, f"{finished.nodeid} {finished.outcome}")
 
@@ -93,7 +90,8 @@ async def _execute(ctx: ToolContext, run: RunContext, request: RunRequest, waiti
     recorded = Recorded()
     try:
         await test_run.execute()
-        recorded = await (await get_history(ctx.app)).record(ctx, request.root, reports)
+        reports = [Report(nodeid, outcome, duration) for nodeid, (outcome, duration) in test_run.state.outcomes.items()]
+        recorded = await (await get_history(ctx.app)).record(ctx, request.root, reports)  # one transaction
     except ToolError as exc:
         error = str(exc)
         if waiting:
@@ -111,7 +109,7 @@ def _record(ctx: ToolContext, run: RunContext, test_run: TestRun, error: str | N
             run_id=run.run_id, status=status, duration_s=test_run.duration_s, message=message
         )
         result.update(test_run.extra())
-        recorded.apply(result)  # flaky failures marked; a note when the history is off
+        recorded.apply(result, ctx.app.redactor.redact)  # flaky failures marked; a note when the history is off
     else:
         status = "error" if error is not None else "cancelled"
         result = {**_queued_summary(run), "status": status, "message": error or "cancelled before it started"}
