@@ -33,6 +33,8 @@ from mcp_server.paths import (
     safe_walk,
 )
 from mcp_server.runs import RunContext, RunStore
+from mcp_server.telemetry import past_span, trace_env
+from mcp_server.telemetry import span as trace_span
 
 if TYPE_CHECKING:
     from mcp_server.redact import Redactor
@@ -60,7 +62,10 @@ __all__ = [
     "ToolOutput",
     "ToolSpec",
     "WalkLimit",
+    "past_span",
     "safe_walk",
+    "trace_env",
+    "trace_span",
 ]
 
 logger = logging.getLogger("mcp_server")

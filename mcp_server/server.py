@@ -26,7 +26,7 @@ from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.message import SessionMessage
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from mcp_server import __version__
+from mcp_server import __version__, telemetry
 from mcp_server.api import AppState
 from mcp_server.audit import AuditLog
 from mcp_server.builtin_tools import load_builtin_tools
@@ -111,6 +111,7 @@ class CodeToolsServer:
         self.init_options: InitializationOptions = self.server.create_initialization_options(
             NotificationOptions(tools_changed=True)
         )
+        telemetry.install(self.server, self.app)  # when on: session id, run_id, durations, gauges
 
     # --- runtime ------------------------------------------------------------------------------
 
@@ -160,6 +161,7 @@ class CodeToolsServer:
 
     def connection_closed(self, owner: str | None) -> None:
         """A connection or HTTP session ended: its runs go, and the work still running for them."""
+        telemetry.connection_closed(owner)
         if owner is None:
             return
         purged = self.app.runs.purge_owner(owner)

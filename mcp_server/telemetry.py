@@ -1,30 +1,429 @@
-"""The one module that configures telemetry.
+"""The one module that configures telemetry, and the helpers the code records it with.
 
-Code depends on the OpenTelemetry API only (the SDK's server middleware already opens a span per
-message). Here, at start-up and only when asked, an SDK tracer provider and an exporter are installed.
-Disabled (the default), nothing is imported and spans are no-ops. Exporters write to stderr, never
-stdout, which in stdio mode carries protocol only.
+Code depends on the OpenTelemetry API only. The SDK's server middleware opens a span per
+message, named `{mcp.method.name} {target}` (`tools/call lint`), with the MCP semantic-convention
+attributes, parented on a `traceparent` in the request's `params._meta`. When telemetry is on,
+`TelemetryMiddleware` adds `mcp.session.id` and the `run_id` to that span and records the
+`mcp.server.operation.duration` histogram; `connection_closed` records
+`mcp.server.session.duration`; observable instruments report runs in flight, queue depth, pool
+sizes, cache hit ratio, run contexts alive. Child spans (queue wait, zygote lease and fork, check
+phases) come from `span()` / `past_span()`, which are no-ops costing a flag test when it is off.
+
+Configuration, at start-up only: the setting `otel_exporter` (none|console|otlp) turns it on and
+picks the exporter; the standard variables refine it: `OTEL_SDK_DISABLED`, `OTEL_TRACES_EXPORTER`,
+`OTEL_METRICS_EXPORTER` (otlp|console|none, per signal), `OTEL_EXPORTER_OTLP_*` (endpoint,
+headers, timeout, protocol), `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+`OTEL_BSP_*`, `OTEL_METRIC_EXPORT_INTERVAL`. Exporters write to stderr or the network, never
+stdout (stdio carries protocol only); spans are batched, metrics read periodically, both flushed
+at exit. An OTLP endpoint that is down costs log lines on stderr (the exporter backs off), never a
+tool call: export runs in the SDK's own threads.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import importlib
+import logging
+import os
 import sys
+import time
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import metrics, propagate, trace
 
 from mcp_server.config import Settings
 
+if TYPE_CHECKING:
+    from opentelemetry.metrics import CallbackOptions, Observation
 
-def configure_telemetry(settings: Settings) -> None:
-    if settings.otel_exporter == "none":
+    from mcp_server.api import AppState
+
+logger = logging.getLogger("mcp_server.telemetry")
+
+SCOPE = "mcp-code-tools"
+MAX_SESSIONS = 10_000
+"""Session start times kept for `mcp.server.session.duration` (a session that never says goodbye
+must not grow the map for ever)."""
+# The conventions' buckets for mcp.server.operation.duration / session.duration (seconds).
+OPERATION_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+SESSION_BUCKETS = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200, 28800, 86400)
+
+
+@dataclass
+class _State:
+    enabled: bool = False
+    app_refs: list[weakref.ref[AppState]] = field(default_factory=list)
+
+    def apps(self) -> list[AppState]:
+        live = [app for ref in self.app_refs if (app := ref()) is not None]
+        if len(live) != len(self.app_refs):
+            self.app_refs = [weakref.ref(app) for app in live]
+        return live
+    sessions: dict[str, float] = field(default_factory=dict)
+    shutdown: list[Any] = field(default_factory=list)
+
+
+_state = _State()
+tracer = trace.get_tracer(SCOPE)
+meter = metrics.get_meter(SCOPE)
+
+operation_duration = meter.create_histogram(
+    "mcp.server.operation.duration",
+    unit="s",
+    description="Duration of an MCP request or notification as observed on the receiver",
+    explicit_bucket_boundaries_advisory=OPERATION_BUCKETS,
+)
+session_duration = meter.create_histogram(
+    "mcp.server.session.duration",
+    unit="s",
+    description="Duration of an MCP session as observed on the server",
+    explicit_bucket_boundaries_advisory=SESSION_BUCKETS,
+)
+queue_wait = meter.create_histogram(
+    "mcp_code_tools.queue.wait", unit="s", description="Time a run waited for a run slot"
+)
+
+
+def enabled() -> bool:
+    return _state.enabled
+
+
+def set_enabled(on: bool) -> None:
+    """For tests that install their own (in-memory) SDK providers."""
+    _state.enabled = on
+
+
+# --- recording ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def span(name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[trace.Span]:
+    """A child span of the current one; a no-op when telemetry is off."""
+    if not _state.enabled:
+        yield trace.INVALID_SPAN
         return
-    from opentelemetry import trace
+    with tracer.start_as_current_span(name, attributes=dict(attributes or {})) as current:
+        yield current
+
+
+def past_span(name: str, duration_s: float, attributes: Mapping[str, Any] | None = None) -> None:
+    """A span for something that already happened (a wait measured by its owner)."""
+    if not _state.enabled:
+        return
+    end = time.time_ns()
+    started = tracer.start_span(name, start_time=end - int(duration_s * 1e9), attributes=dict(attributes or {}))
+    started.end(end_time=end)
+    if name == "queue wait":
+        queue_wait.record(duration_s)
+
+
+def set_attributes(attributes: Mapping[str, Any]) -> None:
+    """On the current span (the request's), when telemetry is on."""
+    if _state.enabled:
+        trace.get_current_span().set_attributes(dict(attributes))
+
+
+def trace_env() -> dict[str, str]:
+    """`TRACEPARENT` (and `TRACESTATE`) of the current span, for a child process's environment,
+    so a project's own instrumentation joins the trace. Works off too: a client's `traceparent`
+    is still passed on."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return {key.upper(): value for key, value in carrier.items() if key in ("traceparent", "tracestate")}
+
+
+# --- the server's middleware and sessions ------------------------------------------------------------
+
+
+def _session_id(ctx: Any) -> str | None:
+    headers = getattr(getattr(ctx, "request", None), "headers", None)
+    if headers is not None:
+        value = headers.get("mcp-session-id")
+        if value:
+            return str(value)
+    from mcp_server.connections import current_connection
+
+    info = current_connection.get()
+    return info.id if info is not None else None
+
+
+class TelemetryMiddleware:
+    """After the SDK's span middleware: session id and run_id on its span, the operation histogram."""
+
+    async def __call__(self, ctx: Any, call_next: Any) -> Any:
+        started = time.perf_counter()
+        session = _session_id(ctx)
+        current = trace.get_current_span()
+        if session is not None:
+            current.set_attribute("mcp.session.id", session)
+            if session not in _state.sessions and len(_state.sessions) < MAX_SESSIONS:
+                _state.sessions[session] = time.monotonic()
+        attributes: dict[str, Any] = {"mcp.method.name": ctx.method, "mcp.protocol.version": ctx.protocol_version}
+        name = ctx.params.get("name") if ctx.params else None
+        if ctx.method == "tools/call" and isinstance(name, str):
+            attributes["gen_ai.tool.name"] = name
+        try:
+            result = await call_next(ctx)
+        except BaseException as exc:
+            code = getattr(getattr(exc, "error", None), "code", None)
+            attributes["error.type"] = str(code) if code is not None else type(exc).__qualname__
+            operation_duration.record(time.perf_counter() - started, attributes)
+            raise
+        structured = getattr(result, "structured_content", None)
+        if isinstance(structured, dict):
+            run_id = structured.get("run_id")
+            if isinstance(run_id, str):
+                current.set_attribute("mcp_code_tools.run_id", run_id)
+            engine = structured.get("engine")
+            if isinstance(engine, str):
+                current.set_attribute("mcp_code_tools.ruff.engine", engine)
+        if getattr(result, "is_error", False):
+            attributes["error.type"] = "tool_error"
+        operation_duration.record(time.perf_counter() - started, attributes)
+        return result
+
+
+def install(server: Any, app: AppState) -> None:
+    """Called once per `CodeToolsServer`: our middleware after the SDK's, our gauges over `app`."""
+    if not _state.enabled:
+        return
+    server.middleware.append(TelemetryMiddleware())
+    _state.app_refs.append(weakref.ref(app))
+    _observables()
+
+
+def connection_closed(owner: str | None) -> None:
+    """A connection or HTTP session ended (its run owner): its duration, if its start was seen."""
+    if owner is None:
+        return
+    session = owner.removeprefix("http-session:")
+    started = _state.sessions.pop(session, None)
+    if started is not None and _state.enabled:
+        session_duration.record(time.monotonic() - started)
+
+
+# --- observable instruments --------------------------------------------------------------------------
+
+_observed = False
+
+
+def _services(kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    for app in _state.apps():
+        for key, service in app.services.items():
+            status = getattr(service, "status", None)
+            if not callable(status):
+                continue
+            try:
+                value = status()
+            except Exception:
+                continue
+            if isinstance(value, dict) and kind in value:
+                yield key, value
+
+
+def _observe(read: Any) -> Any:
+    from opentelemetry.metrics import Observation
+
+    def callback(options: CallbackOptions) -> list[Observation]:
+        try:
+            return [Observation(value, attrs) for value, attrs in read()]
+        except Exception:  # an instrument must never break the reader
+            logger.debug("telemetry observation failed", exc_info=True)
+            return []
+
+    return callback
+
+
+def _apps_sum(read: Any) -> list[tuple[float, dict[str, str]]]:
+    values = [read(app) for app in _state.apps()]
+    values = [v for v in values if v is not None]
+    return [(sum(values), {})] if values else []
+
+
+def _cache_ratio() -> list[tuple[float, dict[str, str]]]:
+    out = []
+    for key, status in _services("hits"):
+        total = status["hits"] + status.get("misses", 0)
+        if total:
+            out.append((status["hits"] / total, {"cache": key}))
+    return out
+
+
+def _observables() -> None:
+    global _observed
+    if _observed:
+        return
+    _observed = True
+    gauge = meter.create_observable_gauge
+    counter = meter.create_observable_counter
+    gauge(
+        "mcp_code_tools.runs.in_flight",
+        [_observe(lambda: _apps_sum(lambda a: a.executor.slots.running))],
+        unit="{run}",
+        description="Runs (tests, ruff CLI) holding a run slot",
+    )
+    gauge(
+        "mcp_code_tools.queue.depth",
+        [_observe(lambda: _apps_sum(lambda a: a.executor.slots.waiting))],
+        unit="{run}",
+        description="Runs waiting for a run slot",
+    )
+    gauge(
+        "mcp_code_tools.run_contexts.alive",
+        [_observe(lambda: _apps_sum(lambda a: len(a.runs)))],
+        unit="{run}",
+        description="Run contexts kept (results pageable with get_run)",
+    )
+    gauge(
+        "mcp_code_tools.pool.size",
+        [_observe(lambda: [(s["size"], {"pool": k}) for k, s in _services("size")])],
+        unit="{process}",
+        description="Warm processes per pool (ruff servers, pytest zygotes)",
+    )
+    counter(
+        "mcp_code_tools.pool.starts",
+        [_observe(lambda: [(s["started"], {"pool": k}) for k, s in _services("started")])],
+        unit="{process}",
+        description="Warm processes started per pool",
+    )
+    counter(
+        "mcp_code_tools.pool.restarts",
+        [
+            _observe(
+                lambda: [
+                    (s.get("restarts", s.get("rebuilds", 0)), {"pool": k})
+                    for k, s in _services("started")
+                    if "restarts" in s or "rebuilds" in s
+                ]
+            )
+        ],
+        unit="{process}",
+        description="Warm processes restarted or rebuilt per pool",
+    )
+    gauge(
+        "mcp_code_tools.cache.hit_ratio",
+        [_observe(_cache_ratio)],
+        unit="1",
+        description="Result-cache hits / lookups",
+    )
+    counter(
+        "mcp_code_tools.run_contexts.evictions",
+        [_observe(lambda: _apps_sum(lambda a: getattr(a.runs, "evictions", None)))],
+        unit="{run}",
+        description="Run contexts evicted to make room",
+    )
+    counter(
+        "mcp_code_tools.redactions",
+        [_observe(lambda: _apps_sum(lambda a: getattr(a.redactor, "redactions", None)))],
+        unit="{secret}",
+        description="Secrets redacted from output",
+    )
+
+
+# --- configuration (start-up) ------------------------------------------------------------------------
+
+
+def _exporter_choice(variable: str, default: str) -> str:
+    value = os.environ.get(variable, "").strip().lower()
+    if not value:
+        return default
+    first = value.split(",")[0].strip()
+    if first not in ("otlp", "console", "none"):
+        logger.warning("%s=%s is not supported here (otlp, console, none): using %s", variable, value, default)
+        return default
+    return first
+
+
+def _otlp_protocol() -> str:
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf").strip().lower()
+    if protocol == "grpc":
+        try:
+            importlib.import_module("opentelemetry.exporter.otlp.proto.grpc")
+        except ImportError:
+            logger.warning("OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs opentelemetry-exporter-otlp-proto-grpc: using http")
+            return "http/protobuf"
+    return protocol
+
+
+def _span_exporter(kind: str) -> Any:
+    if kind == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter(out=sys.stderr)
+    if _otlp_protocol() == "grpc":
+        return importlib.import_module("opentelemetry.exporter.otlp.proto.grpc.trace_exporter").OTLPSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+def _metric_exporter(kind: str) -> Any:
+    if kind == "console":
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+        return ConsoleMetricExporter(out=sys.stderr)
+    if _otlp_protocol() == "grpc":
+        module = importlib.import_module("opentelemetry.exporter.otlp.proto.grpc.metric_exporter")
+        return module.OTLPMetricExporter()
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    return OTLPMetricExporter()
+
+
+def _resource() -> Any:
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     from mcp_server import __version__
 
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": "mcp-code-tools", "service.version": __version__})
-    )
-    provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
-    trace.set_tracer_provider(provider)
+    attributes = {"service.version": __version__}
+    if not os.environ.get("OTEL_SERVICE_NAME"):
+        attributes["service.name"] = SCOPE
+    return Resource.create(attributes)
+
+
+def configure_telemetry(settings: Settings) -> bool:
+    """Install the SDK's providers and exporters when telemetry is on; returns whether it is.
+
+    Off (the default), nothing of the SDK is imported and every helper here is a flag test.
+    """
+    if settings.otel_exporter == "none":
+        return False
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    traces = _exporter_choice("OTEL_TRACES_EXPORTER", settings.otel_exporter)
+    metric_kind = _exporter_choice("OTEL_METRICS_EXPORTER", settings.otel_exporter)
+    resource = _resource()
+    if traces != "none":
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        tracer_provider = TracerProvider(resource=resource)
+        tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(traces)))
+        trace.set_tracer_provider(tracer_provider)
+        _state.shutdown.append(tracer_provider)
+    if metric_kind != "none":
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        reader = PeriodicExportingMetricReader(_metric_exporter(metric_kind))
+        meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+        metrics.set_meter_provider(meter_provider)
+        _state.shutdown.append(meter_provider)
+    _state.enabled = traces != "none" or metric_kind != "none"
+    if _state.enabled:
+        atexit.register(shutdown)
+    return _state.enabled
+
+
+def shutdown() -> None:
+    """Flush and stop the exporters (at exit; bounded by the exporters' own timeouts)."""
+    providers, _state.shutdown = _state.shutdown, []
+    for provider in providers:
+        try:
+            provider.shutdown()
+        except Exception:
+            logger.warning("telemetry shutdown failed", exc_info=True)
