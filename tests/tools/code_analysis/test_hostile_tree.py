@@ -131,3 +131,25 @@ async def test_the_walk_is_bounded_in_files(mcp_client: ClientFactory, tmp_path:
                 assert result["files_checked"] == 10 if tool != "analyze" else result["summary"]["files"] == 10
                 assert result["skipped_count"] == 20
                 assert "max_walk_files" in json.dumps(result["skipped"])
+
+
+async def test_nothing_is_written_to_the_root_or_a_projects_cache_dir(
+    mcp_client: ClientFactory, tmp_path: Path
+) -> None:
+    root = write_project(tmp_path / "project")
+    hostile = tmp_path / "hostile-cache"
+    pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")
+    (root / "pyproject.toml").write_text(
+        pyproject.replace("[tool.ruff]\n", f'[tool.ruff]\ncache-dir = "{hostile}"\n'), encoding="utf-8"
+    )
+    with anyio.fail_after(BOUND_S):
+        async with mcp_client(root) as client:
+            for tool in TOOLS:
+                await call(client, tool, {})
+                await call(client, tool, {"paths": ["pkg"]})
+                await call(client, tool, {"paths": ["pkg/mod.py"]})  # the warm server's path
+                await call(client, tool, {"source": "import os\n", "filename": "pkg/new.py"})
+            await call(client, "lint", {"fix": True})
+    assert not (root / ".ruff_cache").exists()
+    assert not hostile.exists()
+    assert sorted(p.name for p in root.rglob("*") if p.name.startswith(".")) == []
