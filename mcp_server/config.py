@@ -444,7 +444,10 @@ def load_settings(
         (flag_name, cli_values),
     ]
     merged: dict[str, Any] = {}
-    for _, values in sources:
+    for label, values in sources:
+        for key in values:
+            if key.startswith("_"):  # pydantic-settings reads `_env_file`, `_cli_parse_args`... as instructions
+                raise SettingsError(f"unknown setting {key!r} (from {label(key)})")
         merged.update(values)
     try:
         return Settings(**merged)

@@ -321,3 +321,17 @@ def test_an_unknown_variable_is_warned_about_with_the_closest_setting(tmp_path: 
     assert len(warnings) == 2
     assert "MCP_CODE_TOOLS_PAGESIZE" in warnings[0] and "did you mean MCP_CODE_TOOLS_PAGE_SIZE" in warnings[0]
     assert "MCP_CODE_TOOLS_ZZZ" in warnings[1] and "did you mean" not in warnings[1]
+
+
+@pytest.mark.parametrize("key", ["_cli_parse_args = true", '_secrets_dir = "/etc"', '_env_file = "/etc/passwd"'])
+def test_a_project_cannot_reach_the_settings_librarys_own_arguments(tmp_path: Path, key: str) -> None:
+    """pydantic-settings takes `_cli_parse_args`, `_env_file`, `_secrets_dir`... as constructor arguments: a
+    table that passed them through could make the server parse its own argv (and exit) or read any file."""
+    write_pyproject(tmp_path, key)
+    with pytest.raises(SettingsError, match=f"unknown setting '{key.split(' ')[0]}'.*pyproject.toml"):
+        load_settings({}, environ=env_for(tmp_path), warn=[].append)
+    user = tmp_path / "user"
+    user.mkdir()
+    env = env_for(user) | user_config(tmp_path, key)
+    with pytest.raises(SettingsError, match=r"config\.toml"):
+        load_settings({}, environ=env)
