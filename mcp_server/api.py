@@ -21,6 +21,7 @@ from mcp_server.cachedir import CacheDirUnavailable, root_cache_dir
 from mcp_server.config import Settings
 from mcp_server.errors import Busy, NotFound, PolicyRefused, ToolError
 from mcp_server.executor import Executor, ProcessResult, RunSlots
+from mcp_server.pool import PoolWorker, WarmPool
 from mcp_server.paths import (
     CheckedFile,
     FileChecker,
@@ -50,6 +51,7 @@ __all__ = [
     "NotFound",
     "PathRefused",
     "PolicyRefused",
+    "PoolWorker",
     "ProcessResult",
     "ResolvedPath",
     "RunContext",
@@ -62,6 +64,7 @@ __all__ = [
     "ToolOutput",
     "ToolSpec",
     "WalkLimit",
+    "WarmPool",
     "past_span",
     "safe_walk",
     "trace_env",
@@ -94,6 +97,12 @@ class ToolOutput:
     text: str | None = None
     run: RunContext | None = None
     is_error: bool = False
+    pageable: tuple[str, ...] = ()
+    """The long lists of `structured` (worst or first items first): the ones cut last, paged by get_run."""
+    run_only: tuple[str, ...] = ()
+    """Keys of `structured` kept only in the run (shown through get_run), never in the answer."""
+    view: bool = False
+    """The answer shows data already kept (a get_run page): if it must be cut, no new run is made."""
 
 
 class Service(Protocol):

@@ -8,7 +8,8 @@ import anyio
 from pydantic import Field
 
 from mcp_server.api import ToolArgs, ToolContext, ToolError, ToolOutput, ToolSpec
-from mcp_server.output import fit, page
+from mcp_server.output import page_items, page_text, resolve
+from mcp_server.results import stored_summary, stored_text
 from mcp_server.runs import RunContext
 
 CANCEL_WAIT_S = 10.0
@@ -18,10 +19,11 @@ class GetRunArgs(ToolArgs):
     run_id: str = Field(description="The run_id a tool returned.")
     section: str = Field(
         default="summary",
-        description="`summary` (the tool's result shape), `log` (text), or a list in the result "
-        "(`diagnostics`, `failures`, `tests`, ...), paged by offset/limit.",
+        description="`summary` (the tool's result shape), `log` (text), a list in the result "
+        "(`diagnostics`, `failures`, `tests`, ...) paged by offset/limit, or a path to a long string "
+        "inside it (`files/0/diff`, as named in `clipped`) paged by character.",
     )
-    offset: int = Field(default=0, ge=0, description="First item (for lists) or character (for the log).")
+    offset: int = Field(default=0, ge=0, description="First item (for lists) or character (for text).")
     limit: int | None = Field(default=None, ge=1, description="How many items or characters; default fits the budget.")
 
 
@@ -30,54 +32,62 @@ class CancelRunArgs(ToolArgs):
 
 
 def run_summary(ctx: ToolContext, run: RunContext) -> dict[str, Any]:
-    """The run's result in the shape its tool returned, budgeted; or its progress while running."""
+    """The run's result in the shape its tool returned, budgeted once; or its progress while running."""
     if run.result is None:
         base = dict(run.summary or {})
         base.setdefault("status", "running" if run.running else "unknown")
         base["run_id"] = run.run_id
         base.setdefault("done", len(run.events))
         return base
-    fitted, truncated = fit(run.result, ctx.settings.output_budget)
-    fitted = dict(fitted)
-    fitted["run_id"] = run.run_id
-    fitted["truncated"] = truncated or bool(run.result.get("truncated", False))
-    return fitted
+    summary = stored_summary(ctx.app, run)
+    summary["truncated"] = bool(summary.get("truncated")) or bool(run.result.get("truncated", False))
+    return summary
+
+
+def _text_page(run: RunContext, section: str, text: str, offset: int, limit: int) -> ToolOutput:
+    chunk, next_offset = page_text(text, offset, limit)
+    structured = {
+        "run_id": run.run_id,
+        "section": section,
+        "offset": offset,
+        "total": len(text),
+        "text": chunk,
+        "next_offset": next_offset,
+    }
+    return ToolOutput(structured, text=chunk or "(no more text)", view=True)
 
 
 async def get_run(ctx: ToolContext, args: GetRunArgs) -> ToolOutput:
     run = ctx.runs.get(ctx.owner, args.run_id)
     budget = ctx.settings.output_budget
+    text_limit = min(args.limit or budget // 2, budget // 2)
     if args.section == "summary":
-        return ToolOutput(run_summary(ctx, run))
+        return ToolOutput(run_summary(ctx, run), view=True)
     if args.section == "log":
-        text = run.log.text()
-        limit = min(args.limit or budget // 2, budget // 2)
-        chunk = text[args.offset : args.offset + limit]
-        end = args.offset + len(chunk)
-        structured = {
-            "run_id": run.run_id,
-            "section": "log",
-            "offset": args.offset,
-            "total": len(text),
-            "text": chunk,
-            "next_offset": end if end < len(text) else None,
-        }
-        return ToolOutput(structured, text=chunk or "(no more log)")
+        output = _text_page(run, "log", run.log.text(), args.offset, text_limit)
+        output.text = output.structured["text"] or "(no more log)"
+        return output
     result = run.result or {}
-    items = result.get(args.section)
-    if not isinstance(items, list):
+    value = resolve(result, args.section)
+    if isinstance(value, str):  # a long string of the result (a diff, a traceback): by character
+        return _text_page(run, args.section, stored_text(ctx.app, run, args.section, value), args.offset, text_limit)
+    if not isinstance(value, list):
         names = ["summary", "log", *sorted(k for k, v in result.items() if isinstance(v, list))]
         raise ToolError(f"run {run.run_id} has no section {args.section!r}; sections: {', '.join(names)}")
-    items_page, more = page(items, args.offset, args.limit or 100, budget - 500)
-    structured = {
+    items, next_offset, clipped = page_items(
+        value, args.offset, args.limit or 100, budget - 500, section=args.section, redact=ctx.app.redactor.redact_value
+    )
+    structured: dict[str, Any] = {
         "run_id": run.run_id,
         "section": args.section,
         "offset": args.offset,
-        "total": len(items),
-        "items": items_page,
-        "next_offset": args.offset + len(items_page) if more else None,
+        "total": len(value),
+        "items": items,
+        "next_offset": next_offset,
     }
-    return ToolOutput(structured)
+    if clipped:
+        structured["clipped"] = clipped  # each a section of its own: get_run(section=path, offset=...)
+    return ToolOutput(structured, view=True)
 
 
 async def cancel_run(ctx: ToolContext, args: CancelRunArgs) -> ToolOutput:

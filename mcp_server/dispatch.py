@@ -1,12 +1,13 @@
 """The tools/call path: look the tool up, run the guards and the policy, call it, shape its answer.
 
 Errors a tool raises become a result with `isError: true` (never a JSON-RPC error); an unknown
-tool or a refused call (a guard raising `MCPError`) is a JSON-RPC error.
+tool or a refused call (a guard raising `MCPError`) is a JSON-RPC error. Everything a call sends
+back leaves through the result pipeline (`results.py`: redaction, the output budget, the run) or
+is redacted here (error messages, progress notifications).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,11 +16,11 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 from pydantic import ValidationError
 
-from mcp_server.api import AppState, ToolContext, ToolOutput
+from mcp_server import results
+from mcp_server.api import AppState, ProgressFn, ToolContext, ToolOutput
 from mcp_server.config import Settings
 from mcp_server.connections import ConnectionInfo
 from mcp_server.errors import NotFound, tool_error_message
-from mcp_server.output import fit
 from mcp_server.registry import ToolRegistry
 
 CallGuard = Callable[[ConnectionInfo, str], Awaitable[None]]
@@ -41,52 +42,44 @@ class Dispatcher:
         name = params.name
         spec = self.registry.get(name)
         if spec is None:
-            raise MCPError(INVALID_PARAMS, f"unknown tool {name!r}")
+            raise MCPError(INVALID_PARAMS, self.app.redactor.redact(f"unknown tool {name!r}"))
         for guard in self.guards:
             await guard(info, name)
         disabled = spec.disabled_reason(self.settings)
         if disabled:
-            return error_result(f"{name} is {disabled}")
+            return error_result(f"{name} is {disabled}", self.app)
         if self.registry.listed() and name not in self.registry.listed():
             reason = self.registry.unavailable_reason(name) or "its backend is not available"
-            return error_result(f"{name} is not available: {reason}")
+            return error_result(f"{name} is not available: {reason}", self.app)
         tctx = ToolContext(
             app=self.app,
             tool=name,
             owner=info.owner,
             connection_id=info.id,
-            report_progress=ctx.session.report_progress,
+            report_progress=self._progress(ctx.session.report_progress),
         )
         try:
             args = spec.args.model_validate(params.arguments or {})
             output = await spec.handler(tctx, args)
         except (Exception, ValidationError) as exc:
             if isinstance(exc, NotFound):
-                return error_result(str(exc))
-            return error_result(tool_error_message(exc, name))
+                return error_result(str(exc), self.app)
+            return error_result(tool_error_message(exc, name), self.app)
         return self.finish(tctx, output)
 
     def finish(self, tctx: ToolContext, output: ToolOutput) -> types.CallToolResult:
-        """Apply the output budget; whatever does not fit stays in a run context."""
-        budget = self.settings.output_budget
-        fitted, truncated = fit(output.structured, budget)
-        run = output.run
-        if truncated and run is None:
-            run = tctx.new_run()
-            self.app.runs.store(run, summary=None, result=output.structured)
-            self.app.runs.finish(run)
-        if run is not None:
-            fitted = {**fitted, "run_id": run.run_id}
-        fitted.setdefault("truncated", truncated)
-        text = output.text if output.text is not None else json.dumps(fitted, separators=(",", ":"), default=str)
-        if len(text) > budget:
-            text = text[: budget - 80] + f"\n…[truncated; get_run({run.run_id if run else ''}) has the rest]"
-        return types.CallToolResult(
-            content=[types.TextContent(type="text", text=text)],
-            structured_content=fitted,
-            is_error=output.is_error,
-        )
+        """The result pipeline (`results.finish`): redacted, within the budget, the rest in a run."""
+        return results.finish(tctx, output)
+
+    def _progress(self, report: ProgressFn) -> ProgressFn:
+        """Progress notifications leave redacted (a message may name a test id holding a secret)."""
+        redact = self.app.redactor.redact
+
+        async def send(progress: float, total: float | None, message: str | None) -> None:
+            await report(progress, total, redact(message) if message else message)
+
+        return send
 
 
-def error_result(message: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+def error_result(message: str, app: AppState | None = None) -> types.CallToolResult:
+    return results.error_result(app, message)

@@ -1,4 +1,4 @@
-"""The `run://{run_id}` and `run://{run_id}/log` resources: list, templates, read (owner-scoped)."""
+"""The `run://{run_id}` and `run://{run_id}/log` resources: list, templates, read (owner-scoped, redacted)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ from mcp_types import INVALID_PARAMS
 
 from mcp_server.connections import ConnectionInfo
 from mcp_server.errors import NotFound
+from mcp_server.redact import Redactor
 from mcp_server.runs import RunStore
 
 
 class RunResources:
     """A connection sees only its own runs; anything else reads as "not found"."""
 
-    def __init__(self, runs: RunStore) -> None:
+    def __init__(self, runs: RunStore, redactor: Redactor) -> None:
         self.runs = runs
+        self.redactor = redactor
 
     def list_resources(self, info: ConnectionInfo) -> types.ListResourcesResult:
         resources: list[types.Resource] = []
@@ -56,11 +58,14 @@ class RunResources:
             run = self.runs.get(info.owner, run_id)
         except NotFound:
             raise MCPError(INVALID_PARAMS, f"resource {uri!r} not found") from None
+        # Redacted here, on the way out: the stored result is the tool's own (raw) data.
         if part == "log":
-            contents = types.TextResourceContents(uri=uri, mime_type="text/plain", text=run.log.text())
+            text = self.redactor.redact(run.log.text())
+            contents = types.TextResourceContents(uri=uri, mime_type="text/plain", text=text)
         else:
             body = {"run_id": run.run_id, "tool": run.tool, "running": run.running, "result": run.result}
             if run.result is None:
                 body["summary"] = run.summary
-            contents = types.TextResourceContents(uri=uri, mime_type="application/json", text=json.dumps(body))
+            text = json.dumps(self.redactor.redact_value(body), default=str)
+            contents = types.TextResourceContents(uri=uri, mime_type="application/json", text=text)
         return types.ReadResourceResult(contents=[contents])

@@ -178,8 +178,16 @@ class RunStore:
             return []
         return [ctx for ctx in self._runs.values() if ctx.owner == owner]
 
-    def store(self, ctx: RunContext, *, summary: dict[str, Any] | None, result: dict[str, Any] | None) -> None:
-        """Record (or replace) the run's result and account its size.
+    def store(
+        self,
+        ctx: RunContext,
+        *,
+        summary: dict[str, Any] | None,
+        result: dict[str, Any] | None,
+        size: int | None = None,
+    ) -> None:
+        """Record (or replace) the run's result and account its size (`size`: the result's, when
+        the caller measured it already).
 
         Room is made from finished runs only (the owner's own first); a result that cannot be kept
         without evicting running work (or that alone exceeds the owner's byte cap) drops this run
@@ -190,7 +198,7 @@ class RunStore:
         self._bytes -= ctx.size
         ctx.summary = summary
         ctx.result = result
-        ctx.size = _measure(result) + _measure(summary) + len(ctx.log)
+        ctx.size = (_measure(result) if size is None else size) + _measure(summary) + len(ctx.log)
         self._bytes += ctx.size
         self._make_room(ctx)
 

@@ -35,6 +35,7 @@ from mcp_server.connections import ConnectionInfo, connection_for_request, curre
 from mcp_server.dispatch import CallGuard, Dispatcher
 from mcp_server.executor import Executor, RunSlots
 from mcp_server.redact import Redactor
+from mcp_server.redact import install as install_redactor
 from mcp_server.registry import ToolLoader, ToolRegistry
 from mcp_server.resources import RunResources
 from mcp_server.runs import RunStore
@@ -61,6 +62,7 @@ def default_loaders() -> list[ToolLoader]:
 
 def build_app_state(settings: Settings) -> AppState:
     redactor = Redactor()
+    install_redactor(redactor)  # run logs and the log filter redact with the same values
     audit = AuditLog(settings.audit_log, max_bytes=settings.audit_max_bytes, backups=settings.audit_backups)
     slots = RunSlots(settings.max_concurrent_runs, settings.max_queued_runs)
     executor = Executor(audit=audit, redactor=redactor, slots=slots, pass_env=settings.pass_env)
@@ -90,7 +92,7 @@ class CodeToolsServer:
             self.rate_limiter = rate_limiter_for(settings)
             self.guards.append(self.rate_limiter)
         self.dispatcher = Dispatcher(self.app, self.registry, settings, self.guards)
-        self.resources = RunResources(self.app.runs)
+        self.resources = RunResources(self.app.runs, self.app.redactor)
         self.bus = InMemorySubscriptionBus()
         self._legacy_sessions: dict[str, ServerSession] = {}
         self._poller_started = False

@@ -1,0 +1,122 @@
+"""The one result pipeline: every tool answer, every `get_run` page, every error leaves through here.
+
+A tool returns its full result (`ToolOutput.structured`) and names its pageable lists. The
+pipeline redacts what it shows (every string, recursively, before anything is measured or
+clipped), sizes the result once, and when it does not fit the output budget stores the full
+result once in a run (the tool's own run, or a new one) and cuts it once (`output.cut`). The cut
+is kept with the run, so `get_run(summary)` answers it again without cutting anew; `get_run`
+pages the same stored result (`output.page_items`, `output.page_text`), redacting each page.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import mcp_types as types
+
+from mcp_server.errors import Busy
+from mcp_server.output import Cut, cut
+
+if TYPE_CHECKING:
+    from mcp_server.api import AppState, ToolContext, ToolOutput
+    from mcp_server.runs import RunContext
+
+
+@dataclass
+class _Prepared:
+    """What the pipeline worked out once for a run's stored result."""
+
+    source: dict[str, Any]
+    summary: dict[str, Any]
+    texts: dict[str, str] = field(default_factory=dict)
+    """Redacted long strings of the result, by section, for paging by character offset."""
+
+
+_prepared: weakref.WeakKeyDictionary[RunContext, _Prepared] = weakref.WeakKeyDictionary()
+
+
+def _answer(c: Cut, run: RunContext | None) -> dict[str, Any]:
+    answer = dict(c.value)
+    if run is not None:
+        answer["run_id"] = run.run_id
+    if c.truncated:
+        answer["truncated"] = True
+    else:
+        answer.setdefault("truncated", False)
+    return answer
+
+
+def _same(full: dict[str, Any], stored: dict[str, Any]) -> bool:
+    """`full` is the stored result (or a shallow copy of it): no need to cut it twice."""
+    return full is stored or (full.keys() == stored.keys() and all(full[k] is stored[k] for k in full))
+
+
+def stored_summary(app: AppState, run: RunContext, pageable: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The run's stored result, redacted and cut to the budget: computed once per stored result."""
+    assert run.result is not None
+    prepared = _prepared.get(run)
+    if prepared is None or prepared.source is not run.result:
+        c = cut(run.result, app.settings.output_budget, pageable=pageable, redact=app.redactor.redact_value)
+        prepared = _Prepared(run.result, _answer(c, run))
+        _prepared[run] = prepared
+    return dict(prepared.summary)
+
+
+def stored_text(app: AppState, run: RunContext, section: str, value: str) -> str:
+    """A long string of the run's result, redacted once (pages of it are cut from this)."""
+    prepared = _prepared.get(run)
+    if prepared is None or run.result is None or prepared.source is not run.result:
+        stored_summary(app, run)
+        prepared = _prepared[run]
+    text = prepared.texts.get(section)
+    if text is None:
+        text = prepared.texts[section] = app.redactor.redact(value)
+    return text
+
+
+def finish(tctx: ToolContext, output: ToolOutput) -> types.CallToolResult:
+    """The answer to a tool call: redacted, within the budget; the rest kept in a run."""
+    app = tctx.app
+    budget = app.settings.output_budget
+    redact = app.redactor.redact_value
+    run = output.run
+    full = output.structured
+    pageable = tuple(output.pageable)
+    if run is not None and run.result is not None and _same(full, run.result):
+        answer = stored_summary(app, run, pageable)
+    else:
+        shown = {k: v for k, v in full.items() if k not in output.run_only} if output.run_only else full
+        c = cut(shown, budget, pageable=pageable, redact=redact)
+        if c.truncated and run is None and not output.view:
+            run = tctx.new_run()
+            app.runs.finish(run)  # finished first, so storing measures the big result only once
+            try:
+                app.runs.store(run, summary=None, result=full, size=c.full_size)
+            except Busy as exc:
+                run = None
+                c.value["run_error"] = app.redactor.redact(str(exc))
+            else:
+                _prepared[run] = _Prepared(full, _answer(c, run))
+        answer = _answer(c, run)
+    if output.text is not None:
+        text = app.redactor.redact(output.text)
+    else:
+        text = json.dumps(answer, separators=(",", ":"), default=str, ensure_ascii=False)
+    if len(text) > budget:
+        where = f"get_run({run.run_id})" if run is not None else "the structured result"
+        text = text[: budget - 80] + f"\n…[truncated; {where} has the rest]"
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)],
+        structured_content=answer,
+        is_error=output.is_error,
+    )
+
+
+def error_result(app: AppState | None, message: str) -> types.CallToolResult:
+    """A tool error as a result with isError (redacted: it may quote project output)."""
+    if app is not None:
+        message = app.redactor.redact(message)
+    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
