@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -21,6 +21,8 @@ from tools.code_analysis.selection import Selection
 
 CLI_TIMEOUT_S = 300.0
 MAX_OUTPUT = 256 * 1024 * 1024
+STREAMED_KEEP = 64 * 1024
+"""Of a streamed output (its records go to a `JsonLines`), only this much is kept as text."""
 MAX_ARGV_CHARS = 512 * 1024
 """Bytes of file names per ruff run (Linux takes about 2 MiB of arguments and environment in all)."""
 _UNKNOWN_SELECTOR = re.compile(r"Unknown rule selector `([^`]*)` in `(\w+)`")
@@ -91,6 +93,56 @@ def chunked(targets: Sequence[str], max_chars: int = MAX_ARGV_CHARS) -> list[lis
     return chunks
 
 
+class JsonLines:
+    """ruff's `json-lines` output as it streams: the first `cap` records parsed, the rest only counted.
+
+    Bounds the memory and the work of one call whatever ruff finds (a million diagnostics is
+    ~400 MB of JSON: it is never held, and parsed only up to the cap).
+    """
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.records: list[dict[str, Any]] = []
+        self.total = 0
+        self.bad = 0
+        self._partial = ""
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.records)
+
+    def feed(self, text: str) -> None:
+        if len(self.records) >= self.cap:  # past the cap: count, do not parse
+            data = self._partial + text  # the partial is at most one record long
+            ends = data.count("\n")
+            self.total += ends
+            self._partial = data.rpartition("\n")[2] if ends else data
+            return
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._line(line)
+
+    def finish(self) -> None:
+        if self._partial:
+            self._line(self._partial)
+            self._partial = ""
+
+    def _line(self, line: str) -> None:
+        if not line.strip():
+            return
+        self.total += 1
+        if len(self.records) >= self.cap:
+            return
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            self.bad += 1
+            return
+        if isinstance(record, dict):
+            self.records.append(record)
+
+
 class RuffCli:
     """`ruff check` / `ruff format` for one tool call.
 
@@ -105,7 +157,15 @@ class RuffCli:
         self.binary = binary
         self.timeout_s = min(CLI_TIMEOUT_S, ctx.settings.run_timeout_max_s)
 
-    async def _run(self, args: Sequence[str], root: Path, stdin: str | None = None) -> ProcessResult:
+    async def _run(
+        self,
+        args: Sequence[str],
+        root: Path,
+        stdin: str | None = None,
+        *,
+        max_output: int = MAX_OUTPUT,
+        on_output: Callable[[str], None] | None = None,
+    ) -> ProcessResult:
         return await self.ctx.executor.run(
             [self.binary.path, *args],
             cwd=root,
@@ -113,8 +173,21 @@ class RuffCli:
             connection=self.ctx.connection_id,
             timeout_s=self.timeout_s,
             stdin=stdin.encode("utf-8") if stdin is not None else None,
-            max_output=MAX_OUTPUT,
+            max_output=max_output,
+            on_output=on_output,
+            redact=False,  # parsed raw (JSON, source text): the result pipeline redacts what leaves
         )
+
+    async def _records(
+        self, args: Sequence[str], root: Path, what: str, lines: JsonLines, stdin: str | None = None
+    ) -> None:
+        """Run `ruff check --output-format json-lines ...`, streaming its records into `lines`."""
+        result = await self._run(args, root, stdin, max_output=STREAMED_KEEP, on_output=lines.feed)
+        lines.finish()
+        if result.timed_out or result.returncode not in (0, 1):
+            raise ruff_failure(result, what)
+        if lines.bad:
+            raise ToolError(f"{what} gave output that is not JSON ({lines.bad} lines)")
 
     async def _json(self, args: Sequence[str], root: Path, what: str, stdin: str | None = None) -> list[Any]:
         result = await self._run(args, root, stdin)
@@ -135,20 +208,22 @@ class RuffCli:
         if result.timed_out or result.returncode not in (0, 1):
             raise ruff_failure(result, "checking the rule selection")
 
-    async def check(self, root: Path, files: Sequence[str], selection: Selection) -> list[dict[str, Any]]:
-        """`ruff check --output-format json` over checked files, named one by one (never a folder:
-        ruff would read what its own discovery finds there, unchecked)."""
-        args = ["check", "--output-format", "json", "--no-fix", "--exit-zero", "--force-exclude"]
+    async def check(self, root: Path, files: Sequence[str], selection: Selection, cap: int) -> JsonLines:
+        """`ruff check` over checked files, named one by one (never a folder: ruff would read what
+        its own discovery finds there, unchecked). At most `cap` records are kept; all are counted."""
+        args = ["check", "--output-format", "json-lines", "--no-fix", "--exit-zero", "--force-exclude"]
         args += ["--no-cache", *selection.cli_args(), "--"]
-        out: list[dict[str, Any]] = []
+        lines = JsonLines(cap)
         for chunk in chunked(files):
-            out += await self._json([*args, *chunk], root, "ruff check")
-        return out
+            await self._records([*args, *chunk], root, "ruff check", lines)
+        return lines
 
-    async def check_text(self, root: Path, filename: str, text: str, selection: Selection) -> list[dict[str, Any]]:
-        args = ["check", "--output-format", "json", "--no-fix", "--exit-zero", "--force-exclude", "--no-cache"]
+    async def check_text(self, root: Path, filename: str, text: str, selection: Selection, cap: int) -> JsonLines:
+        args = ["check", "--output-format", "json-lines", "--no-fix", "--exit-zero", "--force-exclude", "--no-cache"]
         args += [*selection.cli_args(), "--stdin-filename", filename, "-"]
-        return await self._json(args, root, "ruff check", stdin=text)
+        lines = JsonLines(cap)
+        await self._records(args, root, "ruff check", lines, stdin=text)
+        return lines
 
     async def fix_text(self, root: Path, filename: str, text: str, selection: Selection) -> str:
         """The text after ruff's safe fixes (nothing is written: the text goes through stdin)."""

@@ -23,6 +23,8 @@ from tools.code_analysis.text_edits import apply_lsp_edits, unified_diff
 logger = logging.getLogger("mcp_server.code_analysis")
 
 MAX_FIX_FILES = 200
+LSP_MAX_TEXT = 256 * 1024
+"""Texts longer than this are linted by `ruff check` (streamed, capped), not the language server."""
 
 
 class Linter:
@@ -34,6 +36,9 @@ class Linter:
         self.selection = selection
         self.cli = RuffCli(ctx, state.binary)
         self.checker = ctx.file_checker()
+        self.cap = ctx.settings.max_diagnostics
+        self.dropped = 0
+        """Diagnostics ruff reported past the cap: counted, never collected."""
         self.engines: set[str] = set()
 
     async def _pool(self) -> RuffServerPool:
@@ -53,6 +58,9 @@ class Linter:
         try:
             if not doc.for_language_server:
                 raise LinterGone(f"{doc.rel} is not Python source for the language server")
+            if len(doc.text) > LSP_MAX_TEXT and diags is None:
+                # Its answer could be huge (a diagnostic or more per line): the CLI streams it, capped.
+                raise LinterGone(f"{doc.rel} is {len(doc.text)} characters: linted by ruff check")
             pool = await self._pool()
             async with pool.lease(doc.root, selection, doc.configs) as server:
                 if diags is None:
@@ -66,8 +74,15 @@ class Linter:
             if pool is not None:
                 pool.note_fallback()
             if diags is None:
-                records = await self.cli.check_text(doc.root, str(doc.path), doc.text, selection)
-                diags = from_cli(records, doc.root)
+                lines = await self.cli.check_text(doc.root, str(doc.path), doc.text, selection, self.cap)
+                diags = from_cli(lines.records, doc.root)
+                if lines.truncated:  # not cached: the list is not the whole answer
+                    self.dropped += lines.total - len(lines.records)
+                    diags.sort(key=sort_key)
+                    if fix_key is not None and fixed is None:
+                        fixed = await self.cli.fix_text(doc.root, str(doc.path), doc.text, selection)
+                    self.engines.add("ruff check")
+                    return diags, fixed
             if fix_key is not None and fixed is None:
                 fixed = await self.cli.fix_text(doc.root, str(doc.path), doc.text, selection)
             self.engines.add("ruff check")
@@ -95,7 +110,13 @@ class Linter:
         self.engines.add("cache")
         if misses:
             self.engines.add("ruff check")
-            fresh = group_by_path(from_cli(await self.cli.check(root, [m.rel for m in misses], self.selection), root))
+            lines = await self.cli.check(root, [m.rel for m in misses], self.selection, self.cap)
+            fresh = group_by_path(from_cli(lines.records, root))
+            if lines.truncated:  # past the cap: no file's list is known to be whole, none is cached
+                self.dropped += lines.total - len(lines.records)
+                for f in misses:
+                    by_file[f.rel] = sorted(fresh.pop(f.rel, []), key=sort_key)
+                return [d for rel in sorted(by_file) for d in by_file[rel]], listing
             still = await self.state.unchanged(misses)
             for f in misses:
                 diags = sorted(fresh.pop(f.rel, []), key=sort_key)
@@ -149,15 +170,21 @@ async def lint(ctx: ToolContext, args: LintArgs) -> ToolOutput:
                 fixes.append({"path": doc.rel, "diff": diff})
         diagnostics.sort(key=sort_key)
         checked = len(target)
+    total = len(diagnostics) + linter.dropped
+    diagnostics = diagnostics[: linter.cap]
+    capped = total > len(diagnostics)
     result: dict[str, Any] = {
         **summarize(diagnostics),
         "files_checked": checked,
         "engine": "+".join(sorted(linter.engines)),
         "elapsed_ms": round((time.perf_counter() - started) * 1000, 2),
         **skipped,
-        "truncated": False,
+        "truncated": capped,
         "diagnostics": diagnostics,
     }
+    if capped:  # the list stops at max_diagnostics; `total` is how many ruff reported
+        result["total"] = total
+        result["diagnostics_cap"] = linter.cap
     if args.fix:
         result["fix_diff"] = "".join(f["diff"] for f in fixes)
         result["fixed_files"] = len(fixes)

@@ -11,14 +11,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 logger = logging.getLogger("mcp_server.lsp")
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+INLINE_PARSE_BYTES = 256 * 1024
+"""Bodies larger than this are parsed in a worker thread (a 16 MB JSON parse is ~100 ms of loop)."""
 _HEADER_END = b"\r\n\r\n"
 _MAX_HEADER_BYTES = 8192
 
@@ -29,6 +33,27 @@ class LspProtocolError(Exception):
 
 class LinterGone(Exception):
     """The language server is not there any more (exited, closed its pipe, broke the protocol)."""
+
+
+class LspTooLarge(LinterGone):
+    """An answer over the size cap: skipped unread, the request fails, the connection lives on."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawBody:
+    """A body too big to parse on the event loop: the caller parses it in a worker thread."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Oversized:
+    """A message over the cap was skipped (only with `skip_oversized`)."""
+
+    length: int
+
+
+Decoded = dict[str, Any] | RawBody | Oversized
 
 
 class LspError(Exception):
@@ -44,17 +69,42 @@ def encode_message(message: dict[str, Any]) -> bytes:
     return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
-class MessageDecoder:
-    """Bytes in, messages out: `Content-Length` framing with a size cap."""
+def parse_body(body: bytes) -> dict[str, Any]:
+    try:
+        message = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LspProtocolError(f"LSP body is not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise LspProtocolError("LSP message is not a JSON object")
+    return message
 
-    def __init__(self, max_bytes: int = MAX_MESSAGE_BYTES) -> None:
+
+class MessageDecoder:
+    """Bytes in, messages out: `Content-Length` framing with a size cap.
+
+    With `skip_oversized`, a message over `max_bytes` is discarded as it arrives (never buffered)
+    and reported as `Oversized`; without, it is a protocol error. Bodies over `inline_max` come
+    out as `RawBody` for the caller to parse off the event loop.
+    """
+
+    def __init__(
+        self, max_bytes: int = MAX_MESSAGE_BYTES, *, skip_oversized: bool = False, inline_max: int | None = None
+    ) -> None:
         self.max_bytes = max_bytes
+        self.skip_oversized = skip_oversized
+        self.inline_max = inline_max
         self._buffer = bytearray()
         self._length: int | None = None
+        self._discard = 0
 
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
+    def feed(self, data: bytes) -> list[Any]:
+        """Messages complete so far: dicts (and, per the options above, `RawBody`/`Oversized`)."""
+        if self._discard:
+            dropped = min(self._discard, len(data))
+            self._discard -= dropped
+            data = data[dropped:]
         self._buffer += data
-        messages: list[dict[str, Any]] = []
+        messages: list[Decoded] = []
         while True:
             if self._length is None:
                 end = self._buffer.find(_HEADER_END)
@@ -62,20 +112,28 @@ class MessageDecoder:
                     if len(self._buffer) > _MAX_HEADER_BYTES:
                         raise LspProtocolError("LSP header too long")
                     return messages
-                self._length = self._parse_header(bytes(self._buffer[:end]))
+                length = self._parse_header(bytes(self._buffer[:end]))
                 del self._buffer[: end + len(_HEADER_END)]
+                if length > self.max_bytes:
+                    if not self.skip_oversized:
+                        raise LspProtocolError(f"LSP message of {length} bytes is over the {self.max_bytes}-byte limit")
+                    dropped = min(length, len(self._buffer))
+                    del self._buffer[:dropped]
+                    self._discard = length - dropped
+                    messages.append(Oversized(length))
+                    if self._discard:
+                        return messages
+                    continue
+                self._length = length
             if len(self._buffer) < self._length:
                 return messages
             body = bytes(self._buffer[: self._length])
             del self._buffer[: self._length]
             self._length = None
-            try:
-                message = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise LspProtocolError(f"LSP body is not JSON: {exc}") from None
-            if not isinstance(message, dict):
-                raise LspProtocolError("LSP message is not a JSON object")
-            messages.append(message)
+            if self.inline_max is not None and len(body) > self.inline_max:
+                messages.append(RawBody(body))
+            else:
+                messages.append(parse_body(body))
 
     def _parse_header(self, header: bytes) -> int:
         length: int | None = None
@@ -90,8 +148,6 @@ class MessageDecoder:
                     raise LspProtocolError(f"bad Content-Length {value[:40]!r}") from None
         if length is None or length < 0:
             raise LspProtocolError("LSP header without Content-Length")
-        if length > self.max_bytes:
-            raise LspProtocolError(f"LSP message of {length} bytes is over the {self.max_bytes}-byte limit")
         return length
 
 
@@ -112,11 +168,12 @@ class LspConnection:
         send: anyio.abc.ByteSendStream,
         receive: anyio.abc.ByteReceiveStream,
         on_notification: Callable[[str, Any], None] | None = None,
+        max_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self._send = send
         self._on_notification = on_notification
         self._receive = receive
-        self._decoder = MessageDecoder()
+        self._decoder = MessageDecoder(max_bytes, skip_oversized=True, inline_max=INLINE_PARSE_BYTES)
         self._pending: dict[int, _Pending] = {}
         self._next_id = 0
         self._write_lock = anyio.Lock()
@@ -128,8 +185,13 @@ class LspConnection:
         reason = "the language server closed its output"
         try:
             async for chunk in self._receive:
-                for message in self._decoder.feed(chunk):
-                    await self._dispatch(message)
+                for item in self._decoder.feed(chunk):
+                    if isinstance(item, Oversized):
+                        self._fail_pending(LspTooLarge(f"an answer of {item.length} bytes is over the limit"))
+                        continue
+                    if isinstance(item, RawBody):  # a big answer: parsed off the event loop
+                        item = await anyio.to_thread.run_sync(parse_body, item.data)
+                    await self._dispatch(item)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             reason = "the language server's output broke"
         except LspProtocolError as exc:
@@ -139,6 +201,14 @@ class LspConnection:
             raise
         finally:
             self._close(reason)
+
+    def _fail_pending(self, error: BaseException) -> None:
+        """An answer was skipped: its id is unknown, so every request waiting fails (ruff's servers
+        take one request at a time, so that is the one it answered)."""
+        for pending in self._pending.values():
+            if not pending.event.is_set():
+                pending.error = error
+                pending.event.set()
 
     def _close(self, reason: str) -> None:
         if self.closed.is_set():

@@ -32,6 +32,8 @@ START_TIMEOUT_S = 15.0
 REQUEST_TIMEOUT_S = 30.0
 SHUTDOWN_TIMEOUT_S = 1.0
 MAX_OPEN_DOCUMENTS = 128
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+"""A bigger answer is skipped unread and the call falls back to the CLI (which streams, capped)."""
 CLIENT_CAPABILITIES: dict[str, Any] = {
     "general": {"positionEncodings": ["utf-32", "utf-16"]},
     # Advertising pull diagnostics makes ruff lint on request only (no push after every change).
@@ -99,7 +101,7 @@ class RuffServer:
             ) as proc:
                 self.pid = proc.pid
                 assert proc.stdin is not None and proc.stdout is not None
-                conn = LspConnection(proc.stdin, proc.stdout, self._notified)
+                conn = LspConnection(proc.stdin, proc.stdout, self._notified, max_bytes=MAX_ANSWER_BYTES)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._read, conn)
                     tg.start_soon(_drain_stderr, proc.stderr, proc.pid)

@@ -1,0 +1,65 @@
+"""One lint call's work is bounded: at most `max_diagnostics` are collected, the true total is said."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.conftest import ClientFactory
+from tests.tools.code_analysis.conftest import call, write_project
+from tools.code_analysis.cli_runner import ruff_binary
+
+pytestmark = pytest.mark.anyio
+
+
+def ruff_count(root: Path, text: str, filename: str) -> int:
+    """How many diagnostics ruff itself reports for `text` with every rule on."""
+    argv = [ruff_binary().path, "check", "--no-cache", "--exit-zero", "--select", "ALL"]
+    argv += ["--output-format", "json-lines", "--stdin-filename", filename, "-"]
+    out = subprocess.run(argv, input=text, capture_output=True, text=True, cwd=root, check=True).stdout
+    return sum(1 for line in out.splitlines() if line.strip())
+
+
+@pytest.mark.parametrize("transport", ["memory", "websocket"])
+async def test_a_heavy_source_is_capped_with_its_true_total(mcp_client: ClientFactory, tmp_path: Path) -> None:
+    """Issue 11 item 2: `a;` on every line with every rule gives several diagnostics per line; the
+    call collects `max_diagnostics` of them, says `truncated`, and gives ruff's true total."""
+    root = tmp_path / "root"
+    root.mkdir()
+    text = "a;\n" * 60_000  # over LSP_MAX_TEXT: the streamed CLI path
+    expected = ruff_count(root, text, str(root / "untitled.py"))
+    assert expected > 100_000
+    with anyio.fail_after(120):
+        async with mcp_client(root, max_diagnostics=500) as client:
+            result = await call(client, "lint", {"source": text, "select": ["ALL"]})
+            assert result["truncated"] is True
+            assert result["total"] == expected and result["diagnostics_cap"] == 500
+            # A small text on the warm server path is capped the same way.
+            small = "a;\n" * 400
+            expected_small = ruff_count(root, small, str(root / "small.py"))
+            capped = await call(client, "lint", {"source": small, "filename": "small.py", "select": ["ALL"]})
+            assert capped["truncated"] is True and capped["total"] == expected_small
+
+
+@pytest.mark.parametrize("transport", ["memory"])
+async def test_a_tree_lint_is_capped_with_its_true_total(mcp_client: ClientFactory, tmp_path: Path) -> None:
+    root = write_project(tmp_path / "project")
+    for i in range(5):
+        (root / "pkg" / f"bad{i}.py").write_text("import os\n" * 50, encoding="utf-8")
+    with anyio.fail_after(120):
+        async with mcp_client(root) as client:
+            whole = await call(client, "lint", {"paths": ["pkg"]})
+        assert "diagnostics_cap" not in whole and whole["total"] > 100
+        async with mcp_client(root, max_diagnostics=20) as client:
+            capped = await call(client, "lint", {"paths": ["pkg"]})
+            assert capped["truncated"] is True and capped["total"] == whole["total"]
+            assert capped["diagnostics_cap"] == 20
+            shown = capped["diagnostics"]
+            assert len(shown) <= 20
+            assert json.dumps(shown)  # plain JSON all the way
+            again = await call(client, "lint", {"paths": ["pkg"]})  # nothing partial was cached
+            assert again["total"] == whole["total"]
