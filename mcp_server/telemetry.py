@@ -63,6 +63,7 @@ class _State:
         if len(live) != len(self.app_refs):
             self.app_refs = [weakref.ref(app) for app in live]
         return live
+
     sessions: dict[str, float] = field(default_factory=dict)
     shutdown: list[Any] = field(default_factory=list)
 
@@ -173,7 +174,10 @@ class TelemetryMiddleware:
             attributes["error.type"] = str(code) if code is not None else type(exc).__qualname__
             operation_duration.record(time.perf_counter() - started, attributes)
             raise
-        structured = getattr(result, "structured_content", None)
+        if isinstance(result, dict):
+            structured, is_error = result.get("structuredContent"), result.get("isError") is True
+        else:
+            structured, is_error = getattr(result, "structured_content", None), getattr(result, "is_error", False)
         if isinstance(structured, dict):
             run_id = structured.get("run_id")
             if isinstance(run_id, str):
@@ -181,7 +185,7 @@ class TelemetryMiddleware:
             engine = structured.get("engine")
             if isinstance(engine, str):
                 current.set_attribute("mcp_code_tools.ruff.engine", engine)
-        if getattr(result, "is_error", False):
+        if is_error:
             attributes["error.type"] = "tool_error"
         operation_duration.record(time.perf_counter() - started, attributes)
         return result

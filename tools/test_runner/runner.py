@@ -24,7 +24,7 @@ import anyio.abc
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from mcp_server.api import AppState
+from mcp_server.api import AppState, past_span, trace_env, trace_span
 from mcp_server.audit import AuditRecord
 from mcp_server.executor import OutputCollector, kill_group
 from tools.test_runner.affected import Selection, finish, prepare, selection_result
@@ -118,11 +118,14 @@ class TestRun:
     async def _execute(self) -> None:
         async with self.app.executor.slots.slot() as queued_s:
             self.queued_s = queued_s
+            past_span("queue wait", queued_s)
             pool = await get_pool(self.app)
+            leasing = time.monotonic()  # a cold (root, interpreter) starts its zygote in the lease
             async with (
                 pool.lease(self.request.root, self.request.interpreter) as zygote,
                 pool.rendezvous.expect() as (token, arrivals),
             ):
+                past_span("zygote lease", time.monotonic() - leasing, {"zygote.pid": zygote.pid or 0})
                 await self._prepare_selection(zygote)
                 await self._run_child(zygote, token, pool.rendezvous.path, arrivals)
         await self._finish_selection()
@@ -175,6 +178,8 @@ class TestRun:
         }
         if self.selection is not None:
             command["select"] = self.selection.command()
+        if traceparent := trace_env():  # the project's own instrumentation joins the request's trace
+            command["env"] = traceparent
         self._write_log(self.app.redactor.redact(f"$ {request.command_line()}\n"))
         started = time.monotonic()
         self.started = True
@@ -183,7 +188,8 @@ class TestRun:
                 tg.start_soon(self._take, arrivals, output, tg)
                 tg.start_soon(self._watch, handle)
                 tg.start_soon(self._progress.pump)
-                await zygote.fork(handle, command)
+                with trace_span("zygote fork"):
+                    await zygote.fork(handle, command)
                 with anyio.move_on_after(request.timeout_s) as deadline:
                     await self._finished.wait()
                 if deadline.cancelled_caught:

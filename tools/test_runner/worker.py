@@ -312,6 +312,9 @@ def child_main(cmd: Event, inherited_fds: List[int], forked_at: float, parent: i
             events.sendall(b"".join(json.dumps(e, default=str).encode("utf-8") + b"\n" for e in batch))
 
         root = cmd["root"]
+        for key, value in (cmd.get("env") or {}).items():
+            if key in ("TRACEPARENT", "TRACESTATE"):
+                os.environ[key] = str(value)
         os.chdir(root)
         sys.path.insert(0, root)
         import random

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from mcp_server.api import RunContext, ToolContext, ToolError, ToolOutput
+from mcp_server.api import RunContext, ToolContext, ToolError, ToolOutput, trace_span
 from tools.workflow.args import CheckArgs
 from tools.workflow.history import CheckHistory, get_history
 from tools.workflow.phases import PHASE_FNS, PhaseResult
@@ -98,13 +98,15 @@ class Check:
         started = time.monotonic()
         self._queue(self.events.push(phase.name, f"{phase.name}: started"))
         result: PhaseResult | None = None
-        with phase.scope:
-            try:
-                result = await PHASE_FNS[phase.name](self._phase_ctx(phase.name), self.args)
-            except ToolError as exc:
-                result = PhaseResult("error", {"message": str(exc)})
+        with trace_span(f"check {phase.name}", {"mcp_code_tools.run_id": self.run.run_id}) as span:
+            with phase.scope:
+                try:
+                    result = await PHASE_FNS[phase.name](self._phase_ctx(phase.name), self.args)
+                except ToolError as exc:
+                    result = PhaseResult("error", {"message": str(exc)})
+            phase.result = result or PhaseResult("cancelled", {"message": "cancelled"})
+            span.set_attribute("mcp_code_tools.check.status", phase.result.status)
         phase.duration_s = time.monotonic() - started
-        phase.result = result or PhaseResult("cancelled", {"message": "cancelled"})
         end = f"{phase.name}: {phase.result.status} in {phase.duration_s:.2f}s"
         self._queue(self.events.push(phase.name, end) + self.events.finish(phase.name))
         self.run.summary = self.summary("running")
