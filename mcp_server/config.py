@@ -182,7 +182,22 @@ class Settings(BaseSettings):
     )
     readiness_interval_s: float = Field(default=5.0, gt=0, description="seconds between /readyz probes")
     http_session_idle_s: float = Field(
-        default=1800.0, gt=0, description="an HTTP session with no request for this long ends (its runs go)"
+        default=600.0,
+        gt=0,
+        description="an HTTP session with no request in progress and no run still running for this long ends "
+        "(its runs go)",
+    )
+    http_idle_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="an HTTP connection idle between requests, or still sending its request head, is closed after "
+        "this long",
+    )
+    http_body_timeout_s: float = Field(
+        default=30.0, gt=0, description="time an HTTP request's whole body may take to arrive (else 408)"
+    )
+    max_requests_per_client: int = Field(
+        default=64, ge=1, description="HTTP requests one client may have in progress at once (else 429)"
     )
     stdio_eof_grace_s: float = Field(
         default=0.5,

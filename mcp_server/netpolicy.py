@@ -125,21 +125,30 @@ class NetPolicy:
             return token_identity(token)
         return f"ip:{peer or 'unknown'}"
 
+    def token_valid(self, headers: HeaderLookup) -> bool:
+        """Whether the request carries the server's token (constant-time); False when none is set."""
+        presented = bearer_token(headers.get("authorization"))
+        if self._token is None or presented is None:
+            return False
+        return hmac.compare_digest(presented.encode("utf-8"), self._token)
+
     def check(self, headers: HeaderLookup, *, check_host: bool = True) -> Refusal | None:
         """Token, then Origin, then Host; None when the request may go on."""
-        if self._token is not None:
-            presented = bearer_token(headers.get("authorization"))
-            if presented is None or not hmac.compare_digest(presented.encode("utf-8"), self._token):
-                why = "missing" if presented is None else "wrong"
-                return Refusal(
-                    401,
-                    f"unauthorized: {why} bearer token (send Authorization: Bearer <{env_name('token')}>)",
-                    (("WWW-Authenticate", 'Bearer realm="mcp-code-tools"'),),
-                )
+        if self._token is not None and not self.token_valid(headers):
+            why = "missing" if bearer_token(headers.get("authorization")) is None else "wrong"
+            return Refusal(
+                401,
+                f"unauthorized: {why} bearer token (send Authorization: Bearer <{env_name('token')}>)",
+                (("WWW-Authenticate", 'Bearer realm="mcp-code-tools"'),),
+            )
         origin = headers.get("origin")
         if origin and not origin_allowed(origin, self.origins):
             return Refusal(403, f"forbidden: Origin {origin[:200]!r} is not allowed (setting allowed_origins)")
-        if check_host and self.loopback_bind:
+        return self.check_host(headers) if check_host else None
+
+    def check_host(self, headers: HeaderLookup) -> Refusal | None:
+        """On a loopback bind, the Host header must name a loopback address (DNS-rebinding defence)."""
+        if self.loopback_bind:
             host = headers.get("host") or ""
             if not host_is_loopback(host):
                 return Refusal(421, f"misdirected: Host {host[:200]!r} is not a loopback name")

@@ -1,146 +1,74 @@
 """Streamable HTTP: the SDK's transport at `http://HOST:PORT/mcp`, `/healthz` and `/readyz` beside it.
 
-The app is the SDK's Streamable HTTP app, assembled here rather than by `Server.streamable_http_app()`
-for one reason: the session manager must tell us when an HTTP session ends (client DELETE, idle
-timeout, crash, shutdown) so that the session's runs are purged and their work cancelled, and the
-SDK has no hook for that but `_discard_session`, which a small subclass extends. Everything else is
-the SDK's: sessions, both protocol eras, SSE, the request body limit (`max_message_bytes`, 413), and
-the DNS-rebinding check (`TransportSecuritySettings`: Host and Origin).
+The SDK's session manager serves the MCP endpoint (sessions, both protocol eras, SSE, the request
+body limit `max_message_bytes` as 413, the DNS-rebinding check). In front of it, one ASGI app of ours
+(`HttpFront`), on public seams only:
 
-In front of it, `NetPolicy` admits each request to `/mcp` (token 401, Origin 403, Host 421) and caps
-a client's open sessions plus its in-flight session-less requests at `max_connections_per_client`
-(429). Served by uvicorn inside the caller's event loop; the runtime (`app.running()`) is the SDK
-server's lifespan, and re-entrant, so the process-wide runtime is the one the caller holds.
+- the door (`network.Door`): token 401, Origin 403, Host 421, the health endpoints;
+- requests in progress per client, at most `max_requests_per_client` (429): each holds a connection;
+- a request body must arrive within `http_body_timeout_s` (a slow body gets 408);
+- the ledger of HTTP sessions (`HttpSessions`): a client at `max_connections_per_client` sessions
+  has its least recently used idle session ended to make room (429 only when all are busy); a
+  session idle for `http_session_idle_s` ends; an ended session's runs are purged and their work
+  cancelled. We end a session the way a client does: a DELETE with its id, through the manager.
+
+Served by hypercorn inside the caller's event loop, on a socket bound before anything starts, with
+its public `serve(..., shutdown_trigger=...)`. A connection that sends no complete request head (a
+slowloris) or sits idle between requests is closed after `http_idle_timeout_s`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-import socket
+import os
 import sys
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from email.utils import formatdate
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-import uvicorn
-from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
-from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from starlette.applications import Starlette
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.datastructures import Headers
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from mcp_server.connections import http_session_owner
-from mcp_server.health import LIVENESS, ReadinessMonitor
-from mcp_server.netpolicy import LOOPBACK_NAMES, NetPolicy, Refusal
+from mcp_server.health import ReadinessMonitor
+from mcp_server.netpolicy import LOOPBACK_NAMES, ConnectionCounter, NetPolicy, Refusal
 from mcp_server.server import CodeToolsServer
-from mcp_server.transports.shutdown import wait_for_stop_signal
+from mcp_server.transports.http_sessions import HttpSessions
+from mcp_server.transports.network import (
+    MCP_PATH,
+    BindError,
+    Door,
+    HealthAnswer,
+    NetworkEndpoint,
+    bind,
+    wait_for_stop_signal,
+)
 
 logger = logging.getLogger("mcp_server.http")
 
-MCP_PATH = "/mcp"
-SHUTDOWN_TIMEOUT_S = 10
+SHUTDOWN_TIMEOUT_S = 10.0
+HttpEndpoint = NetworkEndpoint
 
 
-class SessionEndingManager(StreamableHTTPSessionManager):
-    """The SDK's session manager, reporting each session's end (once) to `on_session_end`."""
-
-    def __init__(self, *args: Any, on_session_end: Callable[[str], None], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._on_session_end = on_session_end
-
-    async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
-        known = session_id in self._server_instances
-        await super()._discard_session(session_id, transport)
-        if known:
-            try:
-                self._on_session_end(session_id)
-            except Exception:
-                logger.exception("ending HTTP session %s failed", session_id[:16])
-
-    async def end_all_sessions(self) -> None:
-        """Terminate every open session (shutdown): their SSE streams close, their runs go."""
-        for session_id, transport in list(self._server_instances.items()):
-            await self._discard_session(session_id, transport)
+class BodyTimeout(Exception):
+    """The client did not send its request body in time."""
 
 
-class PolicyMiddleware:
-    """Admission of requests to the MCP endpoint; health endpoints and lifespan pass through."""
-
-    def __init__(self, app: ASGIApp, policy: NetPolicy) -> None:
-        self.app = app
-        self.policy = policy
-        self._session_clients: dict[str, str] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].rstrip("/") != MCP_PATH:
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        refusal = self.policy.check(headers)
-        if refusal is not None:
-            await _refusal_response(refusal)(scope, receive, send)
-            return
-        if headers.get(MCP_SESSION_ID_HEADER):
-            await self.app(scope, receive, send)  # a request of an admitted session
-            return
-        peer = scope.get("client")
-        client = self.policy.client_identity(headers, peer[0] if peer else None)
-        if not self.policy.connections.try_acquire(client):
-            await _refusal_response(self.policy.too_many(client))(scope, receive, send)
-            return
-        held = True
-
-        async def watch(message: Message) -> None:
-            nonlocal held
-            if message["type"] == "http.response.start" and message["status"] < 400:
-                session_id = Headers(raw=message.get("headers", [])).get(MCP_SESSION_ID_HEADER)
-                if session_id:  # the slot now belongs to the session, until it ends
-                    self._session_clients[session_id] = client
-                    held = False
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watch)
-        finally:
-            if held:
-                self.policy.connections.release(client)
-
-    def session_ended(self, session_id: str) -> None:
-        client = self._session_clients.pop(session_id, None)
-        if client is not None:
-            self.policy.connections.release(client)
-
-
-class DateHeader:
-    """The HTTP `Date` header on every response (uvicorn's own comes from the timer we do not run)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def dated(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"date", formatdate(usegmt=True).encode("ascii")))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, dated)
-
-
-def _refusal_response(refusal: Refusal) -> Response:
-    return JSONResponse({"error": refusal.message}, status_code=refusal.status, headers=dict(refusal.headers))
+async def _answer(answer: HealthAnswer, send: Send, *, close: bool = False) -> None:
+    body = (json.dumps(answer.body) + "\n").encode("utf-8")
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _security_settings(policy: NetPolicy) -> TransportSecuritySettings:
@@ -155,165 +83,282 @@ def _security_settings(policy: NetPolicy) -> TransportSecuritySettings:
     )
 
 
-@dataclass(frozen=True)
-class HttpApp:
-    asgi: ASGIApp
-    sessions: SessionEndingManager
+def _may_open_a_session(scope: Scope, headers: Headers) -> bool:
+    """A POST without a session id on the handshake era (the modern era has no sessions)."""
+    version = headers.get("mcp-protocol-version")
+    return scope["method"] == "POST" and (version is None or version in HANDSHAKE_PROTOCOL_VERSIONS)
 
 
-def build_http_app(app: CodeToolsServer, policy: NetPolicy, readiness: ReadinessMonitor) -> HttpApp:
-    """The ASGI app: admission, then the SDK's Streamable HTTP endpoint, and the health routes."""
+class HttpFront:
+    """The ASGI app hypercorn serves: the door, the caps, the session ledger, then the SDK."""
 
-    def on_session_end(session_id: str) -> None:
-        app.connection_closed(http_session_owner(session_id))
-        middleware.session_ended(session_id)
+    def __init__(self, app: CodeToolsServer, door: Door) -> None:
+        settings = app.settings
+        self.app = app
+        self.door = door
+        self.manager = StreamableHTTPSessionManager(
+            app.server,
+            security_settings=_security_settings(door.policy),
+            max_request_body_size=settings.max_message_bytes,
+            session_idle_timeout=None,  # ours: `HttpSessions` knows runs keep a session busy
+        )
+        self.sessions = HttpSessions(
+            cap_per_client=settings.max_connections_per_client,
+            idle_s=settings.http_session_idle_s,
+            busy=self._has_running_runs,
+        )
+        self.requests = ConnectionCounter(settings.max_requests_per_client)
+        self.body_timeout_s = settings.http_body_timeout_s
 
-    manager = SessionEndingManager(
-        app.server,
-        security_settings=_security_settings(policy),
-        max_request_body_size=app.settings.max_message_bytes,
-        session_idle_timeout=app.settings.http_session_idle_s,
-        on_session_end=on_session_end,
-    )
+    def _has_running_runs(self, session_id: str) -> bool:
+        return any(run.running for run in self.app.app.runs.list(http_session_owner(session_id)))
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse(LIVENESS, headers={"Cache-Control": "no-store"})
+    # --- ASGI -----------------------------------------------------------------------------------
 
-    async def readyz(request: Request) -> Response:
-        current = readiness.current
-        return JSONResponse(current.body, status_code=current.status_code, headers={"Cache-Control": "no-store"})
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async with manager.run():
-            try:
-                yield
-            finally:
-                await manager.end_all_sessions()
-
-    starlette = Starlette(
-        routes=[
-            Route(MCP_PATH, endpoint=StreamableHTTPASGIApp(manager)),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
-    middleware = PolicyMiddleware(starlette, policy)
-    return HttpApp(DateHeader(middleware), manager)
-
-
-class _EmbeddedUvicorn(uvicorn.Server):
-    """uvicorn inside our event loop: we own the signals, we learn when it listens, and it does not
-    poll. (uvicorn's main loop wakes every 0.1 s to look at `should_exit` and refresh the Date header;
-    in a shared event loop that keeps a task runnable ten times a second, which starves
-    `wait_all_tasks_blocked` in tests. We wait on an event, and `DateHeader` stamps responses.)"""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.listening = anyio.Event()
-        self._exit = anyio.Event()
-
-    def request_exit(self) -> None:
-        self.should_exit = True
-        self._exit.set()
-
-    async def main_loop(self) -> None:
-        await self.on_tick(0)
-        await self._exit.wait()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return  # no WebSocket here: hypercorn closes what we do not accept
+        headers = Headers(scope=scope)
+        path = scope["path"].rstrip("/") or "/"
+        health = self.door.health(path, headers)
+        if health is not None:
+            await _answer(health, send)
+            return
+        if path != MCP_PATH:
+            await _answer(self.door.not_found(), send)
+            return
+        refusal = self.door.admit(headers)
+        if refusal is not None:
+            await _answer(self.door.refused(refusal), send)
+            return
+        peer = scope.get("client")
+        client = self.door.client(headers, peer[0] if peer else None)
+        if not self.requests.try_acquire(client):
+            await _answer(self.door.refused(self._too_many_requests(client)), send, close=True)
+            return
         try:
-            await super().startup(sockets)
+            await self._mcp(scope, self._timed(receive), send, headers, client)
+        except BodyTimeout:
+            why = f"request body not received within {self.body_timeout_s:g} s (setting http_body_timeout_s)"
+            with contextlib.suppress(Exception):
+                await _answer(HealthAnswer(408, {"error": why}), send, close=True)
         finally:
-            self.listening.set()
+            self.requests.release(client)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _timed(self, receive: Receive) -> Receive:
+        """`receive`, with the whole request body due within `http_body_timeout_s`."""
+        deadline = anyio.current_time() + self.body_timeout_s
+        body_done = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    body_done = True
+                return message
+            raise BodyTimeout
+
+        return timed_receive
+
+    def _too_many_requests(self, client: str) -> Refusal:
+        return Refusal(
+            429,
+            f"too many requests in progress: this client already has {self.requests.count(client)} "
+            "(setting max_requests_per_client)",
+        )
+
+    async def _mcp(self, scope: Scope, receive: Receive, send: Send, headers: Headers, client: str) -> None:
+        session_id = headers.get(MCP_SESSION_ID_HEADER)
+        if session_id:
+            await self._in_session(session_id, scope, receive, send)
+        elif _may_open_a_session(scope, headers):
+            await self._opening(client, scope, receive, send)
+        else:
+            await self.manager.handle_request(scope, receive, send)
+
+    async def _opening(self, client: str, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.sessions.has_room(client):
+            victim = self.sessions.least_recently_used_idle(client)
+            if victim is None:
+                refusal = Refusal(
+                    429,
+                    f"too many sessions: this client has {self.sessions.count(client)} open, all busy "
+                    "(setting max_connections_per_client)",
+                )
+                await _answer(self.door.refused(refusal), send)
+                return
+            logger.info("client %s at its session cap: ending its least recently used session", client)
+            await self.end_session(victim)
+        opened: str | None = None
+
+        async def watch(message: Message) -> None:
+            nonlocal opened
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                opened = Headers(raw=message.get("headers", [])).get(MCP_SESSION_ID_HEADER)
+                if opened:
+                    self.sessions.opened(client, opened)
+            await send(message)
+
+        self.sessions.begin_opening(client)
+        try:
+            await self.manager.handle_request(scope, receive, watch)
+        finally:
+            self.sessions.end_opening(client, opened or None)
+
+    async def _in_session(self, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
+        status = 0
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        self.sessions.started(session_id)
+        try:
+            await self.manager.handle_request(scope, receive, watch)
+        finally:
+            self.sessions.finished(session_id)
+            deleted = scope["method"] == "DELETE" and 200 <= status < 300
+            if deleted or status == 404:  # ended by its client, or already gone in the SDK
+                self._ended(session_id)
+
+    # --- ending sessions --------------------------------------------------------------------------
+
+    def _ended(self, session_id: str) -> None:
+        if self.sessions.ended(session_id) is None:
+            return
+        try:
+            self.app.connection_closed(http_session_owner(session_id))
+        except Exception:
+            logger.exception("ending HTTP session %s failed", session_id[:16])
+
+    async def end_session(self, session_id: str) -> None:
+        """End a session as its client would (a DELETE through the manager), then purge its runs."""
+        scope: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "DELETE",
+            "scheme": "http",
+            "path": MCP_PATH,
+            "raw_path": MCP_PATH.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"127.0.0.1"), (MCP_SESSION_ID_HEADER.encode(), session_id.encode())],
+            "client": ("127.0.0.1", 0),
+            "server": ("127.0.0.1", 0),
+        }
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Message) -> None:
+            return None
+
+        try:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_TIMEOUT_S):
+                await self.manager.handle_request(scope, receive, send)
+        finally:
+            self._ended(session_id)
+
+    async def end_all_sessions(self) -> None:
+        for session_id in self.sessions.ids():
+            await self.end_session(session_id)
+
+    async def sweep_idle_sessions(self) -> None:
+        """End sessions idle for `http_session_idle_s`; sleeps until the next one is due."""
+        while True:
+            due = self.sessions.next_expiry()
+            await anyio.sleep(max(0.0, due - time.monotonic()) if due is not None else self.sessions.idle_s)
+            for session_id in self.sessions.expired():
+                logger.info("HTTP session %s idle: ending it", session_id[:16])
+                await self.end_session(session_id)
 
 
-@dataclass(frozen=True)
-class HttpEndpoint:
-    host: str
-    port: int
+def _hypercorn_config(sock_fd: int, settings: Any) -> Any:
+    from hypercorn.config import Config  # HTTP transport only
 
-    @property
-    def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return self.base_url + MCP_PATH
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    sock = socket.create_server((host.strip("[]"), port), family=family, backlog=128)
-    sock.setblocking(False)
-    return sock
+    config = Config()
+    config.bind = [f"fd://{sock_fd}"]
+    config.keep_alive_timeout = settings.http_idle_timeout_s
+    config.graceful_timeout = SHUTDOWN_TIMEOUT_S
+    config.include_server_header = False
+    config.accesslog = None
+    config.errorlog = logger
+    config.h11_max_incomplete_size = 64 * 1024
+    return config
 
 
 @contextlib.asynccontextmanager
 async def http_server(
     app: CodeToolsServer, host: str | None = None, port: int | None = None
-) -> AsyncIterator[HttpEndpoint]:
-    """Serve Streamable HTTP while the block runs; `port=0` binds a free port.
+) -> AsyncIterator[NetworkEndpoint]:
+    """Serve Streamable HTTP while the block runs; `port=0` binds a free port (`BindError` if taken).
 
-    On exit every HTTP session is ended (runs purged), uvicorn stops (bounded), then the runtime
+    On exit every HTTP session is ended (runs purged), hypercorn stops (bounded), then the runtime
     closes, which ends every child process.
     """
+    from hypercorn.asyncio import serve  # HTTP transport only
+
     settings = app.settings
     host = host if host is not None else settings.host
     port = port if port is not None else settings.effective_port
-    async with app.running():
-        assert app.app.task_group is not None
-        readiness = ReadinessMonitor(app.app, settings.readiness_interval_s)
-        await readiness.start(app.app.task_group)
-        http_app = build_http_app(app, NetPolicy(settings), readiness)
-        sock = _bind(host, port)
-        config = uvicorn.Config(
-            http_app.asgi,
-            lifespan="on",
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            date_header=False,
-            proxy_headers=False,
-            ws="none",
-            timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S,
-            timeout_keep_alive=5,
-        )
-        server = _EmbeddedUvicorn(config)
-        stopped = anyio.Event()
+    sock = bind(host, port)
+    try:
+        async with app.running():
+            assert app.app.task_group is not None
+            readiness = ReadinessMonitor(app.app, settings.readiness_interval_s)
+            await readiness.start(app.app.task_group)
+            front = HttpFront(app, Door(NetPolicy(settings), readiness))
+            config = _hypercorn_config(os.dup(sock.fileno()), settings)
+            stop = anyio.Event()
+            served = anyio.Event()
 
-        async def run() -> None:
-            try:
-                await server.serve(sockets=[sock])
-            finally:
-                stopped.set()
-                server.listening.set()
+            async def run_hypercorn() -> None:
+                try:
+                    await serve(front, config, shutdown_trigger=stop.wait, mode="asgi")  # type: ignore[arg-type]
+                finally:
+                    served.set()
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
-            await server.listening.wait()
-            if not server.started:
-                raise RuntimeError("the HTTP server did not start (see the log above)")
-            try:
-                yield HttpEndpoint(host=host, port=int(sock.getsockname()[1]))
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await http_app.sessions.end_all_sessions()
-                    server.request_exit()
-                    with anyio.move_on_after(SHUTDOWN_TIMEOUT_S + 5):
-                        await stopped.wait()
-                tg.cancel_scope.cancel()
+            async with front.manager.run(), anyio.create_task_group() as tg:
+                tg.start_soon(run_hypercorn)
+                tg.start_soon(front.sweep_idle_sessions)
+                try:
+                    yield NetworkEndpoint("http", host, int(sock.getsockname()[1]))
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await front.end_all_sessions()
+                        stop.set()
+                        with anyio.move_on_after(SHUTDOWN_TIMEOUT_S + 5):
+                            await served.wait()
+                    tg.cancel_scope.cancel()
+    finally:
+        sock.close()
 
 
 async def serve_http(app: CodeToolsServer) -> None:
     """`--transport http`: serve until SIGTERM or SIGINT, then shut down cleanly."""
-    async with http_server(app) as endpoint:
-        print(f"mcp-code-tools: listening on {endpoint.url}", file=sys.stderr, flush=True)
-        signum = await wait_for_stop_signal()
-        logger.info("signal %d: shutting down", signum)
+    try:
+        async with http_server(app) as endpoint:
+            print(f"mcp-code-tools: listening on {endpoint.url}", file=sys.stderr, flush=True)
+            signum = await wait_for_stop_signal()
+            logger.info("signal %d: shutting down", signum)
+    except BindError as exc:
+        print(exc.message, file=sys.stderr, flush=True)
+        raise

@@ -16,11 +16,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -32,38 +30,32 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from mcp_server.connections import ConnectionInfo, new_connection
-from mcp_server.health import LIVENESS, ReadinessMonitor
-from mcp_server.netpolicy import NetPolicy, Refusal
+from mcp_server.health import ReadinessMonitor
+from mcp_server.netpolicy import NetPolicy
 from mcp_server.server import CodeToolsServer
 from mcp_server.transports.framing import BINARY_FRAME_ERROR, decode_frame, encode_message
-from mcp_server.transports.shutdown import wait_for_stop_signal
+from mcp_server.transports.network import (
+    MCP_PATH,
+    BindError,
+    Door,
+    HealthAnswer,
+    NetworkEndpoint,
+    bind,
+    wait_for_stop_signal,
+)
 
 logger = logging.getLogger("mcp_server.websocket")
 
-MCP_PATH = "/mcp"
 SUBPROTOCOL = Subprotocol("mcp")
 CLOSE_TIMEOUT_S = 10.0
+WebSocketEndpoint = NetworkEndpoint
 
 
-@dataclass(frozen=True)
-class WebSocketEndpoint:
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}{MCP_PATH}"
-
-
-def _json_response(
-    connection: ServerConnection, status: int, body: dict[str, Any], extra: tuple[tuple[str, str], ...] = ()
-) -> Response:
-    response = connection.respond(status, json.dumps(body) + "\n")
+def _json_response(connection: ServerConnection, answer: HealthAnswer) -> Response:
+    response = connection.respond(answer.status, json.dumps(answer.body) + "\n")
     del response.headers["Content-Type"]
     response.headers["Content-Type"] = "application/json"
-    response.headers["Cache-Control"] = "no-store"
-    for name, value in extra:
+    for name, value in answer.headers:
         response.headers[name] = value
     return response
 
@@ -81,34 +73,28 @@ def _peer(connection: ServerConnection) -> str | None:
 class _WebSocketTransport:
     """The per-server state the websockets callbacks close over."""
 
-    def __init__(self, app: CodeToolsServer, policy: NetPolicy, readiness: ReadinessMonitor) -> None:
+    def __init__(self, app: CodeToolsServer, door: Door) -> None:
         self.app = app
-        self.policy = policy
-        self.readiness = readiness
+        self.door = door
+        self.policy = door.policy
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Health endpoints, then admission; None lets the upgrade go on."""
         path = request.path.partition("?")[0]
-        if path == "/healthz":
-            return _json_response(connection, 200, LIVENESS)
-        if path == "/readyz":
-            current = self.readiness.current
-            return _json_response(connection, current.status_code, current.body)
+        health = self.door.health(path, request.headers)
+        if health is not None:
+            return _json_response(connection, health)
         if path != MCP_PATH:
-            return _json_response(connection, 404, {"error": f"not found: the MCP endpoint is {MCP_PATH}"})
-        refusal = self.policy.check(request.headers)
+            return _json_response(connection, self.door.not_found())
+        refusal = self.door.admit(request.headers)
         if refusal is None:
-            client = self.policy.client_identity(request.headers, _peer(connection))
+            client = self.door.client(request.headers, _peer(connection))
             if not self.policy.connections.has_room(client):
                 refusal = self.policy.too_many(client)
         if refusal is not None:
             logger.info("refused %s: %s", _peer(connection), refusal.message)
-            return self._refuse(connection, refusal)
+            return _json_response(connection, self.door.refused(refusal))
         return None
-
-    @staticmethod
-    def _refuse(connection: ServerConnection, refusal: Refusal) -> Response:
-        return _json_response(connection, refusal.status, {"error": refusal.message}, refusal.headers)
 
     async def handler(self, connection: ServerConnection) -> None:
         """One connection: admitted (counted), bridged, served until either side closes."""
@@ -168,15 +154,15 @@ async def websocket_server(
     settings = app.settings
     host = host if host is not None else settings.host
     port = port if port is not None else settings.effective_port
+    sock = bind(host, port)
     async with app.running():
         assert app.app.task_group is not None
         readiness = ReadinessMonitor(app.app, settings.readiness_interval_s)
         await readiness.start(app.app.task_group)
-        transport = _WebSocketTransport(app, NetPolicy(settings), readiness)
+        transport = _WebSocketTransport(app, Door(NetPolicy(settings), readiness))
         server = await serve(
             transport.handler,
-            host,
-            port,
+            sock=sock,
             subprotocols=[SUBPROTOCOL],
             select_subprotocol=_select_subprotocol,
             process_request=transport.process_request,
@@ -189,9 +175,7 @@ async def websocket_server(
             logger=logger,
         )
         try:
-            bound = server.sockets[0].getsockname()
-            family = server.sockets[0].family
-            yield WebSocketEndpoint(host=str(bound[0]) if family == socket.AF_INET6 else host, port=int(bound[1]))
+            yield NetworkEndpoint("ws", host, int(sock.getsockname()[1]))
         finally:
             server.close()
             with anyio.move_on_after(CLOSE_TIMEOUT_S + 5, shield=True):
@@ -200,7 +184,11 @@ async def websocket_server(
 
 async def serve_websocket(app: CodeToolsServer) -> None:
     """`--transport websocket`: serve until SIGTERM or SIGINT, then shut down cleanly."""
-    async with websocket_server(app) as endpoint:
-        print(f"mcp-code-tools: listening on {endpoint.url}", file=sys.stderr, flush=True)
-        signum = await wait_for_stop_signal()
-        logger.info("signal %d: shutting down", signum)
+    try:
+        async with websocket_server(app) as endpoint:
+            print(f"mcp-code-tools: listening on {endpoint.url}", file=sys.stderr, flush=True)
+            signum = await wait_for_stop_signal()
+            logger.info("signal %d: shutting down", signum)
+    except BindError as exc:
+        print(exc.message, file=sys.stderr, flush=True)
+        raise

@@ -212,6 +212,7 @@ async def test_shutdown_ends_open_sessions(tmp_path: Path) -> None:
 
 
 async def test_an_idle_http_session_ends_and_its_runs_go(tmp_path: Path) -> None:
+    """Idle: no request in progress and no run still running, for http_session_idle_s."""
     async with serving(tmp_path, http_session_idle_s=0.5) as (app, endpoint, http):
         closed = ClosedConnections(app)
         opened = await http.post(endpoint.url, content=initialize_body(), headers=MCP_HEADERS)
@@ -235,3 +236,121 @@ async def test_an_idle_http_session_ends_and_its_runs_go(tmp_path: Path) -> None
             endpoint.url, content=json.dumps({"jsonrpc": "2.0", "id": 3, "method": "ping"}), headers=session
         )
         assert gone.status_code == 404
+
+
+# --- issue 11: slow clients, session lockout, health behind the door ---------------------------
+
+
+async def test_a_slowloris_connection_is_closed_after_the_idle_timeout(tmp_path: Path) -> None:
+    """Issue 11 item 4: a connection that never finishes its request head is closed; others are served."""
+    async with serving(tmp_path, http_idle_timeout_s=0.5) as (_, endpoint, http):
+        slow = [await anyio.connect_tcp("127.0.0.1", endpoint.port) for _ in range(20)]
+        for stream in slow:
+            await stream.send(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")  # and never the rest
+        assert (await http.get(endpoint.base_url + "/healthz")).status_code == 200
+        with anyio.fail_after(20):  # far below the 30 s the old server kept them
+            for stream in slow:
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    while True:
+                        await stream.receive()
+        for stream in slow:
+            await stream.aclose()
+
+
+async def test_a_slow_request_body_gets_408(tmp_path: Path) -> None:
+    """Issue 11 item 4: the request head arrived, the body never does: 408, the connection closes."""
+    async with serving(tmp_path, http_body_timeout_s=0.5) as (_, endpoint, _):
+        stream = await anyio.connect_tcp("127.0.0.1", endpoint.port)
+        head = (
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            "Accept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n"
+        )
+        await stream.send(head.encode() + b'{"jsonrpc": ')
+        reply = b""
+        with anyio.fail_after(20):
+            try:
+                while True:
+                    reply += await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                pass
+        await stream.aclose()
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+        assert b"http_body_timeout_s" in reply
+
+
+async def test_requests_in_progress_per_client_are_capped(tmp_path: Path) -> None:
+    async with serving(tmp_path, max_requests_per_client=2, http_body_timeout_s=60) as (_, endpoint, http):
+        held = []
+        for _ in range(2):  # two requests in progress: their bodies never finish
+            stream = await anyio.connect_tcp("127.0.0.1", endpoint.port)
+            await stream.send(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n{")
+            held.append(stream)
+        with anyio.fail_after(20):
+            while True:  # the two reach the app in their own time; the third is refused once they have
+                third = await http.post(endpoint.url, content=initialize_body(), headers=MCP_HEADERS)
+                if third.status_code == 429:
+                    break
+                assert third.status_code == 200
+                await http.delete(endpoint.url, headers={"Mcp-Session-Id": third.headers["mcp-session-id"]})
+                await anyio.wait_all_tasks_blocked()
+        assert "max_requests_per_client" in third.json()["error"]
+        for stream in held:
+            await stream.aclose()
+
+
+async def test_a_client_at_its_session_cap_loses_its_least_recently_used_idle_session(tmp_path: Path) -> None:
+    """Issue 11 item 3: never-DELETEd sessions no longer lock the client out; the oldest idle one ends
+    (its runs purged) to make room."""
+    async with serving(tmp_path, max_connections_per_client=3) as (app, endpoint, http):
+        closed = ClosedConnections(app)
+        sessions = []
+        for _ in range(3):
+            opened = await http.post(endpoint.url, content=initialize_body(), headers=MCP_HEADERS)
+            assert opened.status_code == 200
+            sessions.append(opened.headers["mcp-session-id"])
+        first = {**MCP_HEADERS, "Mcp-Session-Id": sessions[0]}
+        second = {**MCP_HEADERS, "Mcp-Session-Id": sessions[1]}
+        notified = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        await http.post(endpoint.url, content=notified, headers=first)
+        call = {"name": "big", "arguments": {"n": 300}}
+        made = await http.post(
+            endpoint.url,
+            content=json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call}),
+            headers=second,
+        )
+        run_id = payload(made)["result"]["structuredContent"]["run_id"]
+        # The first session was used last before the second: the third is the least recently used.
+        await http.post(endpoint.url, content=notified, headers=first)
+        for _ in range(5):  # more than the cap: each new one ends the oldest idle one, never a 429
+            opened = await http.post(endpoint.url, content=initialize_body(), headers=MCP_HEADERS)
+            assert opened.status_code == 200, opened.text
+            sessions.append(opened.headers["mcp-session-id"])
+        assert [str(owner) for owner in closed.owners[:1]] == [f"http-session:{sessions[2]}"]
+        assert len(closed.owners) == 5
+        assert f"http-session:{sessions[1]}" in [str(owner) for owner in closed.owners]
+        assert run_id not in {run.run_id for run in app.app.runs.list(f"http-session:{sessions[1]}")}
+        gone = await http.post(
+            endpoint.url, content=json.dumps({"jsonrpc": "2.0", "id": 3, "method": "ping"}), headers=second
+        )
+        assert gone.status_code == 404
+
+
+async def test_readyz_without_the_token_shows_status_only(tmp_path: Path) -> None:
+    """Issue 11 item 5: roots, paths, PIDs and counters are for whoever holds the token."""
+    async with serving(tmp_path, token=TOKEN) as (_, endpoint, http):
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            ready = await http.get(endpoint.base_url + "/readyz", headers=headers)
+            assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+        full = await http.get(endpoint.base_url + "/readyz", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert full.json()["status"] == "ready" and "executor" in full.json() and "ruff" in full.json()
+        assert (await http.get(endpoint.base_url + "/healthz")).json() == {"status": "ok"}
+
+
+async def test_health_endpoints_follow_the_host_rule(tmp_path: Path) -> None:
+    """Issue 11 item 5: a rebound name gets 421 on /healthz and /readyz too."""
+    async with serving(tmp_path) as (_, endpoint, http):
+        for path in ("/healthz", "/readyz"):
+            rebound = await http.get(endpoint.base_url + path, headers={"Host": "attacker.example"})
+            assert rebound.status_code == 421, path
+            local = await http.get(endpoint.base_url + path, headers={"Host": f"localhost:{endpoint.port}"})
+            assert local.status_code == 200, path

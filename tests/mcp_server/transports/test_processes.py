@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -372,3 +373,23 @@ def test_the_network_servers_refuse_to_start_beyond_loopback_without_a_token(tmp
         )
         assert done.returncode == 2 and done.stdout == ""
         assert "MCP_CODE_TOOLS_TOKEN" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("transport", ["websocket", "http"])
+def test_a_port_in_use_is_one_line_naming_host_and_port_and_exit_2(tmp_path: Path, transport: str) -> None:
+    """Issue 11 item 9 (port in use): no traceback."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "mcp_server", "--transport", transport, "--port", str(port)],
+            env=settings_env(tmp_path, tmp_path),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"127.0.0.1:{port}" in lines[0] and "in use" in lines[0]

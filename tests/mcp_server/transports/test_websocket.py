@@ -107,6 +107,19 @@ async def test_healthz_and_readyz_answer_json_on_the_websocket_port(tmp_path: Pa
         assert (await http.get(base + "/elsewhere")).status_code == 404
 
 
+async def test_readyz_without_the_token_shows_status_only_and_health_follows_the_host_rule(tmp_path: Path) -> None:
+    """Issue 11 item 5, on the WebSocket port."""
+    async with serving(tmp_path, token=TOKEN) as (_, endpoint), httpx2.AsyncClient() as http:
+        base = f"http://127.0.0.1:{endpoint.port}"
+        bare = await http.get(base + "/readyz")
+        assert bare.status_code == 200 and bare.json() == {"status": "ready"}
+        full = await http.get(base + "/readyz", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert "executor" in full.json()
+        for path in ("/healthz", "/readyz"):
+            rebound = await http.get(base + path, headers={"Host": "attacker.example"})
+            assert rebound.status_code == 421, path
+
+
 # --- admission: token, Origin, Host, connections per client -----------------------------------
 
 
