@@ -21,7 +21,6 @@ from mcp_server.cachedir import CacheDirUnavailable, root_cache_dir
 from mcp_server.config import Settings
 from mcp_server.errors import Busy, NotFound, PolicyRefused, ToolError
 from mcp_server.executor import Executor, ProcessResult, RunSlots
-from mcp_server.pool import PoolWorker, WarmPool
 from mcp_server.paths import (
     CheckedFile,
     FileChecker,
@@ -33,6 +32,7 @@ from mcp_server.paths import (
     resolve_root,
     safe_walk,
 )
+from mcp_server.pool import PoolPolicy, PoolWorker, WarmPool
 from mcp_server.runs import RunContext, RunStore
 from mcp_server.telemetry import past_span, trace_env
 from mcp_server.telemetry import span as trace_span
@@ -51,6 +51,7 @@ __all__ = [
     "NotFound",
     "PathRefused",
     "PolicyRefused",
+    "PoolPolicy",
     "PoolWorker",
     "ProcessResult",
     "ResolvedPath",

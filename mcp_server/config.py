@@ -225,6 +225,13 @@ class Settings(BaseSettings):
     ruff_idle_ttl_s: float = Field(default=600.0, gt=0, description="an idle ruff server stops after this long")
     zygote_pool_size: int = Field(default=4, ge=1, description="warm pytest zygotes")
     zygote_idle_ttl_s: float = Field(default=600.0, gt=0, description="an idle zygote stops after this long")
+    test_workers: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="run_tests children per run (shards; capped at the CPU count); "
+        "session fixtures then run once per child, as with pytest-xdist",
+    )
 
     # Telemetry: OTEL_* environment variables configure the exporters further (endpoint, protocol, ...).
     otel_exporter: Literal["none", "console", "otlp"] = Field(

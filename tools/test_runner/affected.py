@@ -229,3 +229,75 @@ def selection_result(sel: Selection, event: dict[str, Any] | None, selected: lis
         "skipped_unaffected": plan.skipped_count(ignored, unaffected),
         "reasons": plan.reasons(selected),
     }
+
+
+class _Tables:
+    """One file table and one (file, line) table for the merged record."""
+
+    def __init__(self) -> None:
+        self.files: list[str] = []
+        self._files: dict[str, int] = {}
+        self.pairs: list[list[int]] = []
+        self._pairs: dict[tuple[int, int], int] = {}
+
+    def file(self, rel: str) -> int:
+        if rel not in self._files:
+            self._files[rel] = len(self.files)
+            self.files.append(rel)
+        return self._files[rel]
+
+    def pair(self, rel: str, line: int) -> int:
+        key = (self.file(rel), line)
+        if key not in self._pairs:
+            self._pairs[key] = len(self.pairs)
+            self.pairs.append([key[0], line])
+        return self._pairs[key]
+
+
+def merge_records(events: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The `record` events of a sharded run's children as one (their file and line tables are
+    each child's own: re-indexed here). Collection data comes from the first; selected tests,
+    tests and fixtures from all."""
+    present = [e for e in events if e is not None]
+    if not present:
+        return None
+    tables = _Tables()
+    first = present[0]
+    merged: dict[str, Any] = {
+        "e": "record",
+        "tests": {},
+        "lost": [],
+        "fixtures": {},
+        "uses": {},
+        "modules": {},
+        "refs": {},
+        "collected": first.get("collected", {}),
+        "selected": [],
+        "ignored": first.get("ignored", []),
+        "unaffected": first.get("unaffected", 0),
+    }
+    for event in present:
+        files = [str(f) for f in event.get("files", [])]
+        pairs = event.get("pairs", [])
+
+        def keys(ks: list[int], files: list[str] = files, pairs: list[list[int]] = pairs) -> list[int]:
+            out = []
+            for k in ks:
+                k = int(k)
+                out.append(k if k < 0 else tables.pair(files[int(pairs[k][0])], int(pairs[k][1])))
+            return out
+
+        for nodeid, ks in event.get("tests", {}).items():
+            merged["tests"][nodeid] = keys(ks)
+        merged["lost"] += list(event.get("lost", []))
+        for name, ks in event.get("fixtures", {}).items():
+            merged["fixtures"][name] = sorted(set(merged["fixtures"].get(name, [])) | set(keys(ks)))
+        merged["uses"].update(event.get("uses", {}))
+        for rel, ks in event.get("modules", {}).items():
+            merged["modules"].setdefault(rel, keys(ks))
+        for rel, ks in event.get("refs", {}).items():
+            merged["refs"].setdefault(rel, [tables.file(files[int(k)]) for k in ks])
+        merged["selected"] += list(event.get("selected", []))
+    merged["files"] = tables.files
+    merged["pairs"] = tables.pairs
+    return merged

@@ -41,6 +41,14 @@ class RunTestsArgs(ListTestsArgs):
         "server's test history; pytest's `--ff` when there is none yet).",
     )
     max_failures: int | None = Field(default=None, ge=1, description="Stop after this many failures (`--maxfail`).")
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Run in this many forked children at once, each a share of the tests balanced by their "
+        "recorded durations (default: the test_workers setting; capped at the CPU count). Session and "
+        "module fixtures then run once per child, as with pytest-xdist.",
+    )
     timeout_s: float | None = Field(
         default=None, gt=0, description="Kill the run after this many seconds (capped by run_timeout_max_s)."
     )

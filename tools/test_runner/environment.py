@@ -1,7 +1,7 @@
 """Which interpreter runs a project's tests, and the fingerprints that say when a zygote is stale.
 
-`env_fingerprint` is a few `stat`s; `config_fingerprint` walks the project (bounded): call it
-through `anyio.to_thread`.
+`env_fingerprint` is a few `stat`s (`EnvFingerprints` caches it for a short TTL and takes it off
+the event loop); `config_fingerprint` walks the project (bounded): call it through `anyio.to_thread`.
 """
 
 from __future__ import annotations
@@ -9,14 +9,21 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+
+import anyio.to_thread
 
 VENV_DIRS = (".venv", "venv")
 CONFIG_FILES = ("pyproject.toml", "pytest.ini", ".pytest.ini", "setup.cfg", "tox.ini", "conftest.py")
 # Directories pytest does not recurse into by default (`norecursedirs`), plus caches.
 SKIP_DIRS = frozenset({"__pycache__", "node_modules", "build", "dist", "venv", "site-packages", "CVS", "_darcs"})
 MAX_WALK_DIRS = 2000
+ENV_TTL_S = 1.0
+"""How long a fingerprint of the interpreter and its site directories is trusted: an install is
+noticed by the runs that start at most this long after it."""
+MAX_CACHED = 64
 
 
 def find_interpreter(root: Path, configured: Path | None) -> Path:
@@ -79,6 +86,32 @@ def env_fingerprint(interpreter: Path, site_dirs: Sequence[str] = ()) -> str:
     return digest(
         [f"python {interpreter} {_signature(str(interpreter))}", *(f"site {d} {_signature(d)}" for d in site_dirs)]
     )
+
+
+class EnvFingerprints:
+    """`env_fingerprint` taken at most once per `ttl_s` for each (interpreter, site directories),
+    in a worker thread: a burst of runs stats the site directories once, never on the event loop."""
+
+    def __init__(self, ttl_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ENV_TTL_S if ttl_s is None else ttl_s
+        self._clock = clock
+        self._cache: dict[tuple[str, tuple[str, ...]], tuple[float, str]] = {}
+        self.taken = 0
+
+    async def get(self, interpreter: Path, site_dirs: Sequence[str] = ()) -> str:
+        key = (str(interpreter), tuple(site_dirs))
+        now = self._clock()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        value = await anyio.to_thread.run_sync(env_fingerprint, interpreter, site_dirs)
+        self.taken += 1
+        if len(self._cache) >= MAX_CACHED:  # bounded: expired entries go, then (rarely) all
+            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            if len(self._cache) >= MAX_CACHED:
+                self._cache.clear()
+        self._cache[key] = (now + self.ttl_s, value)
+        return value
 
 
 def config_fingerprint(root: Path) -> str:

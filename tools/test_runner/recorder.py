@@ -153,6 +153,12 @@ class Recorder:
         self.ignored: List[str] = []
         self.unaffected = 0
         self._collecting: Optional[Any] = None
+        self.shard = options.get("shard")
+
+    def pytest_configure(self, config: Any) -> None:
+        shard = self.shard
+        if isinstance(shard, dict) and int(shard.get("count", 1)) > 1:
+            config.pluginmanager.register(ShardFilter(shard), "mcp-code-tools-shard")
 
     # --- where code lives ------------------------------------------------------------------------
 
@@ -312,6 +318,39 @@ class Recorder:
             "ignored": self.ignored,
             "unaffected": self.unaffected,
         }
+
+
+def assign_shards(nodeids: List[str], durations: Dict[str, float], count: int) -> List[int]:
+    """Each test's shard: longest first to the least loaded shard (ties: the lower index), with
+    the median recorded duration for tests never timed. Deterministic: every shard computes it
+    from the same collected list and keeps its own part, in collection order."""
+    known = sorted(float(durations[n]) for n in nodeids if n in durations)
+    default = known[len(known) // 2] if known else 1.0
+    weights = [max(float(durations.get(n, default)), 1e-4) for n in nodeids]
+    order = sorted(range(len(nodeids)), key=lambda i: (-weights[i], i))
+    loads = [0.0] * count
+    owner = [0] * len(nodeids)
+    for i in order:
+        target = min(range(count), key=lambda k: (loads[k], k))
+        owner[i] = target
+        loads[target] += weights[i]
+    return owner
+
+
+class ShardFilter:
+    """Keeps this shard's share of the tests, after every other selection (`-k`, `-m`, affected)."""
+
+    def __init__(self, shard: Dict[str, Any]) -> None:
+        self.index = int(shard.get("index", 0))
+        self.count = int(shard.get("count", 1))
+        self.durations: Dict[str, float] = dict(shard.get("durations") or {})
+        self.done = set(shard.get("done") or ())
+        """Tests of this share that a child before this one (it died) already ran."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session: Any, config: Any, items: List[Any]) -> None:
+        owner = assign_shards([item.nodeid for item in items], self.durations, self.count)
+        items[:] = [item for i, item in enumerate(items) if owner[i] == self.index and item.nodeid not in self.done]
 
 
 if int(str(pytest.__version__).split(".")[0]) < 7:  # no `collection_path` yet: modules are collected

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 COUNT_KEYS = ("passed", "failed", "skipped", "xfailed", "xpassed", "errors", "deselected")
+SUBTEST_KEYS = ("subtests_passed", "subtests_failed")
+"""Added to `counts` when a run has subtests. As in pytest's summary, a failing subtest also counts
+in `failed` (and its test fails too); passing subtests are not tests (`passed` counts tests)."""
 _COUNTED = {"passed": "passed", "failed": "failed", "skipped": "skipped", "xfailed": "xfailed", "xpassed": "xpassed"}
 _COUNTED["error"] = "errors"
 # The outcome of a test, from the categories of its phases: the worst one wins.
@@ -104,6 +107,16 @@ def describe_exit(status: int | None) -> str:
     return f"with exit status {status}"
 
 
+def worst_exit(codes: list[int]) -> int:
+    for code in (EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TESTS_FAILED):
+        if code in codes:
+            return code
+    if all(code == EXIT_NO_TESTS for code in codes):
+        return EXIT_NO_TESTS
+    known = [c for c in codes if c not in (EXIT_OK, EXIT_NO_TESTS)]
+    return known[0] if known else EXIT_OK
+
+
 @dataclass(frozen=True, slots=True)
 class TestFinished:
     nodeid: str
@@ -176,6 +189,11 @@ class RunState:
             key = _COUNTED.get(category)
             if key is not None:
                 self.counts[key] += 1
+        subtests = event.get("subtests")
+        if isinstance(subtests, dict):
+            for outcome in ("passed", "failed"):
+                key = f"subtests_{outcome}"
+                self.counts[key] = self.counts.get(key, 0) + int(subtests.get(outcome, 0))
         for failure in event.get("failures", []):
             self._add_failure(self._failure(failure, str(failure.get("outcome", "failed"))))
         duration = float(event.get("duration", 0.0))
@@ -197,12 +215,15 @@ class RunState:
             text = f"{event.get('nodeid', '')} ({outcome})\n{longrepr}"
             self.full_texts.append(text)
             self._full_size += len(text)
-        return {
+        failure = {
             "nodeid": self._redact(str(event.get("nodeid", ""))),
             "outcome": outcome,
             "message": self._redact(clip(str(event.get("message", "")), MAX_MESSAGE)),
             "traceback": self._redact(project_traceback(frames, self.root, longrepr)),
         }
+        if event.get("subtest") is not None:
+            failure["subtest"] = self._redact(str(event["subtest"]))
+        return failure
 
     def _add_failure(self, failure: dict[str, Any]) -> None:
         if len(self.failures) < MAX_FAILURES:
@@ -213,6 +234,56 @@ class RunState:
     def note_output(self, text: str) -> None:
         """Redacted output as it streams: the tail explains usage errors and crashes."""
         self.output_tail = (self.output_tail + text)[-OUTPUT_TAIL:]
+
+    # --- shards ----------------------------------------------------------------------------------
+
+    @classmethod
+    def merged(cls, parts: list[tuple[RunState, bool]], root: Path, redact: Callable[[str], str]) -> RunState:
+        """The children of a sharded run as one run. `parts` are (state, first): every shard's
+        first child collected everything, so collection errors and `-k` deselections come from
+        the first shard's only; a replacement child (after a crash) adds its tests, not its total.
+        The exit code is the worst one (a shard with no tests does not make the run empty)."""
+        merged = cls(root, redact)
+        firsts = [state for state, first in parts if first]
+        lead = firsts[0] if firsts else (parts[0][0] if parts else None)
+        totals = [state.total for state in firsts]
+        merged.total = sum(t for t in totals if t is not None) if totals and None not in totals else None
+        codes: list[int] = []
+        for state, _ in parts:
+            extra_errors = 0 if state is lead else len(state.collect_errors)
+            for key, value in state.counts.items():
+                merged.counts[key] = merged.counts.get(key, 0) + value
+            merged.counts["errors"] -= extra_errors
+            for failure in state.failures:
+                if state is lead or not any(failure is e for e in state.collect_errors):
+                    merged._add_failure(failure)
+            merged.failures_dropped += state.failures_dropped
+            merged.done += state.done
+            merged.current = state.current or merged.current
+            merged.full_texts += state.full_texts
+            for entry in state._slowest:
+                merged._note_slow(entry)
+            merged.outcomes.update(state.outcomes)
+            merged.internal += state.internal
+            merged.output_tail = (merged.output_tail + state.output_tail)[-OUTPUT_TAIL:]
+            if state.elapsed is not None:
+                merged.elapsed = max(merged.elapsed or 0.0, state.elapsed)
+            if state.exit_code is not None:
+                codes.append(state.exit_code)
+        if lead is not None:
+            merged.counts["deselected"] = lead.counts["deselected"]
+            merged.collect_errors = list(lead.collect_errors)
+            merged.nodeids = list(lead.nodeids)
+        merged.session_finished = all(state.session_finished for state, _ in parts)
+        if parts and len(codes) == len(parts):
+            merged.exit_code = worst_exit(codes)
+        return merged
+
+    def _note_slow(self, entry: tuple[float, str]) -> None:
+        if len(self._slowest) < SLOWEST:
+            heapq.heappush(self._slowest, entry)
+        else:
+            heapq.heappushpop(self._slowest, entry)
 
     # --- endings ---------------------------------------------------------------------------------
 

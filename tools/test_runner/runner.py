@@ -30,7 +30,7 @@ from mcp_server.executor import OutputCollector, kill_group
 from tools.test_runner.affected import Selection, finish, prepare, selection_result
 from tools.test_runner.pool import get_pool
 from tools.test_runner.progress import ProgressBuffer
-from tools.test_runner.rendezvous import Arrival
+from tools.test_runner.rendezvous import Arrival, Rendezvous
 from tools.test_runner.reports import RunState, TestFinished
 from tools.test_runner.zygote import FORK_TIMEOUT_S, ChildHandle, Zygote
 
@@ -58,6 +58,8 @@ class RunRequest:
     """The root's server-owned folder (the test database); None: nothing is recorded."""
     partial: bool = False
     """Node ids were selected: what is collected is not each module's full list."""
+    workers: int = 1
+    """Children that share the tests (`shards.ShardedRun`); 1: this one child."""
 
     def command_line(self) -> str:
         return shlex.join([str(self.interpreter), "-m", "pytest", *self.args])
@@ -103,6 +105,8 @@ class TestRun:
         self._event_bytes = 0
         self.selection: Selection | None = None
         self.selection_info: dict[str, Any] | None = None
+        self.select: dict[str, Any] | None = None
+        """What the child's recorder gets, when set by a sharded run (its share, what to skip)."""
 
     # --- the run ---------------------------------------------------------------------------------
 
@@ -129,6 +133,11 @@ class TestRun:
                 await self._prepare_selection(zygote)
                 await self._run_child(zygote, token, pool.rendezvous.path, arrivals)
         await self._finish_selection()
+
+    async def run_on(self, zygote: Zygote, rendezvous: Rendezvous) -> None:
+        """Run one child on a zygote the caller leased (one shard of a sharded run)."""
+        async with rendezvous.expect() as (token, arrivals):
+            await self._run_child(zygote, token, rendezvous.path, arrivals)
 
     async def _prepare_selection(self, zygote: Zygote) -> None:
         request = self.request
@@ -178,6 +187,8 @@ class TestRun:
         }
         if self.selection is not None:
             command["select"] = self.selection.command()
+        if self.select is not None:
+            command["select"] = self.select
         if traceparent := trace_env():  # the project's own instrumentation joins the request's trace
             command["env"] = traceparent
         self._write_log(self.app.redactor.redact(f"$ {request.command_line()}\n"))

@@ -27,6 +27,7 @@ from tools.test_runner.environment import find_interpreter
 from tools.test_runner.history import Recorded, Report, failed_first_request, get_history
 from tools.test_runner.reports import COUNT_KEYS, TestFinished
 from tools.test_runner.runner import RunRequest, TestRun
+from tools.test_runner.shards import ShardedRun, effective_workers
 
 CHECK_SERVICE = "pytest_check"
 NEGATIVE_RECHECK_S = 10.0
@@ -77,7 +78,8 @@ async def _execute(ctx: ToolContext, run: RunContext, request: RunRequest, waiti
         summary["queued_s"] = round(test_run.queued_s, 4)
         run.summary = summary
 
-    test_run = TestRun(
+    run_class: Any = TestRun if request.workers <= 1 else functools.partial(ShardedRun, workers=request.workers)
+    test_run = run_class(
         ctx.app,
         request,
         tool=ctx.tool,
@@ -128,6 +130,9 @@ def _output(run: RunContext) -> ToolOutput:
 async def run_tests(ctx: ToolContext, args: RunTestsArgs) -> ToolOutput:
     request = _request(ctx, args, "run", args.timeout_s)
     request = await _with_cache(ctx, request)
+    workers = effective_workers(args.workers or ctx.settings.test_workers)
+    if workers > 1:
+        request = dataclasses.replace(request, workers=workers)
     if args.failed_first:
         request = await failed_first_request(ctx, request)  # last failures, then fastest, from history
     if not args.wait:

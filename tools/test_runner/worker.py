@@ -136,6 +136,21 @@ def _message(longrepr: Any, text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def subtest_description(report: Any) -> Optional[str]:
+    """A subtest's report (pytest 9's `subtests` fixture and unittest's `subTest`, or the
+    pytest-subtests plugin): its message and parameters, as pytest prints them; else None."""
+    if getattr(report, "context", None) is None or "subtest" not in type(report).__name__.lower():
+        return None
+    for name in ("_sub_test_description", "sub_test_description"):
+        describe = getattr(report, name, None)
+        if callable(describe):
+            try:
+                return str(describe())
+            except Exception:
+                break
+    return ""
+
+
 def describe_failure(report: Any, outcome: str) -> Event:
     longrepr = report.longrepr
     text = getattr(report, "longreprtext", None)
@@ -167,6 +182,7 @@ class Reporter:
         self.deselected = 0
         self.categories: List[str] = []
         self.failures: List[Event] = []
+        self.subtests: Dict[str, int] = {}
         self.duration = 0.0
 
     def send(self, event: Event) -> None:
@@ -193,23 +209,35 @@ class Reporter:
     def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
         self.categories = []
         self.failures = []
+        self.subtests = {}
         self.duration = 0.0
         self.send({"e": "start", "nodeid": nodeid})
 
     def pytest_runtest_logreport(self, report: Any) -> None:
         status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
         category = status[0] if status else report.outcome
-        self.duration += float(getattr(report, "duration", 0.0) or 0.0)
+        subtest = subtest_description(report)
+        if subtest is None:
+            self.duration += float(getattr(report, "duration", 0.0) or 0.0)
+        elif report.passed or report.failed:
+            key = "passed" if report.passed else "failed"
+            self.subtests[key] = self.subtests.get(key, 0) + 1
         if category:
             self.categories.append(str(category))
         if report.failed:
             outcome = "error" if report.when != "call" else "failed"
-            self.failures.append(describe_failure(report, outcome))
+            failure = describe_failure(report, outcome)
+            if subtest is not None:  # its own id: the test's, then the subtest's message and params
+                failure["nodeid"] = ("%s %s" % (report.nodeid, subtest)).rstrip()
+                failure["subtest"] = subtest
+            self.failures.append(failure)
 
     def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
         event: Event = {"e": "test", "nodeid": nodeid, "categories": self.categories, "duration": self.duration}
         if self.failures:
             event["failures"] = self.failures
+        if self.subtests:
+            event["subtests"] = self.subtests
         self._pending.append(event)
 
     def pytest_sessionfinish(self, session: Any, exitstatus: Any) -> None:

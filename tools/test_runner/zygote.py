@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,10 +74,7 @@ class Zygote:
         self.env_fingerprint = ""
         self.config_fingerprint = ""
         self.checking_config = False
-        self.active = 0
         self.runs = 0
-        self.retiring = False
-        self.last_used = time.monotonic()
         self.warm_without: list[str] = []
         """Plugins left out of the warm-up because they started a thread (["*"]: no warm-up)."""
 
@@ -309,9 +305,7 @@ class Zygote:
             "pytest": self.info.get("pytest"),
             "pid": self.pid,
             "alive": self.alive,
-            "active": self.active,
             "runs": self.runs,
-            "idle_s": round(time.monotonic() - self.last_used, 1),
             "threads": self.info.get("threads"),
             "warm_without": self.warm_without,
         }

@@ -6,7 +6,10 @@ import os
 import sys
 from pathlib import Path
 
-from tools.test_runner.environment import config_files, find_interpreter, fingerprint
+import anyio
+import pytest
+
+from tools.test_runner.environment import EnvFingerprints, config_files, env_fingerprint, find_interpreter, fingerprint
 
 
 def fake_python(path: Path) -> Path:
@@ -77,3 +80,20 @@ def test_config_files_walk_is_bounded(tmp_path: Path) -> None:
     found = [f for f in config_files(tmp_path, max_dirs=10) if f.endswith("conftest.py") and "/d" in f]
     assert 0 < len(found) < 30
     assert len([f for f in config_files(tmp_path) if "/d" in f]) == 30
+
+
+@pytest.mark.anyio
+async def test_env_fingerprints_are_cached_for_the_ttl_then_taken_again(tmp_path: Path) -> None:
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    python = fake_python(tmp_path / "python")
+    now = [100.0]
+    cache = EnvFingerprints(ttl_s=1.0, clock=lambda: now[0])
+    with anyio.fail_after(10):
+        before = await cache.get(python, [str(site)])
+        (site / "newpkg-1.0.dist-info").mkdir()  # an install
+        assert await cache.get(python, [str(site)]) == before  # within the TTL: not looked at
+        now[0] += 1.0
+        after = await cache.get(python, [str(site)])
+    assert after != before and after == env_fingerprint(python, [str(site)])
+    assert cache.taken == 2

@@ -19,6 +19,7 @@ from mcp_server.api import AppState
 from mcp_server.server import build_app_state
 from tests.conftest import make_settings
 from tests.tools.test_runner.conftest import HANG, Signals, alive, assert_gone, wait_dead, write_project
+from tools.test_runner import environment
 from tools.test_runner.environment import env_fingerprint
 from tools.test_runner.pool import get_pool
 from tools.test_runner.runner import RunRequest, TestRun
@@ -92,6 +93,30 @@ async def test_an_install_rebuilds_before_the_next_run_and_spares_running_ones(t
                     assert new is not old and pool.rebuilds == 1
                 assert old.alive, "a zygote in use is not stopped under its run"
             await old.stopped.wait()
+
+
+async def test_a_burst_of_runs_stats_the_site_directories_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = write_project(tmp_path / "p", {"test_a.py": "def test_a():\n    pass\n"})
+    monkeypatch.setattr(environment, "ENV_TTL_S", 60.0)
+    stats: list[str] = []
+    signature = environment._signature
+
+    def counted(path: str) -> str:
+        stats.append(path)
+        return signature(path)
+
+    monkeypatch.setattr(environment, "_signature", counted)
+    with anyio.fail_after(60):
+        async with app_state(tmp_path) as app:
+            pool = await get_pool(app)
+            async with pool.lease(root, PY) as zygote:
+                pass
+            assert zygote.site_dirs
+            stats.clear()
+            for _ in range(5):
+                async with pool.lease(root, PY) as same:
+                    assert same is zygote
+            assert [s for s in stats if s in zygote.site_dirs] == [], "within the TTL: no stat at all"
 
 
 async def test_lru_cap_and_idle_ttl(tmp_path: Path) -> None:
