@@ -30,6 +30,7 @@ from mcp_server.config import (
     flag_name,
     load_settings,
 )
+from mcp_server.redact import install_log_filter
 from mcp_server.telemetry import configure_telemetry
 
 EXIT_USAGE = 2
@@ -133,6 +134,7 @@ def _setup_logging(level: str) -> None:
         level=getattr(logging, level.upper(), logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_log_filter()  # our stderr logs leave redacted
 
 
 async def _serve(settings: Settings) -> None:

@@ -2,8 +2,10 @@
 
 No shell, ever: an argument vector of strings, with user values passed only as data (after `--`,
 or on stdin). A scrubbed environment (an allow-list). Each child leads its own process group, so a
-timeout or a cancel kills everything it spawned. Output is redacted as it streams. Every command is
-audited. Runs that execute project code take a slot from `RunSlots`: a bounded number at once and
+timeout or a cancel kills everything it spawned. Output meant for people is redacted as it
+streams; output a tool parses (`redact=False`: ruff's JSON, formatted source) is kept raw, since
+everything leaving the server is redacted by the result pipeline anyway. Every command is
+audited (its argv redacted). Runs that execute project code take a slot from `RunSlots`: a bounded number at once and
 a FIFO queue behind them (backpressure), refused only past the queue limit.
 """
 
@@ -91,10 +93,10 @@ class RunSlots:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[float]:
-        """Hold a slot; yields the seconds spent queued. Safe to cancel while queued."""
-        started = time.monotonic()
+    def reserve(self) -> SlotTicket:
+        """Take a place in the queue now (`Busy` past the queue limit: the busy rule is here and
+        nowhere else); `async with ticket` waits for the slot later (a background run), and
+        `ticket.cancel()` gives up a place never entered."""
         if self.running >= self.capacity or self._waiters:
             if len(self._waiters) >= self.max_queued:
                 raise Busy(
@@ -103,23 +105,15 @@ class RunSlots:
                 )
             event = anyio.Event()
             self._waiters.append(event)
-            try:
-                await event.wait()
-            except BaseException:
-                if event.is_set():
-                    self._release()  # we were handed a slot while being cancelled: pass it on
-                else:
-                    self._waiters.remove(event)
-                raise
-        else:
-            self.running += 1
-        waited = time.monotonic() - started
-        self.total_wait_s += waited
-        self.admitted += 1
-        try:
+            return SlotTicket(self, event)
+        self.running += 1
+        return SlotTicket(self, None)
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[float]:
+        """Hold a slot; yields the seconds spent queued. Safe to cancel while queued."""
+        async with self.reserve() as waited:
             yield waited
-        finally:
-            self._release()
 
     def _release(self) -> None:
         if self._waiters:
@@ -128,12 +122,53 @@ class RunSlots:
             self.running -= 1
 
 
-class OutputCollector:
-    """One output stream of a child: decoded, redacted as it arrives, kept up to `max_chars`."""
+class SlotTicket:
+    """A place in `RunSlots`' queue (or a slot already granted), taken by `RunSlots.reserve()`."""
 
-    def __init__(self, redactor: Redactor, max_chars: int, on_text: Callable[[str], None] | None = None) -> None:
+    def __init__(self, slots: RunSlots, event: anyio.Event | None) -> None:
+        self._slots = slots
+        self._event = event
+        self._taken = time.monotonic()
+        self._done = False
+
+    async def __aenter__(self) -> float:
+        """Wait for the slot; the seconds spent queued. Safe to cancel while queued."""
+        if self._done:
+            raise RuntimeError("a slot ticket is used once")
+        event = self._event
+        if event is not None:
+            try:
+                await event.wait()
+            except BaseException:
+                self.cancel()
+                raise
+        waited = time.monotonic() - self._taken
+        self._slots.total_wait_s += waited
+        self._slots.admitted += 1
+        return waited
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cancel()
+
+    def cancel(self) -> None:
+        """Give the place (or the slot) up. Idempotent."""
+        if self._done:
+            return
+        self._done = True
+        event = self._event
+        if event is not None and not event.is_set():
+            self._slots._waiters.remove(event)
+        else:
+            self._slots._release()  # held, or handed to us before we took it: pass it on
+
+
+class OutputCollector:
+    """One output stream of a child: decoded, redacted as it arrives (unless `redactor` is None:
+    a machine-readable channel is parsed raw), kept up to `max_chars`."""
+
+    def __init__(self, redactor: Redactor | None, max_chars: int, on_text: Callable[[str], None] | None = None) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._redact = redactor.stream()
+        self._redact = redactor.stream() if redactor is not None else None
         self._max = max_chars
         self._on_text = on_text
         self._parts: list[str] = []
@@ -156,7 +191,8 @@ class OutputCollector:
 
     def feed(self, chunk: bytes) -> None:
         self.bytes += len(chunk)
-        self._emit(self._redact.feed(self._decoder.decode(chunk)))
+        text = self._decoder.decode(chunk)
+        self._emit(self._redact.feed(text) if self._redact is not None else text)
 
     async def pump(self, stream: anyio.abc.ByteReceiveStream | None) -> None:
         """Feed everything `stream` yields until EOF. Safe to cancel: nothing fed is lost."""
@@ -171,7 +207,11 @@ class OutputCollector:
         if self._finished:
             return
         self._finished = True
-        self._emit(self._redact.feed(self._decoder.decode(b"", final=True)))
+        text = self._decoder.decode(b"", final=True)
+        if self._redact is None:
+            self._emit(text)
+            return
+        self._emit(self._redact.feed(text))
         self._emit(self._redact.flush())
 
     def text(self) -> str:
@@ -271,8 +311,10 @@ class Executor:
         project_env: bool = False,
         max_output: int = 16 * 1024 * 1024,
         on_output: Callable[[str], None] | None = None,
+        redact: bool = True,
     ) -> ProcessResult:
-        """Run to completion (or timeout), collecting redacted stdout/stderr up to `max_output` each.
+        """Run to completion (or timeout), collecting stdout/stderr up to `max_output` each,
+        redacted unless `redact` is False (output the tool parses: never rewritten).
 
         On timeout the group is killed and what it wrote until then is kept. Cancelling kills the
         group too; the command is audited either way.
@@ -281,8 +323,9 @@ class Executor:
         env = self.environment(extra=env_extra, project=project_env)
         started = time.monotonic()
         proc = await self._spawn(argv, cwd, env, subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
-        out = OutputCollector(self.redactor, max_output, on_output)
-        err = OutputCollector(self.redactor, max_output)
+        redactor = self.redactor if redact else None
+        out = OutputCollector(redactor, max_output, on_output)
+        err = OutputCollector(redactor, max_output)
         timed_out = False
         outcome = "exited"
 

@@ -9,9 +9,10 @@ owner). An unknown run and a run of another owner get the same `NotFound`.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import anyio
 
 from mcp_server.errors import Busy, NotFound
+from mcp_server.redact import Redactor, process_redactor
 
 PUBLIC_OWNER = None
 """Owner of runs made where no connection identity exists (sessionless HTTP without a token):
@@ -26,43 +28,90 @@ readable by whoever holds the run_id, never listed."""
 
 
 class RunLog:
-    """A bounded text log: keeps the head and the tail, counts what was dropped in between."""
+    """A run's text log, redacted as it is written, capped at exactly `max_bytes` (UTF-8).
 
-    def __init__(self, max_bytes: int) -> None:
-        self._half = max(512, max_bytes // 2)
+    Text is redacted by a stream redactor before it is kept (a secret split across two writes is
+    still one secret, and a cap never cuts one in half). Past the cap the log keeps its head and
+    its tail and says how much was cut between them: `text()` is never longer than `max_bytes`.
+    """
+
+    MARK_ROOM = 64
+    """Bytes kept for the line that says what was cut."""
+
+    on_write: Callable[[], None] | None = None
+    """Called on each write: the run's `changed` (subscriptions to the run)."""
+
+    def __init__(self, max_bytes: int, redactor: Redactor | None = None) -> None:
+        self.max_bytes = max(256, max_bytes)
+        room = self.max_bytes - self.MARK_ROOM
+        self._head_room = room // 2
+        self._tail_room = room - self._head_room
+        self._stream = (redactor or process_redactor()).stream()
         self._head: list[str] = []
-        self._head_len = 0
-        self._tail: list[str] = []
-        self._tail_len = 0
+        self._head_bytes = 0
+        self._tail: deque[tuple[str, int]] = deque()
+        self._tail_bytes = 0
         self.dropped = 0
+        """Characters cut from the middle."""
         self.total = 0
+        """Characters written (before redaction)."""
 
     def write(self, text: str) -> None:
         if not text:
             return
         self.total += len(text)
-        room = self._half - self._head_len
-        if room > 0:
-            self._head.append(text[:room])
-            self._head_len += min(room, len(text))
-            text = text[room:]
-            if not text:
+        if self.on_write is not None:
+            self.on_write()
+        self._keep(self._stream.feed(text))
+
+    def _keep(self, text: str) -> None:
+        if not text:
+            return
+        data = text.encode("utf-8", "surrogatepass")
+        room = self._head_room - self._head_bytes
+        if room > 0 and not self.dropped and not self._tail:
+            part = data[:room].decode("utf-8", "ignore")  # never half a character
+            taken = len(part.encode("utf-8", "surrogatepass"))
+            self._head.append(part)
+            self._head_bytes += taken
+            data = data[taken:]
+            if not data:
                 return
-        self._tail.append(text)
-        self._tail_len += len(text)
-        if self._tail_len > 2 * self._half:
-            joined = "".join(self._tail)
-            keep = joined[-self._half :]
-            self.dropped += len(joined) - len(keep)
-            self._tail = [keep]
-            self._tail_len = len(keep)
+            text = data.decode("utf-8", "surrogatepass")
+        self._tail.append((text, len(data)))
+        self._tail_bytes += len(data)
+        if self._head_bytes + self._tail_bytes <= self.max_bytes and not self.dropped:
+            return  # everything still fits: nothing is cut yet
+        while self._tail and self._tail_bytes - self._tail[0][1] >= self._tail_room:
+            gone, size = self._tail.popleft()
+            self._tail_bytes -= size
+            self.dropped += len(gone)
+        if self._tail_bytes > self._tail_room and self._tail:
+            first, size = self._tail.popleft()
+            excess = self._tail_bytes - self._tail_room
+            rest = first.encode("utf-8", "surrogatepass")[excess:].decode("utf-8", "ignore")
+            rest_size = len(rest.encode("utf-8", "surrogatepass"))
+            self._tail.appendleft((rest, rest_size))
+            self._tail_bytes += rest_size - size
+            self.dropped += len(first) - len(rest)
 
     def text(self) -> str:
-        middle = f"\n[... {self.dropped} characters dropped ...]\n" if self.dropped else ""
-        return "".join(self._head) + middle + "".join(self._tail)
+        """The log so far (what redaction still holds back included, redacted), within the cap."""
+        pending = self._stream.peek()
+        head = "".join(self._head)
+        tail = "".join(t for t, _ in self._tail) + pending
+        if (
+            not self.dropped
+            and self._head_bytes + self._tail_bytes + len(pending.encode("utf-8", "surrogatepass")) <= self.max_bytes
+        ):
+            return head + tail
+        data = tail.encode("utf-8", "surrogatepass")
+        keep = data[max(0, len(data) - self._tail_room) :].decode("utf-8", "ignore")
+        cut = self.dropped + len(tail) - len(keep)
+        return f"{head}\n[... {cut} characters dropped ...]\n{keep}"
 
     def __len__(self) -> int:
-        return self._head_len + self._tail_len
+        return self._head_bytes + self._tail_bytes
 
 
 @dataclass(eq=False)
@@ -80,14 +129,28 @@ class RunContext:
     cancel_scope: anyio.CancelScope | None = None
     size: int = 0
     max_events: int = 10_000
+    watchers: list[Callable[[RunContext], None]] = field(default_factory=list)
+    """Called (synchronously, on the loop) when the run changes, ends or is dropped: subscriptions."""
+    dropped: bool = False
+
+    def __post_init__(self) -> None:
+        self.log.on_write = self.changed
 
     @property
     def running(self) -> bool:
         return not self.finished.is_set()
 
+    def changed(self) -> None:
+        for watcher in list(self.watchers):
+            try:
+                watcher(self)
+            except Exception:  # a watcher must never fail the run
+                logging.getLogger("mcp_server").exception("run watcher failed")
+
     def add_event(self, event: dict[str, Any]) -> None:
         if len(self.events) < self.max_events:
             self.events.append(event)
+            self.changed()
 
     def cancel(self) -> None:
         if self.cancel_scope is not None:
@@ -198,6 +261,7 @@ class RunStore:
         self._bytes -= ctx.size
         ctx.summary = summary
         ctx.result = result
+        ctx.changed()
         ctx.size = (_measure(result) if size is None else size) + _measure(summary) + len(ctx.log)
         self._bytes += ctx.size
         self._make_room(ctx)
@@ -208,6 +272,7 @@ class RunStore:
             ctx.size = _measure(ctx.result) + _measure(ctx.summary) + len(ctx.log)
             self._bytes += ctx.size
         ctx.finished.set()
+        ctx.changed()
 
     def purge_owner(self, owner: str) -> int:
         """Drop every run of `owner` and cancel the work still running for them."""
@@ -229,6 +294,8 @@ class RunStore:
         if self._runs.pop(ctx.run_id, None) is not None:
             self._bytes -= ctx.size
         ctx.cancel()
+        ctx.dropped = True
+        ctx.changed()
 
     def _oldest_finished(self, keep: RunContext, owner: str | None, *, any_owner: bool = False) -> RunContext | None:
         for ctx in self._runs.values():  # least recently used first

@@ -218,8 +218,11 @@ class RunState:
         failure = {
             "nodeid": self._redact(str(event.get("nodeid", ""))),
             "outcome": outcome,
-            "message": self._redact(clip(str(event.get("message", "")), MAX_MESSAGE)),
-            "traceback": self._redact(project_traceback(frames, self.root, longrepr)),
+            # Redacted before clipped: a clip must never cut a secret in half.
+            "message": clip(self._redact(str(event.get("message", ""))), MAX_MESSAGE),
+            "traceback": project_traceback(
+                [{**f, "text": self._redact(str(f.get("text", "")))} for f in frames], self.root, self._redact(longrepr)
+            ),
         }
         if event.get("subtest") is not None:
             failure["subtest"] = self._redact(str(event["subtest"]))
@@ -305,7 +308,7 @@ class RunState:
                 "nodeid": self._redact(self.current or ""),
                 "outcome": "crashed",
                 "message": message,
-                "traceback": clip(self.output_tail.strip(), MAX_TRACEBACK),
+                "traceback": clip(self._redact(self.output_tail.strip()), MAX_TRACEBACK),
             }
         )
         return message

@@ -1,0 +1,240 @@
+"""The one result pipeline: redaction at egress, one cut per stored result, paging inside an item,
+and the run log's exact cap. In process, with tools of the test's own."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp.client import Client
+from pydantic import Field
+
+from mcp_server import results
+from mcp_server.api import ToolArgs, ToolContext, ToolError, ToolOutput, ToolSpec
+from mcp_server.builtin_tools import load_builtin_tools
+from mcp_server.redact import REDACTED, Redactor
+from mcp_server.runs import RunLog
+from mcp_server.server import CodeToolsServer
+from mcp_server.transports.memory import memory_transport
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.anyio
+
+GHP = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+AKIA = "AKIAIOSFODNN7EXAMPLE"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0." + "Q" * 700
+SECRETS = [GHP, AKIA, "hunter2quoted", "hunter2json", "tok9secret", JWT[-40:], "ghp_a1B2c3"]
+
+
+class Args(ToolArgs):
+    n: int = Field(default=0, ge=0)
+
+
+def secret_result(n: int) -> dict[str, Any]:
+    items = [
+        {
+            "nodeid": f"tests/test_x.py::test_p[{GHP}]",
+            "i": i,
+            "ok": True,
+            "score": 1.5,
+            "none": None,
+            "message": "A" * 470 + GHP + "B" * 2600,  # clipping must not cut the token in half
+            "nested": {"password = 'hunter2quoted'": [1, '{"password": "hunter2json"}', f"token={JWT}"]},
+        }
+        for i in range(n)
+    ]
+    return {"status": "failed", "count": n, "note": f"key {AKIA}", "items": items}
+
+
+async def secrets_tool(ctx: ToolContext, args: Args) -> ToolOutput:
+    await ctx.progress(1, 2, f"tests/test_x.py::test_p[{GHP}] passed")
+    return ToolOutput(secret_result(args.n), pageable=("items",))
+
+
+async def failing_tool(ctx: ToolContext, args: Args) -> ToolOutput:
+    raise ToolError(f"list_tests: timed out while running tests/t.py::test[{AKIA}]")
+
+
+async def diff_tool(ctx: ToolContext, args: Args) -> ToolOutput:
+    diff = "".join(f"-line {i}\n+line  {i}\n" for i in range(args.n))
+    files = [{"path": "big.py", "changed": True, "diff": diff}]
+    return ToolOutput({"changed_count": 1, "files_checked": 1, "truncated": False, "files": files}, pageable=("files",))
+
+
+def loaders() -> list[Any]:
+    def extra() -> list[ToolSpec[Any]]:
+        return [
+            ToolSpec(name="secrets", title="S", description="Secrets everywhere.", args=Args, handler=secrets_tool),
+            ToolSpec(name="failing", title="F", description="Fails.", args=Args, handler=failing_tool),
+            ToolSpec(name="diff", title="D", description="One huge item.", args=Args, handler=diff_tool),
+        ]
+
+    return [load_builtin_tools, extra]
+
+
+@asynccontextmanager
+async def serve(tmp_path: Path, **settings: Any) -> AsyncIterator[CodeToolsServer]:
+    app = CodeToolsServer(make_settings(tmp_path, tmp_path, **settings), loaders=loaders())
+    async with app.running():
+        yield app
+
+
+def structured(result: types.CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    assert isinstance(result.structured_content, dict)
+    return result.structured_content
+
+
+def text_of(result: types.CallToolResult) -> str:
+    return "".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+def assert_clean(*texts: str) -> None:
+    for text in texts:
+        for secret in SECRETS:
+            assert secret not in text
+
+
+# --- redaction at egress ---------------------------------------------------------------------
+
+
+async def test_every_string_of_a_result_is_redacted_and_the_shape_kept(tmp_path: Path) -> None:
+    progress: list[str] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(message or "")
+
+    with anyio.fail_after(30):
+        async with serve(tmp_path, output_budget=200_000) as app, Client(memory_transport(app)) as client:
+            result = await client.call_tool("secrets", {"n": 3}, progress_callback=on_progress)
+            data = structured(result)
+            assert data["truncated"] is False and "run_id" not in data
+            item = data["items"][0]
+            assert item["i"] == 0 and item["ok"] is True and item["score"] == 1.5 and item["none"] is None
+            assert item["nodeid"] == f"tests/test_x.py::test_p[{REDACTED}]"
+            assert list(item["nested"]) == [f"password = '{REDACTED}'"]
+            assert item["nested"][f"password = '{REDACTED}'"][0] == 1
+            assert data["note"] == f"key {REDACTED}"
+            assert_clean(json.dumps(data), text_of(result), *progress)
+            assert progress and REDACTED in progress[0]
+            error = await client.call_tool("failing", {})
+            assert error.is_error and REDACTED in text_of(error)
+            assert_clean(text_of(error))
+
+
+async def test_a_cut_result_redacts_before_clipping_and_pages_redacted(tmp_path: Path) -> None:
+    with anyio.fail_after(30):
+        async with serve(tmp_path, output_budget=4000) as app, Client(memory_transport(app)) as client:
+            result = await client.call_tool("secrets", {"n": 40})
+            data = structured(result)
+            assert data["truncated"] is True and data["count"] == 40 and data["omitted"]["items"] > 0
+            assert len(text_of(result)) <= 4000
+            assert_clean(json.dumps(data), text_of(result))  # no half token ("ghp_a1B2c3") either
+            run_id = data["run_id"]
+            page = structured(await client.call_tool("get_run", {"run_id": run_id, "section": "items", "limit": 3}))
+            summary = structured(await client.call_tool("get_run", {"run_id": run_id}))
+            body = await client.read_resource(f"run://{run_id}", cache_mode="bypass")
+            body_text = body.contents[0].text  # type: ignore[union-attr]
+            assert_clean(json.dumps(page), json.dumps(summary), body_text)
+            assert json.loads(body_text)["result"]["items"][39]["i"] == 39  # the resource keeps the shape
+            assert len(app.app.runs) == 1  # pages and summaries never make a run of their own
+
+
+async def test_get_run_summary_is_cut_once_per_stored_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = 0
+    real_cut = results.cut
+
+    def counting_cut(full: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += len(full.get("items", [])) == 40  # a cut of the whole result (not of a small answer)
+        return real_cut(full, *args, **kwargs)
+
+    monkeypatch.setattr(results, "cut", counting_cut)
+    with anyio.fail_after(30):
+        async with serve(tmp_path, output_budget=4000) as app, Client(memory_transport(app)) as client:
+            first = structured(await client.call_tool("secrets", {"n": 40}))
+            assert calls == 1
+            summaries = [structured(await client.call_tool("get_run", {"run_id": first["run_id"]})) for _ in range(5)]
+            assert calls == 1  # the answer's cut is the summary's
+            assert all(s == first for s in summaries)
+
+
+# --- an item larger than a page ------------------------------------------------------------
+
+
+async def test_an_item_larger_than_a_page_is_shown_clipped_and_paged_inside(tmp_path: Path) -> None:
+    """format_check of one 3,000-line unformatted file used to show 0 files, and get_run(files)
+    answered the same clipped diff under a new run_id for ever."""
+    with anyio.fail_after(30):
+        async with serve(tmp_path, output_budget=5000) as app, Client(memory_transport(app)) as client:
+            data = structured(await client.call_tool("diff", {"n": 3000}))
+            assert data["truncated"] is True
+            assert [f["path"] for f in data["files"]] == ["big.py"]  # the file is shown, its diff clipped
+            full_diff = "".join(f"-line {i}\n+line  {i}\n" for i in range(3000))
+            assert data["clipped"] == {"files/0/diff": len(full_diff)}
+            run_id = data["run_id"]
+            page = structured(await client.call_tool("get_run", {"run_id": run_id, "section": "files"}))
+            assert page["run_id"] == run_id and page["next_offset"] is None and page["total"] == 1
+            assert page["items"][0]["path"] == "big.py" and "files/0/diff" in page["clipped"]
+            text = ""
+            offset: int | None = 0
+            while offset is not None:
+                chunk = structured(
+                    await client.call_tool("get_run", {"run_id": run_id, "section": "files/0/diff", "offset": offset})
+                )
+                assert chunk["run_id"] == run_id
+                text += chunk["text"]
+                offset = chunk["next_offset"]
+            assert text == full_diff
+            assert len(app.app.runs) == 1
+
+
+async def test_unknown_section_paths_are_a_clear_error(tmp_path: Path) -> None:
+    async with serve(tmp_path, output_budget=5000) as app, Client(memory_transport(app)) as client:
+        run_id = structured(await client.call_tool("diff", {"n": 3000}))["run_id"]
+        for section in ("files/7/diff", "files/0/nope", "nope/0"):
+            bad = await client.call_tool("get_run", {"run_id": run_id, "section": section})
+            assert bad.is_error and "sections:" in text_of(bad)
+
+
+# --- the run log --------------------------------------------------------------------------------
+
+
+def test_run_log_is_capped_exactly_keeping_head_and_tail() -> None:
+    for cap in (256, 1000, 4096, 10_000):
+        log = RunLog(cap, Redactor([]))
+        for i in range(3000):
+            log.write(f"line {i:04d} é€\n")
+        text = log.text()
+        assert len(text.encode("utf-8")) <= cap
+        assert text.startswith("line 0000")
+        assert text.endswith("line 2999 é€\n")
+        assert "characters dropped" in text
+        head, _, rest = text.partition("\n[... ")
+        dropped = int(rest.split(" ", 1)[0])
+        tail = rest.split("...]\n", 1)[1]
+        assert len(head) + dropped + len(tail) == log.total  # says exactly what was cut
+
+
+def test_run_log_below_its_cap_is_whole() -> None:
+    log = RunLog(10_000, Redactor([]))
+    log.write("short\n")
+    assert log.text() == "short\n"
+
+
+def test_run_log_redacts_a_secret_split_across_writes_and_never_cuts_one() -> None:
+    log = RunLog(2048, Redactor([]))
+    log.write("x" * 500 + "\ntoken: " + GHP[:10])
+    assert GHP[:10] not in log.text()  # what redaction still holds back is shown redacted
+    log.write(GHP[10:] + "\n")
+    for _ in range(2000):
+        log.write(f"output {GHP}\n")
+    text = log.text()
+    assert GHP not in text and "ghp_a1B2" not in text
+    assert len(text.encode()) <= 2048
