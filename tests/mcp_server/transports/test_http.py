@@ -49,8 +49,10 @@ def payload(response: httpx2.Response) -> dict[str, Any]:
     if response.headers.get("content-type", "").startswith("text/event-stream"):
         for line in response.text.splitlines():
             if line.startswith("data:") and line[5:].strip():
-                return dict(json.loads(line[5:]))
-        raise AssertionError(f"no data event in {response.text!r}")
+                message = json.loads(line[5:])
+                if "method" not in message:  # the answer, not a notification sent before it
+                    return dict(message)
+        raise AssertionError(f"no answer event in {response.text!r}")
     return dict(response.json())
 
 
