@@ -30,6 +30,7 @@ from mcp_server import __version__, telemetry
 from mcp_server.api import AppState
 from mcp_server.audit import AuditLog
 from mcp_server.builtin_tools import load_builtin_tools
+from mcp_server.capabilities import ProtocolFeatures
 from mcp_server.config import Settings
 from mcp_server.connections import ConnectionInfo, connection_for_request, current_connection
 from mcp_server.dispatch import CallGuard, Dispatcher
@@ -110,6 +111,8 @@ class CodeToolsServer:
             on_read_resource=self._read_resource,
             on_subscriptions_listen=ListenHandler(self.bus),
         )
+        self.features = ProtocolFeatures(self, self.bus, self.dispatcher.call_tool)
+        self.features.install(self.server)  # logging, prompts, completions, run subscriptions
         self.init_options: InitializationOptions = self.server.create_initialization_options(
             NotificationOptions(tools_changed=True)
         )
@@ -126,10 +129,12 @@ class CodeToolsServer:
         try:
             async with anyio.create_task_group() as tg:
                 self.app.task_group = tg
+                self.features.start(tg)
                 try:
                     yield self
                 finally:
                     with anyio.CancelScope(shield=True):
+                        self.features.close()
                         self.app.runs.clear()
                         await self.app.services.aclose()
                         await self.app.executor.aclose()
@@ -168,6 +173,7 @@ class CodeToolsServer:
             return
         purged = self.app.runs.purge_owner(owner)
         self._legacy_sessions.pop(owner, None)
+        self.features.connection_closed(owner)
         if purged:
             logger.info("connection %s closed: purged %d runs", owner, purged)
 
@@ -214,7 +220,7 @@ class CodeToolsServer:
     async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         info = connection_for_request(ctx.request, trust_bearer=self._token_set)
         self._track(ctx, info)
-        return await self.dispatcher.call_tool(ctx, info, params)
+        return await self.features.call_tool(ctx, info, params)  # logs the call to the client
 
     async def _list_resources(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
         return self.resources.list_resources(connection_for_request(ctx.request, trust_bearer=self._token_set))
