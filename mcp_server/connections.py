@@ -8,6 +8,7 @@ session manager runs the loop); the owner comes from the request's session id or
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import itertools
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -22,7 +23,33 @@ class ConnectionInfo:
     owner: str | None
     transport: str
     client: str = "local"
-    """Rate-limit and connection-cap identity: a token hash, or the peer address."""
+    """Connection-cap identity: a token hash, or the peer address."""
+    bucket: str | None = None
+    """The rate-limit bucket when it is not the client's own (see `rate_limit_bucket`)."""
+
+    @property
+    def rate_limit_key(self) -> str:
+        return self.bucket or self.client
+
+
+def is_loopback_client(client: str) -> bool:
+    """A client known only by a loopback peer address (no token names it)."""
+    if not client.startswith("ip:"):
+        return False
+    try:
+        address = ipaddress.ip_address(client[3:])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def rate_limit_bucket(client: str, connection_key: str) -> str | None:
+    """Every local process reaches us from the same loopback address: without a token they would
+    share one bucket, and one busy local client would starve the others. A loopback client's bucket
+    is its connection (WebSocket) or session (HTTP) instead; how many of those one client holds is
+    capped (`max_connections_per_client`), so its total budget stays bounded."""
+    return connection_key if is_loopback_client(client) else None
 
 
 current_connection: ContextVar[ConnectionInfo | None] = ContextVar("mcp_code_tools_connection", default=None)
@@ -31,7 +58,9 @@ current_connection: ContextVar[ConnectionInfo | None] = ContextVar("mcp_code_too
 def new_connection(transport: str, client: str = "local") -> ConnectionInfo:
     n = next(_counter)
     cid = f"{transport}-{n}"
-    return ConnectionInfo(id=cid, owner=cid, transport=transport, client=client)
+    return ConnectionInfo(
+        id=cid, owner=cid, transport=transport, client=client, bucket=rate_limit_bucket(client, f"conn:{cid}")
+    )
 
 
 def token_identity(token: str) -> str:
@@ -61,7 +90,8 @@ def connection_for_request(request: Any | None, *, trust_bearer: bool = False) -
     session_id = headers.get("mcp-session-id")
     if session_id:
         owner = http_session_owner(session_id)
-        return ConnectionInfo(id=f"http-{session_id[:12]}", owner=owner, transport="http", client=client)
+        bucket = rate_limit_bucket(client, owner)
+        return ConnectionInfo(id=f"http-{session_id[:12]}", owner=owner, transport="http", client=client, bucket=bucket)
     # Sessionless (2026-07-28 era): the token owns the run; without one, whoever holds the run_id.
     sessionless_owner = client if client.startswith("token:") else None
     return ConnectionInfo(id="http-sessionless", owner=sessionless_owner, transport="http", client=client)

@@ -1,6 +1,7 @@
 """Per-client rate limiting of tool calls: a token bucket in a pluggable store.
 
-A client (`ConnectionInfo.client`: a token hash, or the peer address) has a bucket of
+A client (`ConnectionInfo.rate_limit_key`: a token hash, or the peer address; a loopback client
+without a token, its connection or HTTP session: see `connections.rate_limit_bucket`) has a bucket of
 `rate_limit_burst` tokens refilled at `rate_limit_rps` per second; a tool call takes one. A call
 that finds the bucket empty is refused with a JSON-RPC error (`RATE_LIMITED`) whose message and
 `data.retry_after_s` say when a token will be there.
@@ -226,7 +227,7 @@ class RateLimiter:
         self.burst = burst
 
     async def __call__(self, info: ConnectionInfo, tool: str) -> None:
-        wait = await self.store.take(info.client, rate=self.rate, burst=self.burst)
+        wait = await self.store.take(info.rate_limit_key, rate=self.rate, burst=self.burst)
         if wait <= 0:
             return
         retry_after = math.ceil(wait * 1000) / 1000  # never 0 when refused

@@ -320,3 +320,37 @@ async def test_rate_limit_over_the_network_transport(network_transport: str, tmp
                 await call(client)
             assert refused.value.code == RATE_LIMITED
             assert isinstance(refused.value.data, dict) and refused.value.data["retry_after_s"] > 0
+
+
+async def test_loopback_clients_without_a_token_each_get_their_own_bucket(tmp_path: Path) -> None:
+    """Every local process shares the loopback address: one must not starve another (WebSocket
+    connections and HTTP sessions each have a bucket; a remote address still shares one)."""
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    from mcp_server.transports.http import http_server
+    from mcp_server.transports.websocket import websocket_server
+    from mcp_server.transports.ws_client import websocket_client
+
+    settings = {"rate_limit_rps": SLOW_RATE, "rate_limit_burst": 2, "host": "127.0.0.1", "port": 0}
+    with anyio.fail_after(60):
+        ws_app = CodeToolsServer(make_settings(tmp_path, tmp_path, transport="websocket", **settings))
+        http_app = CodeToolsServer(make_settings(tmp_path, tmp_path, transport="http", **settings))
+        async with (
+            websocket_server(ws_app) as ws,
+            http_server(http_app) as http,
+            httpx2.AsyncClient(timeout=30) as transport,
+        ):
+            for opener in (
+                lambda: Client(websocket_client(ws.url), mode="legacy"),
+                # Sessions are of the handshake era: a sessionless (2026) request has no connection
+                # of its own, and local ones share the address's bucket.
+                lambda: Client(streamable_http_client(http.url, http_client=transport), mode="legacy"),
+            ):
+                async with opener() as busy, opener() as calm:
+                    await call(busy)
+                    await call(busy)
+                    with pytest.raises(MCPError) as refused:
+                        await call(busy)
+                    assert refused.value.code == RATE_LIMITED
+                    await call(calm)  # another local client: its own bucket
