@@ -52,7 +52,12 @@ token, origins, roots, limits, audit, cache_dir, pools, policy) is the operator'
 operator-only unless it is added here."""
 
 NOT_SETTINGS = frozenset(
-    {"MCP_CODE_TOOLS_REQUIRE_REDIS", "MCP_CODE_TOOLS_TEST_REDIS_URL", "MCP_CODE_TOOLS_TEST_TRANSPORTS"}
+    {
+        "MCP_CODE_TOOLS_REQUIRE_REDIS",
+        "MCP_CODE_TOOLS_REQUIRE_NPM",
+        "MCP_CODE_TOOLS_TEST_REDIS_URL",
+        "MCP_CODE_TOOLS_TEST_TRANSPORTS",
+    }
 )
 """Variables with our prefix that are not settings (the test suite's own); no warning for them."""
 
