@@ -318,3 +318,24 @@ def test_few_redactions_on_this_repository() -> None:
         if count:
             hits[str(path.relative_to(repo))] = count
     assert hits == {}, hits
+
+
+def test_the_servers_stderr_log_is_redacted() -> None:
+    """Logging as the CLI configures it: every record passes the redacting filter."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging\n"
+        "from mcp_server.cli import _setup_logging\n"
+        "_setup_logging('info')\n"
+        f"logging.getLogger('mcp_server.x').warning('ruff failed for %s', 'password=\"{PASSWORD}\" {GHP}')\n"
+        "try:\n"
+        f"    raise RuntimeError('{AKIA}')\n"
+        "except RuntimeError:\n"
+        "    logging.getLogger('mcp_server.y').exception('boom')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "ruff failed for" in proc.stderr and "RuntimeError" in proc.stderr
+    for secret in (PASSWORD, GHP, AKIA):
+        assert secret not in proc.stderr

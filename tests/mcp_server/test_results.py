@@ -15,7 +15,7 @@ import pytest
 from mcp.client import Client
 from pydantic import Field
 
-from mcp_server import results
+from mcp_server import output
 from mcp_server.api import ToolArgs, ToolContext, ToolError, ToolOutput, ToolSpec
 from mcp_server.builtin_tools import load_builtin_tools
 from mcp_server.redact import REDACTED, Redactor
@@ -105,10 +105,10 @@ def assert_clean(*texts: str) -> None:
 
 
 async def test_every_string_of_a_result_is_redacted_and_the_shape_kept(tmp_path: Path) -> None:
-    progress: list[str] = []
+    messages: list[str] = []
 
-    async def on_progress(done: float, total: float | None, message: str | None) -> None:
-        progress.append(message or "")
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message or "")
 
     with anyio.fail_after(30):
         async with serve(tmp_path, output_budget=200_000) as app, Client(memory_transport(app)) as client:
@@ -121,8 +121,8 @@ async def test_every_string_of_a_result_is_redacted_and_the_shape_kept(tmp_path:
             assert list(item["nested"]) == [f"password = '{REDACTED}'"]
             assert item["nested"][f"password = '{REDACTED}'"][0] == 1
             assert data["note"] == f"key {REDACTED}"
-            assert_clean(json.dumps(data), text_of(result), *progress)
-            assert progress and REDACTED in progress[0]
+            assert_clean(json.dumps(data), text_of(result), *messages)
+            assert messages and REDACTED in messages[0]
             error = await client.call_tool("failing", {})
             assert error.is_error and REDACTED in text_of(error)
             assert_clean(text_of(error))
@@ -148,14 +148,14 @@ async def test_a_cut_result_redacts_before_clipping_and_pages_redacted(tmp_path:
 
 async def test_get_run_summary_is_cut_once_per_stored_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = 0
-    real_cut = results.cut
+    real_cut = output.cut
 
     def counting_cut(full: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         nonlocal calls
         calls += len(full.get("items", [])) == 40  # a cut of the whole result (not of a small answer)
         return real_cut(full, *args, **kwargs)
 
-    monkeypatch.setattr(results, "cut", counting_cut)
+    monkeypatch.setattr("mcp_server.results.cut", counting_cut)
     with anyio.fail_after(30):
         async with serve(tmp_path, output_budget=4000) as app, Client(memory_transport(app)) as client:
             first = structured(await client.call_tool("secrets", {"n": 40}))
@@ -238,3 +238,130 @@ def test_run_log_redacts_a_secret_split_across_writes_and_never_cuts_one() -> No
     text = log.text()
     assert GHP not in text and "ghp_a1B2" not in text
     assert len(text.encode()) <= 2048
+
+
+# --- a project with secrets in every form, through the real tools --------------------------------
+
+TREE_SECRETS = {
+    "params": "AKIAIOSFODNN7EXAMPLE",
+    "ghp": "ghp_Z9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J3i2",
+    "assert": "hunter2hunter2",
+    "printed": "hunter2printed",
+    "dict_token": "tok9secretvalue",
+    "dict_password": "p4ssw0rdvalue",
+    "quoted": "hunter2quoted",
+    "django": "django-insecure-k3y9",
+    "config": "apikeyvalue123",
+    "env": "wJalrXUtnFEMIK7MDENGbPxRfiCYzz",
+    "long": "ghp_L0ngL0ngL0ngL0ngL0ngL0ngL0ngL0ngL0ng",
+}
+TREE = {
+    "pyproject.toml": (
+        f'[tool.ruff.lint]\nselect = ["B011", "F401", "E711"]\n\n[tool.myapp]\napi_key = "{TREE_SECRETS["config"]}"\n'
+    ),
+    "app/__init__.py": "",
+    "app/settings.py": (
+        "import os\n"
+        f'KEY  =  "{TREE_SECRETS["params"]}"\n'
+        f"SECRET_KEY = '{TREE_SECRETS['django']}'\n"
+        f"password = '{TREE_SECRETS['quoted']}'\n"
+        f'ENV_LINE = "AWS_SECRET_ACCESS_KEY={TREE_SECRETS["env"]}"\n'
+        "if KEY == None:\n    pass\n"
+    ),
+    "tests/test_secrets.py": (
+        "import pytest\n\n\n"
+        f"@pytest.mark.parametrize('value', ['{TREE_SECRETS['params']}', '{TREE_SECRETS['ghp']}'])\n"
+        "def test_param(value):\n"
+        f"    print('password={TREE_SECRETS['printed']}')\n"
+        "    assert value == 'x'\n\n\n"
+        "def test_assert_message():\n"
+        f'    assert False, "password={TREE_SECRETS["assert"]}"\n\n\n'
+        "def test_dict():\n"
+        f'    assert {{"token": "{TREE_SECRETS["dict_token"]}",'
+        f' "password": "{TREE_SECRETS["dict_password"]}"}} == {{}}\n'
+        "\n\n"
+        "def test_long_message():\n"
+        f'    raise AssertionError("A" * 470 + "{TREE_SECRETS["long"]}" + "B" * 2600)\n'
+    ),
+}
+
+
+def assert_no_tree_secret(where: str, text: str) -> None:
+    for name, secret in TREE_SECRETS.items():
+        assert secret not in text, f"{name} in {where}"
+        if name == "long":
+            assert secret[:14] not in text, f"half of {name} in {where}"
+
+
+async def test_no_secret_leaves_by_any_channel(tmp_path: Path) -> None:
+    import shutil
+    import sys
+
+    root = tmp_path / "proj"
+    for rel, text in TREE.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    messages: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message or "")
+
+    seen: list[tuple[str, str]] = []
+    app = CodeToolsServer(make_settings(root, tmp_path, output_budget=6000))
+    with anyio.fail_after(120):
+        async with Client(memory_transport(app)) as client:
+            lint = await client.call_tool("lint", {})
+            seen.append(("lint", json.dumps(lint.structured_content) + text_of(lint)))
+            assert not lint.is_error, text_of(lint)
+            fmt = await client.call_tool("format_check", {})
+            seen.append(("format_check", json.dumps(fmt.structured_content) + text_of(fmt)))
+            listed = await client.call_tool("list_tests", {})
+            seen.append(("list_tests", json.dumps(listed.structured_content) + text_of(listed)))
+            ran = await client.call_tool("run_tests", {}, progress_callback=on_progress)
+            data = structured(ran)
+            seen.append(("run_tests", json.dumps(data) + text_of(ran)))
+            run_id = data["run_id"]
+            for section in ("summary", "log", "failures"):
+                page = await client.call_tool("get_run", {"run_id": run_id, "section": section})
+                seen.append((f"get_run {section}", json.dumps(page.structured_content) + text_of(page)))
+            for uri in (f"run://{run_id}", f"run://{run_id}/log"):
+                body = await client.read_resource(uri, cache_mode="bypass")
+                seen.append((uri, body.contents[0].text))  # type: ignore[union-attr]
+    seen.append(("progress", "\n".join(messages)))
+    seen.append(("audit", (tmp_path / "audit.jsonl").read_text()))
+    for where, text in seen:
+        assert_no_tree_secret(where, text)
+    # lint succeeds with ruff's own diagnostics (B011 in the test file's assert False, E711, F401).
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
+    assert ruff is not None
+    raw = await anyio.run_process([ruff, "check", "--output-format", "json", "--no-cache", "."], cwd=root, check=False)
+    records = json.loads(raw.stdout)
+    expected = sorted((Path(d["filename"]).relative_to(root).as_posix(), d["code"]) for d in records)
+    got = sorted((d["path"], d["code"]) for d in (lint.structured_content or {})["diagnostics"])
+    assert got == expected and ("tests/test_secrets.py", "B011") in got
+    # format_check: the diff redacts the secret line identically on both sides.
+    diff = next(f["diff"] for f in (fmt.structured_content or {})["files"] if f["path"] == "app/settings.py")
+    assert f'-KEY  =  "{REDACTED}"' in diff and f'+KEY = "{REDACTED}"' in diff
+    # Failures, node ids and the run's counts are all there, only the values are gone.
+    assert data["counts"]["failed"] == 5
+    assert any(REDACTED in f["nodeid"] for f in data["failures"])
+
+
+async def test_timeout_messages_name_the_test_redacted(tmp_path: Path) -> None:
+    root = tmp_path / "hang"
+    (root / "tests").mkdir(parents=True)
+    (root / "tests" / "test_hang.py").write_text(
+        "import time\nimport pytest\n\n\n"
+        f"@pytest.mark.parametrize('key', ['{AKIA}'])\n"
+        "def test_hang(key):\n    time.sleep(60)\n"
+    )
+    app = CodeToolsServer(make_settings(root, tmp_path))
+    with anyio.fail_after(90):
+        async with Client(memory_transport(app)) as client:
+            result = await client.call_tool("run_tests", {"timeout_s": 3})
+            data = structured(result)
+            assert data["status"] == "timeout"
+            text = json.dumps(data) + text_of(result)
+            assert f"test_hang[{REDACTED}]" in text and AKIA not in text
+            log = await client.call_tool("get_run", {"run_id": data["run_id"], "section": "log"})
+            assert AKIA not in json.dumps(log.structured_content)
