@@ -95,14 +95,14 @@ async def cancel_run(ctx: ToolContext, args: CancelRunArgs) -> ToolOutput:
     if not run.running:
         summary = run_summary(ctx, run)
         summary["already_finished"] = True
-        return ToolOutput(summary)
+        return ToolOutput(summary, view=True)
     run.cancel()
     with anyio.move_on_after(CANCEL_WAIT_S):
         await run.finished.wait()
     summary = run_summary(ctx, run)
     if run.running:
         summary["status"] = "cancelling"
-    return ToolOutput(summary)
+    return ToolOutput(summary, view=True)
 
 
 def load_builtin_tools() -> list[ToolSpec[Any]]:

@@ -134,7 +134,7 @@ class ClientLogger:
         if not state.bucket.take():
             state.dropped += 1
             return False
-        payload = self._redactor.redact_value(_bounded(data))
+        payload = _bounded(self._redactor.redact_value(data))  # redacted before clipped
         if state.dropped:
             payload = (
                 {"message": payload, "dropped_before": state.dropped}
