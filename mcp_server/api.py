@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import anyio.abc
 from pydantic import BaseModel, ConfigDict
 
+from mcp_server.audit import AuditRecord
 from mcp_server.cachedir import CacheDirUnavailable, root_cache_dir
 from mcp_server.config import Settings
 from mcp_server.errors import Busy, NotFound, PolicyRefused, ToolError
-from mcp_server.executor import Executor, ProcessResult, RunSlots
+from mcp_server.executor import Executor, OutputCollector, ProcessResult, RunSlots, SlotTicket, kill_group
 from mcp_server.paths import (
     CheckedFile,
     FileChecker,
@@ -33,7 +34,7 @@ from mcp_server.paths import (
     safe_walk,
 )
 from mcp_server.pool import PoolPolicy, PoolWorker, WarmPool
-from mcp_server.runs import RunContext, RunStore
+from mcp_server.runs import RunContext, RunLog, RunStore
 from mcp_server.telemetry import past_span, trace_env
 from mcp_server.telemetry import span as trace_span
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AppState",
+    "AuditRecord",
     "Busy",
     "CacheDirUnavailable",
     "CheckedFile",
@@ -49,6 +51,7 @@ __all__ = [
     "FileChecker",
     "FileSkipped",
     "NotFound",
+    "OutputCollector",
     "PathRefused",
     "PolicyRefused",
     "PoolPolicy",
@@ -56,9 +59,11 @@ __all__ = [
     "ProcessResult",
     "ResolvedPath",
     "RunContext",
+    "RunLog",
     "RunSlots",
     "Service",
     "Services",
+    "SlotTicket",
     "ToolArgs",
     "ToolContext",
     "ToolError",
@@ -66,6 +71,7 @@ __all__ = [
     "ToolSpec",
     "WalkLimit",
     "WarmPool",
+    "kill_group",
     "past_span",
     "safe_walk",
     "trace_env",
@@ -180,6 +186,13 @@ class AppState:
 
         self.task_group.start_soon(runner)
 
+    def audit_soon(self, record: AuditRecord) -> None:
+        """The audit hook: write `record` in the server's task group, off the answer's path."""
+        if self.task_group is None:
+            logger.error("no task group to audit %s in %s", record.tool, record.cwd)
+            return
+        self.task_group.start_soon(self.executor.audit.record, record)
+
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 
@@ -231,6 +244,25 @@ class ToolContext:
 
     def new_run(self) -> RunContext:
         return self.app.runs.create(self.owner, self.tool)
+
+    def new_log(self) -> RunLog:
+        """A run log of its own (capped at `max_log_bytes`) for a call that keeps no run."""
+        return RunLog(self.settings.max_log_bytes)
+
+    def reserve_slot(self) -> SlotTicket:
+        """A place in the run queue, taken now: `Busy` at once past the queue limit (the busy
+        rule lives in the queue). `async with ticket` waits for the slot; `ticket.cancel()`
+        gives up a place never used. For runs of project code that answer before they start."""
+        return self.executor.slots.reserve()
+
+    @staticmethod
+    def kill_group(pid: int) -> None:
+        """SIGKILL the process group led by `pid` (gone already is fine)."""
+        kill_group(pid)
+
+    def audit(self, record: AuditRecord) -> None:
+        """Write `record` to the audit log in the background (see `AppState.audit_soon`)."""
+        self.app.audit_soon(record)
 
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
         with contextlib.suppress(Exception):  # progress is advisory: a gone client must not fail the call

@@ -449,6 +449,29 @@ async def test_a_slot_handed_to_a_waiter_being_cancelled_passes_on() -> None:
     assert slots.running == 0 and slots.waiting == 0
 
 
+async def test_a_reservation_holds_its_place_from_the_moment_it_is_taken() -> None:
+    slots = RunSlots(capacity=1, max_queued=1)
+    with anyio.fail_after(10):
+        running = slots.reserve()  # granted at once
+        queued = slots.reserve()  # queued at once, before anyone awaits anything
+        assert slots.running == 1 and slots.waiting == 1
+        with pytest.raises(Busy, match="max_queued_runs"):
+            slots.reserve()
+        async with running:
+            pass
+        async with queued as waited:  # handed over when `running` ended
+            assert waited >= 0 and slots.running == 1
+        assert slots.running == 0
+        # A place given up before it was used goes back; so does a slot granted but never used.
+        held = slots.reserve()
+        unused = slots.reserve()
+        unused.cancel()
+        assert slots.waiting == 0
+        held.cancel()
+        held.cancel()  # idempotent
+        assert slots.running == 0 and slots.waiting == 0
+
+
 async def test_executor_runs_under_a_slot_in_fifo_order(tmp_path: Path) -> None:
     executor = make_executor(tmp_path)
     executor.slots = RunSlots(capacity=2, max_queued=8)

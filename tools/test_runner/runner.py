@@ -24,9 +24,16 @@ import anyio.abc
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from mcp_server.api import AppState, past_span, trace_env, trace_span
-from mcp_server.audit import AuditRecord
-from mcp_server.executor import OutputCollector, kill_group
+from mcp_server.api import (
+    AppState,
+    AuditRecord,
+    OutputCollector,
+    SlotTicket,
+    kill_group,
+    past_span,
+    trace_env,
+    trace_span,
+)
 from tools.test_runner.affected import Selection, finish, prepare, selection_result
 from tools.test_runner.pool import get_pool
 from tools.test_runner.progress import ProgressBuffer
@@ -104,6 +111,9 @@ class TestRun:
         """The child is gone, or finished pytest and closed its streams (it is reaped meanwhile)."""
         self._event_bytes = 0
         self.selection: Selection | None = None
+        self.ticket: SlotTicket | None = None
+        """A place in the run queue taken when the call was accepted (wait=false); else one is
+        taken when the run starts."""
         self.selection_info: dict[str, Any] | None = None
         self.select: dict[str, Any] | None = None
         """What the child's recorder gets, when set by a sharded run (its share, what to skip)."""
@@ -120,7 +130,7 @@ class TestRun:
                 self.selection.close()
 
     async def _execute(self) -> None:
-        async with self.app.executor.slots.slot() as queued_s:
+        async with self.ticket or self.app.executor.slots.reserve() as queued_s:
             self.queued_s = queued_s
             past_span("queue wait", queued_s)
             pool = await get_pool(self.app)
@@ -382,11 +392,7 @@ class TestRun:
             output_bytes=output_bytes,
             outcome=outcome,
         )
-        tg = self.app.task_group
-        if tg is None:  # the pool that ran this needs the task group: not reached
-            logger.error("no task group to audit a run of %s", self.request.root)
-            return
-        tg.start_soon(self.app.executor.audit.record, record)
+        self.app.audit_soon(record)
 
     def extra(self) -> dict[str, Any]:
         """Beyond the pinned fields: time spent queued, and the forked child's own run time."""

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from mcp_server.api import AppState
+from mcp_server.api import AppState, SlotTicket
 from tools.test_runner.affected import Selection, finish, merge_records, prepare, selection_result
 from tools.test_runner.pool import get_pool
 from tools.test_runner.reports import RunState, TestFinished, worst_exit
@@ -60,6 +60,7 @@ class ShardedRun:
         self._write_log = write_log
         self._on_test = on_test
         self._on_update = on_update
+        self.ticket: SlotTicket | None = None  # as TestRun.ticket
         self.attempts: list[list[TestRun]] = [[] for _ in range(workers)]
         self.state = RunState(request.root, app.redactor.redact)
         self.selection: Selection | None = None
@@ -78,7 +79,7 @@ class ShardedRun:
 
     async def execute(self) -> None:
         try:
-            async with self.app.executor.slots.slot() as queued_s:
+            async with self.ticket or self.app.executor.slots.reserve() as queued_s:
                 self.queued_s = queued_s
                 pool = await get_pool(self.app)
                 async with pool.lease(self.request.root, self.request.interpreter) as zygote:

@@ -20,8 +20,16 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from mcp_server.api import AppState, Busy, CacheDirUnavailable, RunContext, ToolContext, ToolError, ToolOutput, ToolSpec
-from mcp_server.runs import RunLog
+from mcp_server.api import (
+    AppState,
+    CacheDirUnavailable,
+    RunContext,
+    SlotTicket,
+    ToolContext,
+    ToolError,
+    ToolOutput,
+    ToolSpec,
+)
 from tools.test_runner.args import ListTestsArgs, RunTestsArgs, pytest_args
 from tools.test_runner.environment import find_interpreter
 from tools.test_runner.history import Recorded, Report, failed_first_request, get_history
@@ -34,12 +42,12 @@ NEGATIVE_RECHECK_S = 10.0
 CHECK_CODE = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('pytest') else 1)"
 
 
-def _request(ctx: ToolContext, args: ListTestsArgs, mode: str, timeout_s: float | None) -> RunRequest:
+async def _request(ctx: ToolContext, args: ListTestsArgs, mode: str, timeout_s: float | None) -> RunRequest:
     root = ctx.root(args.root)
     argv = pytest_args(ctx, root, args)
     ceiling = ctx.settings.run_timeout_max_s
     timeout = min(timeout_s, ceiling) if timeout_s is not None else ceiling
-    interpreter = find_interpreter(root, ctx.settings.python)
+    interpreter = await anyio.to_thread.run_sync(find_interpreter, root, ctx.settings.python)  # stats: off the loop
     partial = any("::" in item for item in args.select or ())
     return RunRequest(
         root, interpreter, argv, "collect" if mode == "collect" else "run", timeout, args.affected, None, partial
@@ -64,7 +72,9 @@ def _queued_summary(run: RunContext) -> dict[str, Any]:
     return {"run_id": run.run_id, "status": "running", "counts": dict.fromkeys(COUNT_KEYS, 0), "done": 0}
 
 
-async def _execute(ctx: ToolContext, run: RunContext, request: RunRequest, waiting: bool) -> None:
+async def _execute(
+    ctx: ToolContext, run: RunContext, request: RunRequest, waiting: bool, ticket: SlotTicket | None = None
+) -> None:
     """Run and record the result in `run`, whatever happens (cancellation included). A caller
     that waits gets progress, and a run that could not start as a `ToolError`; in the background
     that error is only recorded (the run's result says it)."""
@@ -88,6 +98,7 @@ async def _execute(ctx: ToolContext, run: RunContext, request: RunRequest, waiti
         on_test=on_test,
         on_update=on_update,
     )
+    test_run.ticket = ticket  # the place in the queue the call took (wait=false)
     error: str | None = None
     recorded = Recorded()
     try:
@@ -99,6 +110,8 @@ async def _execute(ctx: ToolContext, run: RunContext, request: RunRequest, waiti
         if waiting:
             raise
     finally:
+        if ticket is not None:
+            ticket.cancel()  # a place never used (cancelled before the run started) goes back
         _record(ctx, run, test_run, error, recorded)  # synchronous: nothing in it can be interrupted
 
 
@@ -128,25 +141,19 @@ def _output(run: RunContext) -> ToolOutput:
 
 
 async def run_tests(ctx: ToolContext, args: RunTestsArgs) -> ToolOutput:
-    request = _request(ctx, args, "run", args.timeout_s)
+    request = await _request(ctx, args, "run", args.timeout_s)
     request = await _with_cache(ctx, request)
     workers = effective_workers(args.workers or ctx.settings.test_workers)
     if workers > 1:
         request = dataclasses.replace(request, workers=workers)
     if args.failed_first:
         request = await failed_first_request(ctx, request)  # last failures, then fastest, from history
-    if not args.wait:
-        # The background task queues itself; refuse here what the queue would refuse there.
-        slots = ctx.executor.slots
-        if (slots.running >= slots.capacity or slots.waiting) and slots.waiting >= slots.max_queued:
-            raise Busy(
-                f"busy: {slots.running} runs in progress and {slots.waiting} queued "
-                f"(settings max_concurrent_runs / max_queued_runs); retry in a few seconds"
-            )
+    # wait=false: the call takes its place in the queue now (Busy at once when it is full)
+    ticket = None if args.wait else ctx.reserve_slot()
     run = ctx.new_run()
     run.summary = _queued_summary(run)
     if not args.wait:
-        ctx.app.start_background(run, functools.partial(_execute, ctx, run, request, False))
+        ctx.app.start_background(run, functools.partial(_execute, ctx, run, request, False, ticket))
         return ToolOutput(dict(run.summary), run=run)
     scope = anyio.CancelScope()
     run.cancel_scope = scope
@@ -159,9 +166,9 @@ async def run_tests(ctx: ToolContext, args: RunTestsArgs) -> ToolOutput:
 
 
 async def list_tests(ctx: ToolContext, args: ListTestsArgs) -> ToolOutput:
-    request = _request(ctx, args, "collect", None)
+    request = await _request(ctx, args, "collect", None)
     request = await _with_cache(ctx, request)
-    log = RunLog(ctx.settings.max_log_bytes)
+    log = ctx.new_log()
     test_run = TestRun(ctx.app, request, tool=ctx.tool, connection=ctx.connection_id, write_log=log.write)
     await test_run.execute()
     status, message = test_run.outcome()

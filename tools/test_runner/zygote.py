@@ -19,8 +19,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from mcp_server.api import Executor, ToolError
-from mcp_server.executor import kill_group
+from mcp_server.api import Executor, ToolError, kill_group
 
 logger = logging.getLogger("mcp_server.test_runner")
 
