@@ -80,9 +80,23 @@ def _default_text(name: str, field: FieldInfo) -> str:
     return str(value)
 
 
+def _bounds(field: FieldInfo) -> str:
+    """A number's allowed range, from its `Field(ge=..., le=...)` constraints: ">= 1, <= 10000"."""
+    parts = []
+    for constraint in field.metadata:
+        for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            value = getattr(constraint, attr, None)
+            if value is not None:
+                parts.append(f"{symbol} {value}")
+    return ", ".join(parts)
+
+
 def _help(name: str, field: FieldInfo) -> str:
     text = field.description or ""
-    text += f" [default: {_default_text(name, field)}; env {env_name(name)}"
+    text += f" [default: {_default_text(name, field)}"
+    if bounds := _bounds(field):
+        text += f"; allowed: {bounds}"
+    text += f"; env {env_name(name)}"
     if name in PROJECT_SETTINGS:
         text += f"; a project's [tool.{PYPROJECT_TABLE}] may set it"
     return text.replace("%", "%%") + "]"

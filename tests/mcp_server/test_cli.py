@@ -44,7 +44,11 @@ def test_help_shows_every_setting_with_description_default_choices_and_variable(
         assert flag_name(name) in text
         assert env_name(name) in text
         assert field.description in text
-    assert "[default: 100; env MCP_CODE_TOOLS_PAGE_SIZE; a project's [tool.mcp-code-tools] may set it]" in text
+    assert (
+        "[default: 100; allowed: >= 1, <= 10000; env MCP_CODE_TOOLS_PAGE_SIZE; a project's [tool.mcp-code-tools] "
+        "may set it]"
+    ) in text
+    assert "[default: 600.0; allowed: > 0; env MCP_CODE_TOOLS_RUN_TIMEOUT_MAX_S]" in text
     assert "[default: 127.0.0.1; env MCP_CODE_TOOLS_HOST]" in text
     assert "{stdio,websocket,http}" in text and "{memory,redis}" in text
     assert "--allow-writes, --no-allow-writes" in text
