@@ -71,15 +71,38 @@ def http_session_owner(session_id: str) -> str:
     return f"http-session:{session_id}"
 
 
-def connection_for_request(request: Any | None, *, trust_bearer: bool = False) -> ConnectionInfo:
-    """The connection of an inbound request: the transport's, or derived from HTTP headers.
+CONNECTION_STATE_KEY = "mcp_code_tools.connection"
+"""Where the HTTP transport attaches a request's `ConnectionInfo` (the ASGI scope's `state`)."""
 
-    `trust_bearer` is whether the server checks a token: only then does a bearer token name the
-    client (otherwise any made-up token would buy a fresh rate-limit bucket).
+
+def http_connection(session_id: str | None, client: str) -> ConnectionInfo:
+    """The connection of an HTTP request: its session, or (sessionless, the 2026 era) its token,
+    or nobody (a run then belongs to whoever holds its run_id)."""
+    if session_id:
+        owner = http_session_owner(session_id)
+        bucket = rate_limit_bucket(client, owner)
+        return ConnectionInfo(id=f"http-{session_id[:12]}", owner=owner, transport="http", client=client, bucket=bucket)
+    sessionless_owner = client if client.startswith("token:") else None
+    return ConnectionInfo(id="http-sessionless", owner=sessionless_owner, transport="http", client=client)
+
+
+def connection_for_request(request: Any | None, *, trust_bearer: bool = False) -> ConnectionInfo:
+    """The connection of an inbound request, as its transport attached it.
+
+    Every transport attaches one: stream transports (stdio, WebSocket, in-memory) set
+    `current_connection` for the whole connection; the HTTP transport puts one in each request's
+    scope state (`CONNECTION_STATE_KEY`). Without either (the SDK's HTTP app embedded without our
+    front door) it is derived from the headers, where `trust_bearer` says whether the server checks
+    a token: only then does a bearer token name the client.
     """
     info = current_connection.get()
     if info is not None:
         return info
+    scope = getattr(request, "scope", None)
+    state = scope.get("state") if isinstance(scope, dict) else None
+    attached = state.get(CONNECTION_STATE_KEY) if isinstance(state, dict) else None
+    if isinstance(attached, ConnectionInfo):
+        return attached
     headers = getattr(request, "headers", None)
     if headers is None:
         return ConnectionInfo(id="inproc", owner="inproc", transport="inproc")
@@ -87,11 +110,4 @@ def connection_for_request(request: Any | None, *, trust_bearer: bool = False) -
     auth = headers.get("authorization", "")
     bearer = auth[:7].lower() == "bearer " and auth[7:].strip()
     client = token_identity(auth[7:].strip()) if trust_bearer and bearer else f"ip:{client_host}"
-    session_id = headers.get("mcp-session-id")
-    if session_id:
-        owner = http_session_owner(session_id)
-        bucket = rate_limit_bucket(client, owner)
-        return ConnectionInfo(id=f"http-{session_id[:12]}", owner=owner, transport="http", client=client, bucket=bucket)
-    # Sessionless (2026-07-28 era): the token owns the run; without one, whoever holds the run_id.
-    sessionless_owner = client if client.startswith("token:") else None
-    return ConnectionInfo(id="http-sessionless", owner=sessionless_owner, transport="http", client=client)
+    return http_connection(headers.get("mcp-session-id"), client)

@@ -36,7 +36,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.datastructures import Headers
 from starlette.types import Message, Receive, Scope, Send
 
-from mcp_server.connections import http_session_owner
+from mcp_server.connections import CONNECTION_STATE_KEY, http_connection, http_session_owner
 from mcp_server.health import ReadinessMonitor
 from mcp_server.netpolicy import LOOPBACK_NAMES, ConnectionCounter, NetPolicy, Refusal
 from mcp_server.server import CodeToolsServer
@@ -139,6 +139,8 @@ class HttpFront:
         if not self.requests.try_acquire(client):
             await _answer(self.door.refused(self._too_many_requests(client)), send, close=True)
             return
+        session_id = headers.get(MCP_SESSION_ID_HEADER)
+        scope.setdefault("state", {})[CONNECTION_STATE_KEY] = http_connection(session_id, client)
         try:
             await self._mcp(scope, self._timed(receive), send, headers, client)
         except BodyTimeout:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mcp_server.connections import ConnectionInfo, connection_for_request, current_connection, token_identity
+from mcp_server.connections import (
+    CONNECTION_STATE_KEY,
+    ConnectionInfo,
+    connection_for_request,
+    current_connection,
+    http_connection,
+    new_connection,
+    token_identity,
+)
 
 
 @dataclass
@@ -51,3 +59,25 @@ def test_a_stream_transport_connection_wins() -> None:
 
 def test_no_request_is_in_process() -> None:
     assert connection_for_request(None).transport == "inproc"
+
+
+@dataclass
+class _ScopedRequest(_Request):
+    scope: dict[str, object] = field(default_factory=dict)
+
+
+def test_the_connection_the_http_transport_attached_wins_over_the_headers() -> None:
+    attached = http_connection("abc123", "token:feedface")
+    headers = {"authorization": "Bearer made-up", "mcp-session-id": "other"}
+    request = _ScopedRequest(headers, scope={"state": {CONNECTION_STATE_KEY: attached}})
+    assert connection_for_request(request, trust_bearer=True) is attached
+
+
+def test_loopback_clients_draw_from_their_connection_or_session_bucket() -> None:
+    local = new_connection("ws", client="ip:127.0.0.1")
+    assert local.rate_limit_key == f"conn:{local.id}"
+    assert new_connection("ws", client="ip:::ffff:127.0.0.1").rate_limit_key.startswith("conn:")
+    assert new_connection("ws", client="ip:192.0.2.1").rate_limit_key == "ip:192.0.2.1"
+    assert new_connection("ws", client=token_identity("t")).rate_limit_key == token_identity("t")
+    assert http_connection("s1", "ip:::1").rate_limit_key == "http-session:s1"
+    assert http_connection(None, "ip:127.0.0.1").rate_limit_key == "ip:127.0.0.1"  # sessionless: the address's
