@@ -21,7 +21,7 @@ from mcp_server.audit import AuditRecord
 from mcp_server.cachedir import CacheDirUnavailable, root_cache_dir
 from mcp_server.config import Settings
 from mcp_server.errors import Busy, NotFound, PolicyRefused, ToolError
-from mcp_server.executor import Executor, OutputCollector, ProcessResult, RunSlots, SlotTicket, kill_group
+from mcp_server.executor import Executor, OutputCollector, ProcessResult, kill_group
 from mcp_server.paths import (
     CheckedFile,
     FileChecker,
@@ -34,6 +34,7 @@ from mcp_server.paths import (
     safe_walk,
 )
 from mcp_server.pool import PoolPolicy, PoolWorker, WarmPool
+from mcp_server.run_queue import RunSlots, SlotTicket
 from mcp_server.runs import RunContext, RunLog, RunStore
 from mcp_server.telemetry import past_span, trace_env
 from mcp_server.telemetry import span as trace_span

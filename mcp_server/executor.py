@@ -5,8 +5,9 @@ or on stdin). A scrubbed environment (an allow-list). Each child leads its own p
 timeout or a cancel kills everything it spawned. Output meant for people is redacted as it
 streams; output a tool parses (`redact=False`: ruff's JSON, formatted source) is kept raw, since
 everything leaving the server is redacted by the result pipeline anyway. Every command is
-audited (its argv redacted). Runs that execute project code take a slot from `RunSlots`: a bounded number at once and
-a FIFO queue behind them (backpressure), refused only past the queue limit.
+audited (its argv redacted). Runs that execute project code take a slot from `RunSlots`
+(run_queue.py): a bounded number at once and a FIFO queue behind them (backpressure), refused only
+past the queue limit.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import secrets
 import signal
 import subprocess
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +31,11 @@ import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream  # noqa: F401  (re-exported for typing users)
 
 from mcp_server.audit import AuditLog, AuditRecord
-from mcp_server.errors import Busy, ToolError
+from mcp_server.errors import ToolError
 from mcp_server.reaper import become_subreaper, reap_adopted
 from mcp_server.redact import Redactor
+from mcp_server.run_queue import RunSlots as RunSlots  # re-exported: the queue lived here
+from mcp_server.run_queue import SlotTicket as SlotTicket
 
 logger = logging.getLogger("mcp_server.executor")
 
@@ -76,90 +78,6 @@ class ProcessResult:
     timed_out: bool
     output_bytes: int
     truncated: bool
-
-
-class RunSlots:
-    """A FIFO of waiters in front of `capacity` slots; more than `max_queued` waiting is `Busy`."""
-
-    def __init__(self, capacity: int, max_queued: int) -> None:
-        self.capacity = capacity
-        self.max_queued = max_queued
-        self.running = 0
-        self._waiters: deque[anyio.Event] = deque()
-        self.total_wait_s = 0.0
-        self.admitted = 0
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
-
-    def reserve(self) -> SlotTicket:
-        """Take a place in the queue now (`Busy` past the queue limit: the busy rule is here and
-        nowhere else); `async with ticket` waits for the slot later (a background run), and
-        `ticket.cancel()` gives up a place never entered."""
-        if self.running >= self.capacity or self._waiters:
-            if len(self._waiters) >= self.max_queued:
-                raise Busy(
-                    f"busy: {self.running} runs in progress and {len(self._waiters)} queued "
-                    f"(settings max_concurrent_runs / max_queued_runs); retry in a few seconds"
-                )
-            event = anyio.Event()
-            self._waiters.append(event)
-            return SlotTicket(self, event)
-        self.running += 1
-        return SlotTicket(self, None)
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[float]:
-        """Hold a slot; yields the seconds spent queued. Safe to cancel while queued."""
-        async with self.reserve() as waited:
-            yield waited
-
-    def _release(self) -> None:
-        if self._waiters:
-            self._waiters.popleft().set()  # hand the slot over directly: FIFO, no barging
-        else:
-            self.running -= 1
-
-
-class SlotTicket:
-    """A place in `RunSlots`' queue (or a slot already granted), taken by `RunSlots.reserve()`."""
-
-    def __init__(self, slots: RunSlots, event: anyio.Event | None) -> None:
-        self._slots = slots
-        self._event = event
-        self._taken = time.monotonic()
-        self._done = False
-
-    async def __aenter__(self) -> float:
-        """Wait for the slot; the seconds spent queued. Safe to cancel while queued."""
-        if self._done:
-            raise RuntimeError("a slot ticket is used once")
-        event = self._event
-        if event is not None:
-            try:
-                await event.wait()
-            except BaseException:
-                self.cancel()
-                raise
-        waited = time.monotonic() - self._taken
-        self._slots.total_wait_s += waited
-        self._slots.admitted += 1
-        return waited
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.cancel()
-
-    def cancel(self) -> None:
-        """Give the place (or the slot) up. Idempotent."""
-        if self._done:
-            return
-        self._done = True
-        event = self._event
-        if event is not None and not event.is_set():
-            self._slots._waiters.remove(event)
-        else:
-            self._slots._release()  # held, or handed to us before we took it: pass it on
 
 
 class OutputCollector:
