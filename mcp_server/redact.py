@@ -332,6 +332,21 @@ class StreamRedactor:
         self._carry = ""
         return out
 
+    @property
+    def swallowing(self) -> bool:
+        """Inside an unbounded match that is replaced already: what comes next is still part of it."""
+        return self._open is not None
+
+    def take_pending(self) -> str:
+        """End the stream without redacting what it holds back: that raw text, for a caller that
+        redacts it later together with what follows (not while `swallowing`)."""
+        assert self._open is None
+        out = "".join(self._parts)
+        self._parts = []
+        self._size = 0
+        self._next_scan = 2 * self._hold
+        return out
+
     def peek(self) -> str:
         """What `flush()` would release now, without ending the stream."""
         return "" if self._open is not None else self._redactor.redact("".join(self._parts))

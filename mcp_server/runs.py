@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 
 from mcp_server.errors import Busy, NotFound
-from mcp_server.redact import Redactor, process_redactor
+from mcp_server.redact import Redactor, StreamRedactor, process_redactor
 
 PUBLIC_OWNER = None
 """Owner of runs made where no connection identity exists (sessionless HTTP without a token):
@@ -28,15 +28,20 @@ readable by whoever holds the run_id, never listed."""
 
 
 class RunLog:
-    """A run's text log, redacted as it is written, capped at exactly `max_bytes` (UTF-8).
+    """A run's text log, capped at exactly `max_bytes` (UTF-8): its head, its tail, and a line
+    saying how much was cut between them. Redacted before anything is cut.
 
-    Text is redacted by a stream redactor before it is kept (a secret split across two writes is
-    still one secret, and a cap never cuts one in half). Past the cap the log keeps its head and
-    its tail and says how much was cut between them: `text()` is never longer than `max_bytes`.
+    The head is redacted as it is written (a stream redactor: a secret split across two writes is
+    still one secret). Once the head is full, what follows is kept raw (only the last stretch, with
+    `TAIL_CONTEXT` characters more than the tail shows) and redacted when the log is read, before
+    the tail is cut from it: text that is dropped from the middle never leaves the server, so it is
+    never redacted, and a run that prints 500 MB costs the redaction of a few MB.
     """
 
     MARK_ROOM = 64
     """Bytes kept for the line that says what was cut."""
+    TAIL_CONTEXT = 64 * 1024
+    """Raw characters kept before the tail's window: a secret that starts there is still seen whole."""
 
     on_write: Callable[[], None] | None = None
     """Called on each write: the run's `changed` (subscriptions to the run)."""
@@ -46,72 +51,89 @@ class RunLog:
         room = self.max_bytes - self.MARK_ROOM
         self._head_room = room // 2
         self._tail_room = room - self._head_room
-        self._stream = (redactor or process_redactor()).stream()
+        self._redactor = redactor or process_redactor()
+        self._stream: StreamRedactor | None = self._redactor.stream()
         self._head: list[str] = []
         self._head_bytes = 0
-        self._tail: deque[tuple[str, int]] = deque()
-        self._tail_bytes = 0
+        self._tail: deque[str] = deque()
+        self._tail_chars = 0
+        self._keep_chars = self._tail_room + self.TAIL_CONTEXT
+        self._rendered: str | None = None
         self.dropped = 0
-        """Characters cut from the middle."""
+        """Characters dropped from the middle before the tail's window."""
         self.total = 0
         """Characters written (before redaction)."""
 
     def write(self, text: str) -> None:
         if not text:
             return
-        self.total += len(text)
         if self.on_write is not None:
             self.on_write()
-        self._keep(self._stream.feed(text))
+        self.total += len(text)
+        self._rendered = None
+        stream = self._stream
+        if stream is None:
+            self._to_tail(text)
+            return
+        released = stream.feed(text)
+        if self._head_bytes < self._head_room:
+            released = self._to_head(released)
+        self._to_tail(released)
+        if self._head_bytes >= self._head_room and not stream.swallowing:
+            self._stream = None  # from here on the tail is kept raw and redacted when read
+            self._to_tail(stream.take_pending())
 
-    def _keep(self, text: str) -> None:
+    def _to_head(self, text: str) -> str:
+        """Keep what fits in the head; the rest (redacted) is returned."""
+        room = self._head_room - self._head_bytes
+        data = text.encode("utf-8", "surrogatepass")
+        if len(data) <= room:
+            self._head.append(text)
+            self._head_bytes += len(data)
+            return ""
+        part = data[:room].decode("utf-8", "ignore")  # never half a character
+        self._head.append(part)
+        self._head_bytes = self._head_room  # full (a split character leaves a byte or three unused)
+        return text[len(part) :]
+
+    def _to_tail(self, text: str) -> None:
         if not text:
             return
-        data = text.encode("utf-8", "surrogatepass")
-        room = self._head_room - self._head_bytes
-        if room > 0 and not self.dropped and not self._tail:
-            part = data[:room].decode("utf-8", "ignore")  # never half a character
-            taken = len(part.encode("utf-8", "surrogatepass"))
-            self._head.append(part)
-            self._head_bytes += taken
-            data = data[taken:]
-            if not data:
-                return
-            text = data.decode("utf-8", "surrogatepass")
-        self._tail.append((text, len(data)))
-        self._tail_bytes += len(data)
-        if self._head_bytes + self._tail_bytes <= self.max_bytes and not self.dropped:
-            return  # everything still fits: nothing is cut yet
-        while self._tail and self._tail_bytes - self._tail[0][1] >= self._tail_room:
-            gone, size = self._tail.popleft()
-            self._tail_bytes -= size
+        self._tail.append(text)
+        self._tail_chars += len(text)
+        while len(self._tail) > 1 and self._tail_chars - len(self._tail[0]) >= self._keep_chars:
+            gone = self._tail.popleft()
+            self._tail_chars -= len(gone)
             self.dropped += len(gone)
-        if self._tail_bytes > self._tail_room and self._tail:
-            first, size = self._tail.popleft()
-            excess = self._tail_bytes - self._tail_room
-            rest = first.encode("utf-8", "surrogatepass")[excess:].decode("utf-8", "ignore")
-            rest_size = len(rest.encode("utf-8", "surrogatepass"))
-            self._tail.appendleft((rest, rest_size))
-            self._tail_bytes += rest_size - size
-            self.dropped += len(first) - len(rest)
+        if self._tail_chars > 2 * self._keep_chars:  # one huge write: keep its end only
+            joined = "".join(self._tail)
+            keep = joined[-self._keep_chars :]
+            self.dropped += len(joined) - len(keep)
+            self._tail = deque([keep])
+            self._tail_chars = len(keep)
 
     def text(self) -> str:
-        """The log so far (what redaction still holds back included, redacted), within the cap."""
-        pending = self._stream.peek()
+        """The log so far, redacted, within the cap (what redaction still holds back included)."""
+        if self._rendered is None:
+            self._rendered = self._render()
+        return self._rendered
+
+    def _render(self) -> str:
         head = "".join(self._head)
-        tail = "".join(t for t, _ in self._tail) + pending
-        if (
-            not self.dropped
-            and self._head_bytes + self._tail_bytes + len(pending.encode("utf-8", "surrogatepass")) <= self.max_bytes
-        ):
-            return head + tail
+        tail = "".join(self._tail)
+        if self._stream is not None:
+            tail += self._stream.peek()
+        if self._stream is None or self.dropped:
+            tail = self._redactor.redact(tail)  # before the tail is cut from it
         data = tail.encode("utf-8", "surrogatepass")
+        if not self.dropped and self._head_bytes + len(data) <= self.max_bytes:
+            return head + tail
         keep = data[max(0, len(data) - self._tail_room) :].decode("utf-8", "ignore")
         cut = self.dropped + len(tail) - len(keep)
         return f"{head}\n[... {cut} characters dropped ...]\n{keep}"
 
     def __len__(self) -> int:
-        return self._head_bytes + self._tail_bytes
+        return self._head_bytes + min(self._tail_chars, self._tail_room)
 
 
 @dataclass(eq=False)

@@ -365,3 +365,21 @@ async def test_timeout_messages_name_the_test_redacted(tmp_path: Path) -> None:
             assert f"test_hang[{REDACTED}]" in text and AKIA not in text
             log = await client.call_tool("get_run", {"run_id": data["run_id"], "section": "log"})
             assert AKIA not in json.dumps(log.structured_content)
+
+
+def test_run_log_tail_is_redacted_when_read_and_keys_across_the_head_stay_hidden() -> None:
+    body = "".join(f"MIIEvQIBADANBgkqhkiG9w0BAQEFAASC{i:06d}\n" for i in range(200))
+    log = RunLog(8192, Redactor([]))
+    log.write("x" * 3000 + "\n")
+    log.write("-----BEGIN PRIVATE KEY-----\n" + body[:2000])  # the key starts in the head
+    for i in range(2000):
+        log.write(f"after {i}\n")  # no END line: the rest is the key's, redacted to the end
+    assert "MIIEvQ" not in log.text() and "after 1999" not in log.text()
+    log = RunLog(8192, Redactor([]))
+    for i in range(5000):
+        log.write(f"noise line {i}\n")  # the head fills; the tail is kept raw
+    log.write(f"password = 'hunter2quoted'\n{GHP}\n-----BEGIN RSA PRIVATE KEY-----\n{body}")
+    log.write("-----END RSA PRIVATE KEY-----\nlast line\n")
+    text = log.text()
+    assert "hunter2quoted" not in text and GHP not in text and "MIIEvQ" not in text
+    assert text.endswith(f"{REDACTED}\nlast line\n") and len(text.encode()) <= 8192

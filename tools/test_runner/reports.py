@@ -235,7 +235,7 @@ class RunState:
             self.failures_dropped += 1
 
     def note_output(self, text: str) -> None:
-        """Redacted output as it streams: the tail explains usage errors and crashes."""
+        """Output as it streams (raw: redacted where it leaves): the tail explains usage errors and crashes."""
         self.output_tail = (self.output_tail + text)[-OUTPUT_TAIL:]
 
     # --- shards ----------------------------------------------------------------------------------
@@ -298,6 +298,14 @@ class RunState:
         tail = self.output_tail.strip()
         return tail.splitlines()[-1] if tail else ""
 
+    def _whole_lines_tail(self) -> str:
+        """The output tail without a first line cut by the tail's window (a secret cut there
+        would no longer be recognised)."""
+        tail = self.output_tail
+        if len(tail) >= OUTPUT_TAIL:
+            tail = tail[tail.find("\n") + 1 :]
+        return tail.strip()
+
     def crashed(self, status: int | None) -> str:
         """A child that died: like pytest-xdist, a failed report for the test it was running."""
         where = f"while running {self.current}" if self.current else "outside of any test (during collection or setup)"
@@ -308,7 +316,7 @@ class RunState:
                 "nodeid": self._redact(self.current or ""),
                 "outcome": "crashed",
                 "message": message,
-                "traceback": clip(self._redact(self.output_tail.strip()), MAX_TRACEBACK),
+                "traceback": clip(self._redact(self._whole_lines_tail()), MAX_TRACEBACK),
             }
         )
         return message
