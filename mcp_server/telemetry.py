@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import metrics, propagate, trace
+from opentelemetry import propagate, trace  # the MCP SDK imports these already
 
 from mcp_server.config import Settings
 
@@ -70,23 +70,39 @@ class _State:
 
 _state = _State()
 tracer = trace.get_tracer(SCOPE)
-meter = metrics.get_meter(SCOPE)
 
-operation_duration = meter.create_histogram(
-    "mcp.server.operation.duration",
-    unit="s",
-    description="Duration of an MCP request or notification as observed on the receiver",
-    explicit_bucket_boundaries_advisory=OPERATION_BUCKETS,
-)
-session_duration = meter.create_histogram(
-    "mcp.server.session.duration",
-    unit="s",
-    description="Duration of an MCP session as observed on the server",
-    explicit_bucket_boundaries_advisory=SESSION_BUCKETS,
-)
-queue_wait = meter.create_histogram(
-    "mcp_code_tools.queue.wait", unit="s", description="Time a run waited for a run slot"
-)
+
+class Instruments:
+    """The histograms, created on first use (the metrics API costs ~15 ms of import: not at start-up)."""
+
+    def __init__(self) -> None:
+        from opentelemetry import metrics
+
+        self.meter = metrics.get_meter(SCOPE)
+        self.operation_duration = self.meter.create_histogram(
+            "mcp.server.operation.duration",
+            unit="s",
+            description="Duration of an MCP request or notification as observed on the receiver",
+            explicit_bucket_boundaries_advisory=OPERATION_BUCKETS,
+        )
+        self.session_duration = self.meter.create_histogram(
+            "mcp.server.session.duration",
+            unit="s",
+            description="Duration of an MCP session as observed on the server",
+            explicit_bucket_boundaries_advisory=SESSION_BUCKETS,
+        )
+        self.queue_wait = self.meter.create_histogram(
+            "mcp_code_tools.queue.wait", unit="s", description="Time a run waited for a run slot"
+        )
+
+
+_instruments: list[Instruments] = []
+
+
+def instruments() -> Instruments:
+    if not _instruments:
+        _instruments.append(Instruments())
+    return _instruments[0]
 
 
 def enabled() -> bool:
@@ -119,7 +135,7 @@ def past_span(name: str, duration_s: float, attributes: Mapping[str, Any] | None
     started = tracer.start_span(name, start_time=end - int(duration_s * 1e9), attributes=dict(attributes or {}))
     started.end(end_time=end)
     if name == "queue wait":
-        queue_wait.record(duration_s)
+        instruments().queue_wait.record(duration_s)
 
 
 def set_attributes(attributes: Mapping[str, Any]) -> None:
@@ -172,7 +188,7 @@ class TelemetryMiddleware:
         except BaseException as exc:
             code = getattr(getattr(exc, "error", None), "code", None)
             attributes["error.type"] = str(code) if code is not None else type(exc).__qualname__
-            operation_duration.record(time.perf_counter() - started, attributes)
+            instruments().operation_duration.record(time.perf_counter() - started, attributes)
             raise
         if isinstance(result, dict):
             structured, is_error = result.get("structuredContent"), result.get("isError") is True
@@ -187,7 +203,7 @@ class TelemetryMiddleware:
                 current.set_attribute("mcp_code_tools.ruff.engine", engine)
         if is_error:
             attributes["error.type"] = "tool_error"
-        operation_duration.record(time.perf_counter() - started, attributes)
+        instruments().operation_duration.record(time.perf_counter() - started, attributes)
         return result
 
 
@@ -207,7 +223,7 @@ def connection_closed(owner: str | None) -> None:
     session = owner.removeprefix("http-session:")
     started = _state.sessions.pop(session, None)
     if started is not None and _state.enabled:
-        session_duration.record(time.monotonic() - started)
+        instruments().session_duration.record(time.monotonic() - started)
 
 
 # --- observable instruments --------------------------------------------------------------------------
@@ -262,6 +278,7 @@ def _observables() -> None:
     if _observed:
         return
     _observed = True
+    meter = instruments().meter
     gauge = meter.create_observable_gauge
     counter = meter.create_observable_counter
     gauge(
@@ -415,6 +432,8 @@ def configure_telemetry(settings: Settings) -> bool:
 
         reader = PeriodicExportingMetricReader(_metric_exporter(metric_kind))
         meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+        from opentelemetry import metrics
+
         metrics.set_meter_provider(meter_provider)
         _state.shutdown.append(meter_provider)
     _state.enabled = traces != "none" or metric_kind != "none"
