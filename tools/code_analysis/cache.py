@@ -7,6 +7,7 @@ A config change makes new keys; `drop_root()` also throws the old ones away at o
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -26,9 +27,13 @@ class ResultKey(NamedTuple):
 
 
 class ResultCache(Generic[V]):
-    def __init__(self, max_entries: int = 50_000) -> None:
+    """Bounded in entries and in (estimated) bytes: a few huge results cannot hold the memory."""
+
+    def __init__(self, max_entries: int = 50_000, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_entries = max_entries
-        self._items: OrderedDict[ResultKey, V] = OrderedDict()
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[ResultKey, tuple[V, int]] = OrderedDict()
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
 
@@ -36,26 +41,54 @@ class ResultCache(Generic[V]):
         return len(self._items)
 
     def get(self, key: ResultKey) -> V | None:
-        value = self._items.get(key)
-        if value is None:
+        item = self._items.get(key)
+        if item is None:
             self.misses += 1
             return None
         self.hits += 1
         self._items.move_to_end(key)
-        return value
+        return item[0]
 
     def put(self, key: ResultKey, value: V) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.max_entries:
-            self._items.popitem(last=False)
+        size = approx_size(key) + approx_size(value)
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= old[1]
+        if size > self.max_bytes:
+            return  # bigger than the whole cache: not kept
+        self._items[key] = (value, size)
+        self.bytes += size
+        while len(self._items) > self.max_entries or self.bytes > self.max_bytes:
+            _, (_, dropped) = self._items.popitem(last=False)
+            self.bytes -= dropped
 
     def drop_root(self, root: str) -> int:
         """Forget every entry of `root` (its config changed)."""
         doomed = [k for k in self._items if k.root == root]
         for key in doomed:
-            del self._items[key]
+            self.bytes -= self._items.pop(key)[1]
         return len(doomed)
+
+
+def approx_size(value: Any) -> int:
+    """An estimate of the memory `value` holds (CPython object overheads included), in bytes.
+
+    Linear in the size of the value; meant for results (lists of dicts of scalars, texts).
+    """
+    if isinstance(value, str):
+        return 49 + len(value) * (1 if value.isascii() else 4)
+    if isinstance(value, (bytes, bytearray)):
+        return 33 + len(value)
+    if isinstance(value, dict):
+        return 64 + 24 * len(value) + sum(approx_size(k) + approx_size(v) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return 56 + 8 * len(value) + sum(approx_size(v) for v in value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return 16 if value is None or isinstance(value, bool) else 32
+    fields = getattr(value, "__dict__", None)
+    if fields is not None:
+        return 56 + approx_size(fields)
+    return sys.getsizeof(value)
 
 
 class LruDict(Generic[V]):

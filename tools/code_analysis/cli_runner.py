@@ -100,9 +100,11 @@ class JsonLines:
     ~400 MB of JSON: it is never held, and parsed only up to the cap).
     """
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, convert: Callable[[dict[str, Any]], Any] | None = None) -> None:
         self.cap = cap
-        self.records: list[dict[str, Any]] = []
+        self.convert = convert
+        """Applied to each record as it is parsed (so the raw records are never all held)."""
+        self.records: list[Any] = []
         self.total = 0
         self.bad = 0
         self._partial = ""
@@ -140,7 +142,7 @@ class JsonLines:
             self.bad += 1
             return
         if isinstance(record, dict):
-            self.records.append(record)
+            self.records.append(record if self.convert is None else self.convert(record))
 
 
 class RuffCli:
@@ -208,20 +210,20 @@ class RuffCli:
         if result.timed_out or result.returncode not in (0, 1):
             raise ruff_failure(result, "checking the rule selection")
 
-    async def check(self, root: Path, files: Sequence[str], selection: Selection, cap: int) -> JsonLines:
+    async def check(self, root: Path, files: Sequence[str], selection: Selection, lines: JsonLines) -> JsonLines:
         """`ruff check` over checked files, named one by one (never a folder: ruff would read what
         its own discovery finds there, unchecked). At most `cap` records are kept; all are counted."""
         args = ["check", "--output-format", "json-lines", "--no-fix", "--exit-zero", "--force-exclude"]
         args += ["--no-cache", *selection.cli_args(), "--"]
-        lines = JsonLines(cap)
         for chunk in chunked(files):
             await self._records([*args, *chunk], root, "ruff check", lines)
         return lines
 
-    async def check_text(self, root: Path, filename: str, text: str, selection: Selection, cap: int) -> JsonLines:
+    async def check_text(
+        self, root: Path, filename: str, text: str, selection: Selection, lines: JsonLines
+    ) -> JsonLines:
         args = ["check", "--output-format", "json-lines", "--no-fix", "--exit-zero", "--force-exclude", "--no-cache"]
         args += [*selection.cli_args(), "--stdin-filename", filename, "-"]
-        lines = JsonLines(cap)
         await self._records(args, root, "ruff check", lines, stdin=text)
         return lines
 

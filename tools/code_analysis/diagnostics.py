@@ -69,28 +69,42 @@ def from_lsp(items: Iterable[Mapping[str, Any]], rel: str, text: str, encoding: 
 
 
 def from_cli(records: Iterable[Mapping[str, Any]], root: Path) -> list[Diagnostic]:
-    out: list[Diagnostic] = []
-    for rec in records:
-        loc = rec.get("location") or {"row": 1, "column": 1}
-        end = rec.get("end_location") or loc
-        fix = rec.get("fix")
-        diag: Diagnostic = {
-            "path": rel_path(str(rec.get("filename", "")), root),
-            "line": int(loc["row"]),
-            "column": int(loc["column"]),
-            "end_line": int(end["row"]),
-            "end_column": int(end["column"]),
-            "code": str(rec.get("code") or SYNTAX_ERROR),
-            "message": _message(rec.get("message")),
-            "fixable": bool(
-                isinstance(fix, dict) and fix.get("edits") and fix.get("applicability") in ("safe", "unsafe")
-            ),
-            "url": rec.get("url"),
-        }
-        if rec.get("cell") is not None:
-            diag["cell"] = rec["cell"]
-        out.append(diag)
-    return out
+    return [from_cli_record(rec, root) for rec in records]
+
+
+def from_cli_record(rec: Mapping[str, Any], root: Path, shared: dict[str, str] | None = None) -> Diagnostic:
+    """One record of `ruff check --output-format json(-lines)` as a diagnostic.
+
+    `shared` (one per call) makes equal strings (paths, codes, messages, URLs: thousands of
+    diagnostics repeat a few) one object, which is most of a big result's memory.
+    """
+    memo: dict[str, str] = shared if shared is not None else {}
+    loc = rec.get("location") or {"row": 1, "column": 1}
+    end = rec.get("end_location") or loc
+    fix = rec.get("fix")
+    filename = str(rec.get("filename", ""))
+    path = memo.get(filename)
+    if path is None:
+        path = memo[filename] = rel_path(filename, root)
+    url = rec.get("url")
+    diag: Diagnostic = {
+        "path": path,
+        "line": int(loc["row"]),
+        "column": int(loc["column"]),
+        "end_line": int(end["row"]),
+        "end_column": int(end["column"]),
+        "code": _one(memo, str(rec.get("code") or SYNTAX_ERROR)),
+        "message": _one(memo, _message(rec.get("message"))),
+        "fixable": bool(isinstance(fix, dict) and fix.get("edits") and fix.get("applicability") in ("safe", "unsafe")),
+        "url": _one(memo, url) if isinstance(url, str) else url,
+    }
+    if rec.get("cell") is not None:
+        diag["cell"] = rec["cell"]
+    return diag
+
+
+def _one(memo: dict[str, str], text: str) -> str:
+    return memo.setdefault(text, text)
 
 
 def sort_key(diag: Diagnostic) -> tuple[Any, ...]:

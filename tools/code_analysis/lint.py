@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 
 from mcp_server.api import ToolContext, ToolError, ToolOutput
 from tools.code_analysis.args import LintArgs
-from tools.code_analysis.cli_runner import RuffCli
-from tools.code_analysis.diagnostics import Diagnostic, from_cli, from_lsp, group_by_path, sort_key, summarize
+from tools.code_analysis.cli_runner import JsonLines, RuffCli
+from tools.code_analysis.diagnostics import Diagnostic, from_cli_record, from_lsp, group_by_path, sort_key, summarize
 from tools.code_analysis.lsp import LinterGone
 from tools.code_analysis.results import summary_first
 from tools.code_analysis.ruff_pool import RuffServerPool, get_pool
@@ -40,6 +42,10 @@ class Linter:
         self.dropped = 0
         """Diagnostics ruff reported past the cap: counted, never collected."""
         self.engines: set[str] = set()
+
+    def _lines(self, root: Path) -> JsonLines:
+        """A collector for one `ruff check`: at most the cap, each record turned into a diagnostic as read."""
+        return JsonLines(self.cap, functools.partial(from_cli_record, root=root, shared={}))
 
     async def _pool(self) -> RuffServerPool:
         return await get_pool(self.ctx.app)
@@ -74,8 +80,8 @@ class Linter:
             if pool is not None:
                 pool.note_fallback()
             if diags is None:
-                lines = await self.cli.check_text(doc.root, str(doc.path), doc.text, selection, self.cap)
-                diags = from_cli(lines.records, doc.root)
+                lines = await self.cli.check_text(doc.root, str(doc.path), doc.text, selection, self._lines(doc.root))
+                diags = lines.records
                 if lines.truncated:  # not cached: the list is not the whole answer
                     self.dropped += lines.total - len(lines.records)
                     diags.sort(key=sort_key)
@@ -110,8 +116,8 @@ class Linter:
         self.engines.add("cache")
         if misses:
             self.engines.add("ruff check")
-            lines = await self.cli.check(root, [m.rel for m in misses], self.selection, self.cap)
-            fresh = group_by_path(from_cli(lines.records, root))
+            lines = await self.cli.check(root, [m.rel for m in misses], self.selection, self._lines(root))
+            fresh = group_by_path(lines.records)
             if lines.truncated:  # past the cap: no file's list is known to be whole, none is cached
                 self.dropped += lines.total - len(lines.records)
                 for f in misses:

@@ -73,9 +73,9 @@ class TreeListing:
 
 
 class AnalysisState:
-    def __init__(self, binary: RuffBinary) -> None:
+    def __init__(self, binary: RuffBinary, result_cache_max_bytes: int = 64 * 1024 * 1024) -> None:
         self.binary = binary
-        self.results: ResultCache[Any] = ResultCache()
+        self.results: ResultCache[Any] = ResultCache(max_bytes=result_cache_max_bytes)
         self.files = StatCache()
         self.discovery: LruDict[tuple[str, ...]] = LruDict(64)
         """(root, fingerprint of the walk) -> the files ruff discovered."""
@@ -212,6 +212,7 @@ class AnalysisState:
     def status(self) -> dict[str, Any]:
         return {
             "results": len(self.results),
+            "result_bytes": self.results.bytes,
             "hits": self.results.hits,
             "misses": self.results.misses,
             "hashed_files": len(self.files),
@@ -220,6 +221,6 @@ class AnalysisState:
 
 async def get_state(app: AppState) -> AnalysisState:
     async def factory() -> AnalysisState:
-        return AnalysisState(ruff_binary())
+        return AnalysisState(ruff_binary(), app.settings.result_cache_max_bytes)
 
     return await app.services.get(SERVICE_KEY, factory)
