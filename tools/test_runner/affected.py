@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tools.test_runner import preimports
 from tools.test_runner.environment import config_files, digest
 from tools.test_runner.selection import store
 from tools.test_runner.selection.blocks import FileBlocks, parse_blocks
@@ -211,6 +212,7 @@ def finish(
         collected={} if partial else event.get("collected", {}),
         files=sel.parsed,
         state={"config": sel.config, "others": after.others},
+        also=lambda conn: preimports.learn(conn, sel.env_fp, event.get("imported", [])),
     )
 
 

@@ -34,6 +34,7 @@ from mcp_server.api import (
     trace_env,
     trace_span,
 )
+from tools.test_runner import preimports
 from tools.test_runner.affected import Selection, finish, prepare, selection_result
 from tools.test_runner.pool import get_pool
 from tools.test_runner.progress import ProgressBuffer
@@ -116,6 +117,7 @@ class TestRun:
         taken when the run starts."""
         self.selection_info: dict[str, Any] | None = None
         self.select: dict[str, Any] | None = None
+        self.warnings: list[str] = []
         """What the child's recorder gets, when set by a sharded run (its share, what to skip)."""
 
     # --- the run ---------------------------------------------------------------------------------
@@ -134,6 +136,7 @@ class TestRun:
             self.queued_s = queued_s
             past_span("queue wait", queued_s)
             pool = await get_pool(self.app)
+            await self.preimport(pool)
             leasing = time.monotonic()  # a cold (root, interpreter) starts its zygote in the lease
             async with (
                 pool.lease(self.request.root, self.request.interpreter) as zygote,
@@ -143,6 +146,18 @@ class TestRun:
                 await self._prepare_selection(zygote)
                 await self._run_child(zygote, token, pool.rendezvous.path, arrivals)
         await self._finish_selection()
+
+    async def preimport(self, pool: Any) -> None:
+        """The zygote imports what this project's runs imported last time (`preimports.py`). A
+        lease of its own: a module that made the zygote unsafe had it stopped, and the run's
+        lease then starts a fresh one."""
+        request = self.request
+        if request.cache is None or request.mode != "run":
+            return
+        async with pool.lease(request.root, request.interpreter) as zygote:
+            warning = await preimports.ensure(zygote, request.cache, request.root)
+        if warning is not None:
+            self.warnings.append(warning)
 
     async def run_on(self, zygote: Zygote, rendezvous: Rendezvous) -> None:
         """Run one child on a zygote the caller leased (one shard of a sharded run)."""
@@ -401,6 +416,7 @@ class TestRun:
             extra["worker_s"] = round(self.state.elapsed, 4)
         if self.selection_info is not None:
             extra["selection"] = self.selection_info
-        if self.selection is not None and self.selection.warning:
-            extra["warnings"] = [self.selection.warning]
+        warnings = [*self.warnings, *([self.selection.warning] if self.selection and self.selection.warning else [])]
+        if warnings:
+            extra["warnings"] = warnings
         return extra

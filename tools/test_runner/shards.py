@@ -70,6 +70,7 @@ class ShardedRun:
         self.replacements = 0
         self.crashes: list[str] = []
         self._done = 0
+        self.warnings: list[str] = []
 
     @property
     def started(self) -> bool:
@@ -82,6 +83,9 @@ class ShardedRun:
             async with self.ticket or self.app.executor.slots.reserve() as queued_s:
                 self.queued_s = queued_s
                 pool = await get_pool(self.app)
+                warm = TestRun(self.app, self.request, **self._kw)
+                await warm.preimport(pool)
+                self.warnings = warm.warnings
                 async with pool.lease(self.request.root, self.request.interpreter) as zygote:
                     await self._prepare(zygote)
                     started = time.monotonic()
@@ -195,6 +199,7 @@ class ShardedRun:
             extra["replaced_workers"] = self.replacements
         if self.selection_info is not None:
             extra["selection"] = self.selection_info
-        if self.selection is not None and self.selection.warning:
-            extra["warnings"] = [self.selection.warning]
+        warnings = [*self.warnings, *([self.selection.warning] if self.selection and self.selection.warning else [])]
+        if warnings:
+            extra["warnings"] = warnings
         return extra

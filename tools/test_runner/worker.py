@@ -294,13 +294,13 @@ def _child_pids() -> List[int]:
     return pids
 
 
-def load_recorder() -> Any:
-    """`recorder.py` beside this file, under a private name and not on `sys.path` (the project
-    must never import our modules). Loaded once in the zygote, after pytest."""
+def load_recorder(name: str = "recorder") -> Any:
+    """`recorder.py` (or `preload.py`) beside this file, under a private name and not on
+    `sys.path` (the project must never import our modules). Loaded once in the zygote."""
     import importlib.util
 
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recorder.py")
-    spec = importlib.util.spec_from_file_location("_mcp_code_tools_recorder", path)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
+    spec = importlib.util.spec_from_file_location("_mcp_code_tools_" + name, path)
     if spec is None or spec.loader is None:
         return None
     module = importlib.util.module_from_spec(spec)
@@ -309,6 +309,7 @@ def load_recorder() -> Any:
 
 
 RECORDER: Any = None
+PRELOAD: Any = None
 
 
 def child_main(cmd: Event, inherited_fds: List[int], forked_at: float, parent: int) -> None:
@@ -476,6 +477,7 @@ class Zygote:
         self.proto_in = proto_in
         self.proto_out = proto_out
         self.children: Dict[int, int] = {}  # pid -> run id
+        self.unsafe = False
         self.subreaper = _become_subreaper()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -524,12 +526,29 @@ class Zygote:
             self.fork(cmd)
         elif op == "kill":
             self.kill(int(cmd["pid"]))
+        elif op == "preimport":
+            self.preimport(cmd)
         elif op == "exit":
             return True
         return False
 
+    def preimport(self, cmd: Event) -> None:
+        """Import the modules the server learned this project's runs import (`preload.py`)."""
+        result: Event = {"ok": [], "dropped": {}, "unsafe": False}
+        if PRELOAD is not None:
+            try:
+                result = PRELOAD.preimport([str(m) for m in cmd.get("modules", [])], str(cmd.get("root", "")))
+            except BaseException as exc:
+                result["dropped"] = {"*": "%s: %s" % (type(exc).__name__, exc)}
+                result["unsafe"] = True
+        self.unsafe = self.unsafe or bool(result.get("unsafe"))
+        self.emit({"e": "preimported", **result})
+
     def fork(self, cmd: Event) -> None:
         run_id = int(cmd["id"])
+        if self.unsafe:  # a pre-import left a thread or project code here: the server replaces us
+            self.emit({"e": "fork_failed", "id": run_id, "message": "unsafe to fork after a pre-import"})
+            return
         forked_at = time.perf_counter()
         parent = os.getpid()
         try:
@@ -632,9 +651,10 @@ def main(argv: List[str]) -> int:
     except BaseException as exc:
         zygote.emit({"e": "error", "message": "%s: %s" % (type(exc).__name__, exc), "python": sys.executable})
         return 3
-    global RECORDER
+    global RECORDER, PRELOAD
     try:
         RECORDER = load_recorder()
+        PRELOAD = load_recorder("preload")
     except Exception as exc:  # no selection or recording, but tests still run
         os.write(2, ("test worker: recorder not loaded: %s\n" % exc).encode("utf-8", "replace"))
     saved_stderr = os.dup(2)

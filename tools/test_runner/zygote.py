@@ -76,6 +76,10 @@ class Zygote:
         self.runs = 0
         self.warm_without: list[str] = []
         """Plugins left out of the warm-up because they started a thread (["*"]: no warm-up)."""
+        self.preimported: set[str] = set()
+        """Modules imported here on request (learned pre-imports, `preimports.py`)."""
+        self._asked: dict[str, anyio.Event] = {}
+        self._answers: dict[str, dict[str, Any]] = {}
 
     @property
     def alive(self) -> bool:
@@ -204,6 +208,9 @@ class Zygote:
                 f"`python` setting (MCP_CODE_TOOLS_PYTHON) to an interpreter that has it"
             )
             self._up.set()
+        elif kind in self._asked:
+            self._answers[kind] = event
+            self._asked.pop(kind).set()
         elif kind in ("forked", "exited", "fork_failed"):
             handle = self._children.get(int(event.get("id", -1)))
             if handle is None:
@@ -286,6 +293,16 @@ class Zygote:
             if not handle.forked.is_set():
                 self.stop()  # wedged: the pool replaces it, and its host task ends this handle
             raise WorkerGone(handle.error or "the test worker did not fork in time")
+
+    async def ask(self, command: dict[str, Any], answer: str, timeout_s: float) -> dict[str, Any] | None:
+        """Send `command` and wait (bounded) for the event named `answer`; None without one in time.
+        One asker per kind of answer at a time (the caller serializes)."""
+        done = self._asked[answer] = anyio.Event()
+        await self._send(command)
+        with anyio.move_on_after(timeout_s):
+            await done.wait()
+        self._asked.pop(answer, None)
+        return self._answers.pop(answer, None)
 
     async def kill(self, handle: ChildHandle) -> None:
         """SIGKILL the child's process group (no-op if it has exited). Safe to call when cancelled."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from tools.test_runner.selection.blocks import FileBlocks
@@ -110,6 +110,7 @@ def save(
     collected: Mapping[str, list[str]],
     files: Mapping[str, tuple[str, FileBlocks]],
     state: Mapping[str, dict[str, str]],
+    also: Callable[[sqlite3.Connection], None] = lambda conn: None,
 ) -> None:
     """One transaction: the tests that ran, what was collected, the parse cache, the snapshots.
     Dependency sets no test refers to any more are dropped."""
@@ -145,3 +146,4 @@ def save(
             [(key, json.dumps(value)) for key, value in state.items()],
         )
         conn.execute("DELETE FROM aff_depsets WHERE id NOT IN (SELECT depset FROM aff_tests WHERE depset IS NOT NULL)")
+        also(conn)  # what else the run taught (learned pre-imports), in the same transaction

@@ -1,0 +1,93 @@
+# ruff: noqa: UP006, UP031, UP035, UP045  (this file runs in any Python >= 3.8)
+"""In the zygote: import the modules a project's runs imported last time, before forking them.
+
+Loaded by `worker.py` (the project's interpreter, standard library only, Python 3.8 syntax). The
+server sends the list it learned (`preimports.py`); each module is imported once here, so every
+forked run finds it in `sys.modules` instead of importing it again. A module is refused, and the
+zygote marked unsafe (it forks nothing more; the server replaces it), when importing it
+
+- imports code from under the project root (an editable install, a plugin that loads the
+  project): the zygote must never hold project code, which the runs must see fresh;
+- leaves a thread running: `fork()` copies only the calling thread, so a lock that thread
+  held stays locked forever in every child.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import sys
+from typing import Any, Dict, List, Optional, Set
+
+MAX_MODULES = 3000
+SKIP_PREFIXES = ("_mcp_code_tools", "__main__", "__mp_main__", "conftest")
+
+
+def _threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        return threading.active_count()
+
+
+def _under(path: Optional[str], prefix: str) -> bool:
+    return isinstance(path, str) and os.path.abspath(path).startswith(prefix)
+
+
+def project_names(root: str) -> Set[str]:
+    """Top-level import names the project itself provides (its files and packages, src/ too)."""
+    names: Set[str] = set()
+    for base in (root, os.path.join(root, "src")):
+        try:
+            entries = os.listdir(base)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.endswith(".py"):
+                names.add(entry[:-3])
+            elif os.path.isdir(os.path.join(base, entry)) and entry.isidentifier():
+                names.add(entry)
+    return names
+
+
+def preimport(modules: List[str], root: str) -> Dict[str, Any]:
+    """Import `modules` in order. Returns {ok, dropped: {name: why}, unsafe}; stops at the first
+    module that makes this process unsafe to fork from."""
+    prefix = os.path.abspath(root).rstrip(os.sep) + os.sep
+    own = project_names(root)
+    ok: List[str] = []
+    dropped: Dict[str, str] = {}
+    unsafe = False
+    threads = _threads()
+    for name in modules[:MAX_MODULES]:
+        if name in sys.modules:
+            ok.append(name)
+            continue
+        if name.split(".")[0] in own or name.startswith(SKIP_PREFIXES):
+            dropped[name] = "a module of the project"
+            continue
+        before = set(sys.modules)
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:  # a module that fails here is only not pre-imported
+            dropped[name] = "import failed: %s: %s" % (type(exc).__name__, str(exc)[:200])
+            continue
+        project = [
+            m for m in set(sys.modules) - before if _under(getattr(sys.modules.get(m), "__file__", None), prefix)
+        ]
+        if project:
+            dropped[name] = "imports project code (%s)" % sorted(project)[0]
+            unsafe = True
+            break
+        if _threads() > threads:
+            dropped[name] = "leaves a thread running (fork-unsafe)"
+            unsafe = True
+            break
+        ok.append(name)
+    gc.collect()
+    if hasattr(gc, "freeze"):
+        gc.freeze()
+    return {"ok": ok, "dropped": dropped, "unsafe": unsafe}
