@@ -3,8 +3,8 @@
 The event parser `put`s each finished test and never waits; `pump` (a task beside the run) sends
 the updates in order, one notification at a time. A client that keeps up gets every update; one
 that falls `capacity` behind gets fewer, newer ones (the newest always replaces the last queued),
-instead of back-pressuring the test process through the parser. `drain` lets the pump send what
-is left at the end, bounded.
+instead of back-pressuring the test process through the parser. `drain` lets the pump send the
+newest few of what is left at the end, bounded.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ import anyio
 T = TypeVar("T")
 CAPACITY = 64
 DRAIN_S = 1.0
+DRAIN_KEEP = 8
+"""At the end, a client that fell behind gets only the newest few of what it has not seen: the
+answer does not wait for a backlog."""
 
 
 class ProgressBuffer(Generic[T]):
@@ -55,8 +58,11 @@ class ProgressBuffer(Generic[T]):
         finally:
             self._done.set()
 
-    async def drain(self, timeout_s: float = DRAIN_S) -> None:
-        """No more updates: wait (at most `timeout_s`) for the pump to send the rest."""
+    async def drain(self, timeout_s: float = DRAIN_S, keep: int = DRAIN_KEEP) -> None:
+        """No more updates: wait (at most `timeout_s`) for the pump to send the newest `keep`."""
+        while len(self._pending) > keep:
+            self._pending.popleft()
+            self.coalesced += 1
         self._closing = True
         self._wake.set()
         with anyio.move_on_after(timeout_s):

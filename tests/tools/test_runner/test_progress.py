@@ -54,8 +54,24 @@ async def test_a_consumer_that_keeps_up_gets_every_update_and_drain_is_bounded()
             tg.start_soon(buffer.pump)
             for i in range(10):
                 buffer.put(i)
+                await anyio.lowlevel.checkpoint()  # the consumer keeps up
             await buffer.drain()
     assert got == list(range(10)) and buffer.coalesced == 0
+
+    # At the end, a backlog is cut to its newest few: the answer does not wait for it.
+    late: list[int] = []
+
+    async def record(item: int) -> None:
+        late.append(item)
+
+    behind: ProgressBuffer[int] = ProgressBuffer(record)
+    for i in range(20):
+        behind.put(i)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(behind.pump)  # it runs once drain() (which cuts the backlog at once) waits
+            await behind.drain(keep=3)
+    assert late == [17, 18, 19]
 
     stuck: ProgressBuffer[int] = ProgressBuffer(lambda item: anyio.Event().wait())
     with anyio.fail_after(10):
