@@ -313,6 +313,9 @@ async def test_no_secret_leaves_by_any_channel(tmp_path: Path) -> None:
             lint = await client.call_tool("lint", {})
             seen.append(("lint", json.dumps(lint.structured_content) + text_of(lint)))
             assert not lint.is_error, text_of(lint)
+            fixed = await client.call_tool("lint", {"fix": True, "unsafe_fixes": True})
+            seen.append(("lint fix", json.dumps(fixed.structured_content) + text_of(fixed)))
+            fix_diff = (fixed.structured_content or {}).get("fix_diff", "")
             fmt = await client.call_tool("format_check", {})
             seen.append(("format_check", json.dumps(fmt.structured_content) + text_of(fmt)))
             listed = await client.call_tool("list_tests", {})
@@ -321,6 +324,10 @@ async def test_no_secret_leaves_by_any_channel(tmp_path: Path) -> None:
             data = structured(ran)
             seen.append(("run_tests", json.dumps(data) + text_of(ran)))
             run_id = data["run_id"]
+            picked = f"tests/test_secrets.py::test_param[{TREE_SECRETS['params']}]"
+            one = await client.call_tool("run_tests", {"select": [picked]})  # a secret in the argv
+            seen.append(("run_tests select", json.dumps(one.structured_content) + text_of(one)))
+            assert structured(one)["counts"]["failed"] == 1
             for section in ("summary", "log", "failures"):
                 page = await client.call_tool("get_run", {"run_id": run_id, "section": section})
                 seen.append((f"get_run {section}", json.dumps(page.structured_content) + text_of(page)))
@@ -339,6 +346,12 @@ async def test_no_secret_leaves_by_any_channel(tmp_path: Path) -> None:
     expected = sorted((Path(d["filename"]).relative_to(root).as_posix(), d["code"]) for d in records)
     got = sorted((d["path"], d["code"]) for d in (lint.structured_content or {})["diagnostics"])
     assert got == expected and ("tests/test_secrets.py", "B011") in got
+    # The fix diff is ruff's real fix (B011 and F401), and never turns a value into [REDACTED].
+    assert "+    raise AssertionError(" in fix_diff and "-import os" in fix_diff
+    changed = [line for line in fix_diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert sum(REDACTED in line for line in changed if line[0] == "-") == sum(
+        REDACTED in line for line in changed if line[0] == "+"
+    )
     # format_check: the diff redacts the secret line identically on both sides.
     diff = next(f["diff"] for f in (fmt.structured_content or {})["files"] if f["path"] == "app/settings.py")
     assert f'-KEY  =  "{REDACTED}"' in diff and f'+KEY = "{REDACTED}"' in diff
