@@ -335,7 +335,9 @@ async def test_no_secret_leaves_by_any_channel(tmp_path: Path) -> None:
                 body = await client.read_resource(uri, cache_mode="bypass")
                 seen.append((uri, body.contents[0].text))  # type: ignore[union-attr]
     seen.append(("progress", "\n".join(messages)))
-    seen.append(("audit", (tmp_path / "audit.jsonl").read_text()))
+    audit = (tmp_path / "audit.jsonl").read_text()
+    assert f"test_param[{REDACTED}]" in audit  # the selected node id, audited redacted
+    seen.append(("audit", audit))
     for where, text in seen:
         assert_no_tree_secret(where, text)
     # lint succeeds with ruff's own diagnostics (B011 in the test file's assert False, E711, F401).
