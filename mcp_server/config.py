@@ -205,7 +205,7 @@ class Settings(BaseSettings):
         default=64, ge=1, description="HTTP requests one client may have in progress at once (else 429)"
     )
     stdio_eof_grace_s: float = Field(
-        default=0.5,
+        default=0.25,
         ge=0,
         description="stdio: after end of input, how long requests already read may run before they are cancelled",
     )
@@ -236,6 +236,10 @@ class Settings(BaseSettings):
         le=256,
         description="run_tests children per run (shards; capped at the CPU count); "
         "session fixtures then run once per child, as with pytest-xdist",
+    )
+    record_tests: bool = Field(
+        default=True,
+        description="record what each test executes (for run_tests affected=true); off: affected runs run everything",
     )
 
     # Telemetry: OTEL_* environment variables configure the exporters further (endpoint, protocol, ...).
