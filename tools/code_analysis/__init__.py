@@ -24,10 +24,13 @@ def load_code_analysis_tools() -> list[ToolSpec[Any]]:
                 "Lint Python with ruff, honouring the project's own ruff config (pyproject.toml, ruff.toml). "
                 "Give `paths` (files or folders; none = the whole root) or unsaved `source` text as `filename`. "
                 "`select`/`ignore` override the project's rule selection like ruff's flags. `fix: true` adds "
-                "ruff's safe fixes as a unified diff in `fix_diff` (nothing is written). Returns diagnostics "
-                "{path, line, column, end_line, end_column, code, message, fixable, url} (1-based, paths "
-                "relative to the root), counts per code and the total; when `truncated`, page the rest with "
-                "get_run(run_id, section='diagnostics')."
+                "ruff's safe fixes (and unsafe ones with `unsafe_fixes: true`) as a unified diff in `fix_diff` "
+                "(nothing is written). Returns diagnostics {path, line, column, end_line, end_column, code, "
+                "message, fixable (what `fix` applies), fix_applicability (safe/unsafe/display-only/null), url} "
+                "(1-based, paths relative to the root), counts per code and the total, and `skipped` files "
+                "(links out of the roots, special or oversized files) with reasons. At most max_diagnostics "
+                "are collected (then `diagnostics_cap` is set and `total` is ruff's count); when `truncated`, "
+                "page the rest with get_run(run_id, section='diagnostics')."
             ),
             args=LintArgs,
             handler=lint,

@@ -48,6 +48,11 @@ class LintArgs(TargetArgs):
         default=False,
         description="Also return ruff's safe fixes as a unified diff in `fix_diff`. Nothing is written.",
     )
+    unsafe_fixes: bool = Field(
+        default=False,
+        description="Count ruff's unsafe fixes as fixable too, and with `fix` include them in `fix_diff` "
+        "(like `ruff check --unsafe-fixes`). Unsafe fixes may change what the code does: review them.",
+    )
 
 
 class FormatCheckArgs(TargetArgs):

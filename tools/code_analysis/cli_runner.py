@@ -227,9 +227,11 @@ class RuffCli:
         await self._records(args, root, "ruff check", lines, stdin=text)
         return lines
 
-    async def fix_text(self, root: Path, filename: str, text: str, selection: Selection) -> str:
-        """The text after ruff's safe fixes (nothing is written: the text goes through stdin)."""
+    async def fix_text(self, root: Path, filename: str, text: str, selection: Selection, unsafe: bool = False) -> str:
+        """The text after ruff's safe fixes, and its unsafe ones if `unsafe` (whatever the project's
+        `unsafe-fixes` says). Nothing is written: the text goes through stdin."""
         args = ["check", "--fix-only", "--exit-zero", "--force-exclude", "--no-cache", *selection.cli_args()]
+        args.append("--unsafe-fixes" if unsafe else "--no-unsafe-fixes")
         result = await self._run([*args, "--stdin-filename", filename, "-"], root, stdin=text)
         if result.timed_out or result.returncode != 0:
             raise ruff_failure(result, "ruff check --fix-only")

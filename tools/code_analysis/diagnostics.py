@@ -1,8 +1,9 @@
 """One diagnostic shape for both ruff paths: the language server's and `ruff check --output-format json`.
 
-`{path, line, column, end_line, end_column, code, message, fixable, url}`, 1-based code-point
-columns (as `ruff check` reports them), the end exclusive, paths relative to the root with `/`.
-`fixable` means ruff offers a fix (`fix: true` applies the safe ones, as `ruff check --fix` does).
+`{path, line, column, end_line, end_column, code, message, fixable, fix_applicability, url}`,
+1-based code-point columns (as `ruff check` reports them), the end exclusive, paths relative to the
+root with `/`. `fix_applicability` is ruff's (`safe`, `unsafe`, `display-only`, or null: no fix);
+`fixable` means `fix: true` applies it: safe fixes, and unsafe ones too with `unsafe_fixes: true`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tools.code_analysis.text_edits import PositionEncoding, column, line_starts
 
 Diagnostic = dict[str, Any]
 SYNTAX_ERROR = "invalid-syntax"
+APPLICABILITIES = ("safe", "unsafe", "display-only")
 
 
 def rel_path(filename: str, root: Path) -> str:
@@ -61,7 +63,7 @@ def from_lsp(items: Iterable[Mapping[str, Any]], rel: str, text: str, encoding: 
                 "end_column": char1 + 1,
                 "code": str(item.get("code") or SYNTAX_ERROR),
                 "message": _message(item.get("message")),
-                "fixable": bool(isinstance(data, dict) and data.get("edits")),
+                **_fix_fields(_lsp_applicability(data)),
                 "url": href,
             }
         )
@@ -95,12 +97,35 @@ def from_cli_record(rec: Mapping[str, Any], root: Path, shared: dict[str, str] |
         "end_column": int(end["column"]),
         "code": _one(memo, str(rec.get("code") or SYNTAX_ERROR)),
         "message": _one(memo, _message(rec.get("message"))),
-        "fixable": bool(isinstance(fix, dict) and fix.get("edits") and fix.get("applicability") in ("safe", "unsafe")),
+        **_fix_fields(_cli_applicability(fix)),
         "url": _one(memo, url) if isinstance(url, str) else url,
     }
     if rec.get("cell") is not None:
         diag["cell"] = rec["cell"]
     return diag
+
+
+def _lsp_applicability(data: Any) -> str | None:
+    # ruff's server sends a fix's edits, and marks safe fixes (those fixAll applies) as preferred.
+    if not (isinstance(data, dict) and data.get("edits")):
+        return None
+    return "safe" if data.get("is_preferred") else "unsafe"
+
+
+def _cli_applicability(fix: Any) -> str | None:
+    if not (isinstance(fix, dict) and fix.get("edits")):
+        return None
+    applicability = fix.get("applicability")
+    return applicability if applicability in APPLICABILITIES else None
+
+
+def _fix_fields(applicability: str | None) -> dict[str, Any]:
+    return {"fixable": applicability == "safe", "fix_applicability": applicability}
+
+
+def with_unsafe_fixes(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """`fixable` as `fix: true, unsafe_fixes: true` means it: unsafe fixes count (copies: cached lists are shared)."""
+    return [{**d, "fixable": True} if d.get("fix_applicability") == "unsafe" else d for d in diagnostics]
 
 
 def _one(memo: dict[str, str], text: str) -> str:

@@ -13,7 +13,15 @@ import anyio.to_thread
 from mcp_server.api import ToolContext, ToolError, ToolOutput
 from tools.code_analysis.args import LintArgs
 from tools.code_analysis.cli_runner import JsonLines, RuffCli
-from tools.code_analysis.diagnostics import Diagnostic, from_cli_record, from_lsp, group_by_path, sort_key, summarize
+from tools.code_analysis.diagnostics import (
+    Diagnostic,
+    from_cli_record,
+    from_lsp,
+    group_by_path,
+    sort_key,
+    summarize,
+    with_unsafe_fixes,
+)
 from tools.code_analysis.lsp import LinterGone
 from tools.code_analysis.results import summary_first
 from tools.code_analysis.ruff_pool import RuffServerPool, get_pool
@@ -32,8 +40,9 @@ LSP_MAX_TEXT = 256 * 1024
 class Linter:
     """One `lint` call's view of the shared state, the warm servers and the CLI."""
 
-    def __init__(self, ctx: ToolContext, state: AnalysisState, selection: Selection) -> None:
+    def __init__(self, ctx: ToolContext, state: AnalysisState, selection: Selection, unsafe: bool = False) -> None:
         self.ctx = ctx
+        self.unsafe = unsafe
         self.state = state
         self.selection = selection
         self.cli = RuffCli(ctx, state.binary)
@@ -54,7 +63,8 @@ class Linter:
         """Diagnostics (and the fixed text) of one document: cache, else a warm server, else the CLI."""
         state, selection = self.state, self.selection
         key = state.doc_key("lint", doc, selection)
-        fix_key = state.doc_key("fix", doc, selection) if want_fix else None
+        fix_kind = "fix+unsafe" if self.unsafe else "fix"
+        fix_key = state.doc_key(fix_kind, doc, selection) if want_fix else None
         diags: list[Diagnostic] | None = state.results.get(key)
         fixed: str | None = state.results.get(fix_key) if fix_key is not None else None
         if diags is not None and (fix_key is None or fixed is not None):
@@ -72,8 +82,10 @@ class Linter:
                 if diags is None:
                     items = await server.diagnostics(doc.path, doc.text)
                     diags = from_lsp(items, doc.rel, doc.text, server.encoding)
-                if fix_key is not None and fixed is None:
+                if fix_key is not None and fixed is None and not self.unsafe:  # fixAll: safe fixes only
                     fixed = apply_lsp_edits(doc.text, await server.fix_all(doc.path, doc.text), server.encoding)
+            if fix_key is not None and fixed is None:
+                fixed = await self.cli.fix_text(doc.root, str(doc.path), doc.text, selection, unsafe=True)
             self.engines.add("ruff server")
         except LinterGone as exc:
             logger.info("ruff server unavailable for %s (%s): using ruff check", doc.rel, exc)
@@ -86,11 +98,11 @@ class Linter:
                     self.dropped += lines.total - len(lines.records)
                     diags.sort(key=sort_key)
                     if fix_key is not None and fixed is None:
-                        fixed = await self.cli.fix_text(doc.root, str(doc.path), doc.text, selection)
+                        fixed = await self.cli.fix_text(doc.root, str(doc.path), doc.text, selection, self.unsafe)
                     self.engines.add("ruff check")
                     return diags, fixed
             if fix_key is not None and fixed is None:
-                fixed = await self.cli.fix_text(doc.root, str(doc.path), doc.text, selection)
+                fixed = await self.cli.fix_text(doc.root, str(doc.path), doc.text, selection, self.unsafe)
             self.engines.add("ruff check")
         diags.sort(key=sort_key)
         state.results.put(key, diags)
@@ -133,7 +145,8 @@ class Linter:
         return [d for rel in sorted(by_file) for d in by_file[rel]], listing
 
     async def fixes(self, tree: Tree, diagnostics: list[Diagnostic]) -> tuple[list[dict[str, str]], bool]:
-        """Per-file diffs of ruff's safe fixes for the files of a tree that have fixable diagnostics."""
+        """Per-file diffs of ruff's fixes (safe ones; unsafe too with `unsafe_fixes`) for the files
+        of a tree that have fixable diagnostics."""
         rels = sorted({d["path"] for d in diagnostics if d["fixable"]})
         cut = len(rels) > MAX_FIX_FILES
         out: list[dict[str, str]] = []
@@ -155,7 +168,7 @@ async def lint(ctx: ToolContext, args: LintArgs) -> ToolOutput:
     state = await get_state(ctx.app)
     selection = Selection.of(args.select, args.ignore)
     target = await resolve_target(ctx, args)
-    linter = Linter(ctx, state, selection)
+    linter = Linter(ctx, state, selection, args.unsafe_fixes)
     root = target.root if isinstance(target, Tree) else target[0].root
     await state.validate(linter.cli, selection, root)
     fixes: list[dict[str, str]] = []
@@ -165,6 +178,8 @@ async def lint(ctx: ToolContext, args: LintArgs) -> ToolOutput:
         diagnostics, listing = await linter.tree(target)
         checked = len(listing.files)
         skipped = listing.skipped_field()
+        if args.unsafe_fixes:
+            diagnostics = with_unsafe_fixes(diagnostics)
         if args.fix:
             fixes, fixes_cut = await linter.fixes(target, diagnostics)
     else:
@@ -175,6 +190,8 @@ async def lint(ctx: ToolContext, args: LintArgs) -> ToolOutput:
             if fixed is not None and (diff := unified_diff(doc.text, fixed, doc.rel)):
                 fixes.append({"path": doc.rel, "diff": diff})
         diagnostics.sort(key=sort_key)
+        if args.unsafe_fixes:
+            diagnostics = with_unsafe_fixes(diagnostics)
         checked = len(target)
     total = len(diagnostics) + linter.dropped
     diagnostics = diagnostics[: linter.cap]

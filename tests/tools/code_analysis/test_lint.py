@@ -15,13 +15,13 @@ from tests.tools.code_analysis.conftest import MOD, call, call_error, codes_at
 pytestmark = pytest.mark.anyio
 
 EXPECTED_MOD = [
-    # (line, column, end_line, end_column, code, fixable)
+    # (line, column, end_line, end_column, code, fixable: what `fix: true` applies)
     (1, 1, 2, 10, "I001", True),
     (1, 8, 1, 11, "F401", True),
     (2, 8, 2, 10, "F401", True),
     (5, 10, 5, 11, "E702", False),
     (6, 61, 6, 65, "E501", False),
-    (8, 17, 8, 21, "E711", True),
+    (8, 17, 8, 21, "E711", False),  # its fix is unsafe: `fix: true` does not apply it
 ]
 
 
@@ -195,3 +195,23 @@ async def test_notebooks_go_through_the_cli_with_cell_numbers(mcp_client: Client
                 result = await call(client, "lint", arguments)
                 found = [(d["cell"], d["line"], d["code"]) for d in result["diagnostics"]]
                 assert found == [(1, 1, "F401"), (2, 1, "F821")]
+
+
+async def test_fixable_means_what_fix_applies(mcp_client: ClientFactory, project: Path) -> None:
+    """Issue 11 item 10: `fixable` was true for unsafe fixes that `fix: true` never applied."""
+    with anyio.fail_after(90):
+        async with mcp_client(project) as client:
+            for paths in (["pkg/mod.py"], ["pkg"]):  # the warm server, and the CLI
+                plain = await call(client, "lint", {"paths": paths, "fix": True})
+                by_code = {d["code"]: d for d in plain["diagnostics"] if d["path"] == "pkg/mod.py"}
+                assert by_code["F401"]["fix_applicability"] == "safe" and by_code["F401"]["fixable"] is True
+                assert by_code["E711"]["fix_applicability"] == "unsafe" and by_code["E711"]["fixable"] is False
+                assert by_code["E501"]["fix_applicability"] is None and by_code["E501"]["fixable"] is False
+                assert "-import sys" in plain["fix_diff"] and "is None" not in plain["fix_diff"]
+                assert plain["fixable_count"] == 3  # I001, F401 x2, and not E711
+
+                unsafe = await call(client, "lint", {"paths": paths, "fix": True, "unsafe_fixes": True})
+                by_code = {d["code"]: d for d in unsafe["diagnostics"] if d["path"] == "pkg/mod.py"}
+                assert by_code["E711"]["fixable"] is True and by_code["E711"]["fix_applicability"] == "unsafe"
+                assert "+    return x is None" in unsafe["fix_diff"] and "-import sys" in unsafe["fix_diff"]
+                assert unsafe["fixable_count"] == 4
