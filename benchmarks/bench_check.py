@@ -1,10 +1,14 @@
 """`check` (lint + tests at once) against its phases alone, in one server over stdio.
 
-A project whose lint takes L and whose tests take T: `check(phases=[lint, tests])` should take
+1. A project whose lint takes L and whose tests take T: `check(phases=[lint, tests])` should take
 about max(L, T), not L + T. Target: wall <= max(L, T) + 15 %. Before every measurement the source
 files get a new comment, so lint really runs ruff on them (no result-cache hits); the tests do
 not import them. Interleaved triples (lint, tests, check in rotating order), medians; the
 baseline is the median over the triples of max(L, T).
+
+2. Memory: 1,000 `check` and `run_tests` calls (alternating) on a small project in one server;
+its resident set (the server process, not its pytest zygotes) after the first 500 and after all.
+Targets: below 256 MB, and less than 5 % growth over the last 500 calls.
 """
 
 from __future__ import annotations
@@ -73,7 +77,58 @@ async def _timed(client: StdioJsonRpc, tool: str, args: dict[str, Any]) -> float
     return elapsed
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+async def memory(opts: Options) -> list[Result]:
+    root = opts.workdir / "check" / "small"
+    (root / "tests").mkdir(parents=True, exist_ok=True)
+    (root / "pytest.ini").write_text("[pytest]\n")
+    (root / "app.py").write_text("def add(a: int, b: int) -> int:\n    return a + b\n")
+    (root / "tests" / "test_app.py").write_text(
+        "from app import add\n\n\ndef test_add() -> None:\n    assert add(1, 2) == 3\n"
+    )
+    calls = opts.n(1000, 100)
+    client = await StdioJsonRpc.spawn([PYTHON, "-m", "mcp_server"], cwd=root, env=bench_env(root))
+    samples: list[float] = []
+    try:
+        await client.initialize()
+        for i in range(calls):
+            tool, args = ("check", {}) if i % 2 == 0 else ("run_tests", {})
+            await _timed(client, tool, args)
+            if i + 1 in (calls // 2, calls):
+                samples.append(rss_mb(client.proc.pid))
+    finally:
+        await client.close()
+    half, end = samples
+    growth = (end - half) / half
+    return [
+        Result(
+            f"server RSS after {calls} check/run_tests calls (MB, not ms)",
+            end,
+            target="< 256 MB",
+            max_ms=256.0,
+            extra={"rss_at_half_mb": half, "calls": calls},
+        ),
+        Result(
+            f"server RSS growth over the last {calls // 2} calls (%, not ms)",
+            growth * 100.0,
+            target="< 5 %",
+            max_ms=5.0,
+            extra={"rss_at_half_mb": half, "rss_end_mb": end},
+        ),
+    ]
+
+
 async def run(opts: Options) -> list[Result]:
+    return [*await concurrency(opts), *await memory(opts)]
+
+
+async def concurrency(opts: Options) -> list[Result]:
     modules = opts.n(1500, 600)
     root = write_project(opts.workdir / "check" / "proj", modules)
     client = await StdioJsonRpc.spawn([PYTHON, "-m", "mcp_server"], cwd=root, env=bench_env(root))
