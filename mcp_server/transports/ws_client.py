@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 
 import anyio
 import mcp_types as types
-from mcp.client._transport import TransportStreams
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.shared.message import SessionMessage
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -24,6 +24,9 @@ from websockets.typing import Subprotocol
 from mcp_server.transports.framing import encode_message
 
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+
+Streams = tuple[MemoryObjectReceiveStream[SessionMessage | Exception], MemoryObjectSendStream[SessionMessage]]
+"""What a client transport yields: (read stream, write stream)."""
 
 
 @contextlib.asynccontextmanager
@@ -34,7 +37,7 @@ async def websocket_client(
     *,
     max_size: int | None = DEFAULT_MAX_SIZE,
     open_timeout_s: float = 10.0,
-) -> AsyncIterator[TransportStreams]:
+) -> AsyncIterator[Streams]:
     """Connect to `url`; `headers` go with the upgrade request (e.g. `Authorization: Bearer ...`)."""
     async with connect(
         url,
