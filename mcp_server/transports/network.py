@@ -68,6 +68,10 @@ def bind(host: str, port: int) -> socket.socket:
         sock = socket.create_server((name, port), family=family, backlog=128)
     except OSError as exc:
         raise BindError(host, port, exc.strerror or str(exc)) from None
+    # Accepted connections inherit TCP_NODELAY from the listener. asyncio sets it only on sockets
+    # whose proto is IPPROTO_TCP, and socket.create_server's is 0: without this, a response written
+    # in two pieces (a WebSocket frame, an SSE event) waits for the peer's delayed ACK, 40 ms.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)
     return sock
 
