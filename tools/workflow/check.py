@@ -9,6 +9,7 @@ lists as sections `phases/<phase>/<list>` (e.g. `get_run(run_id, section="phases
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from tools.workflow.args import CheckArgs
 from tools.workflow.history import CheckHistory, get_history
 from tools.workflow.phases import PHASE_FNS, PhaseResult
 from tools.workflow.sequencer import OrderedEvents
+
+logger = logging.getLogger("mcp_server.workflow")
 
 EMIT_DRAIN_S = 5.0
 # The check's status from its phases' statuses: the first that any phase has wins.
@@ -104,8 +107,13 @@ class Check:
                     result = await PHASE_FNS[phase.name](self._phase_ctx(phase.name), self.args)
                 except ToolError as exc:
                     result = PhaseResult("error", {"message": str(exc)})
+                except Exception as exc:  # one broken phase is that phase's error, not the check's
+                    logger.exception("check phase %s failed unexpectedly", phase.name)
+                    result = PhaseResult("error", {"message": f"internal error ({type(exc).__name__}); see the log"})
             phase.result = result or PhaseResult("cancelled", {"message": "cancelled"})
             span.set_attribute("mcp_code_tools.check.status", phase.result.status)
+            if isinstance(engine := phase.result.summary.get("engine"), str):
+                span.set_attribute("mcp_code_tools.ruff.engine", engine)
         phase.duration_s = time.monotonic() - started
         end = f"{phase.name}: {phase.result.status} in {phase.duration_s:.2f}s"
         self._queue(self.events.push(phase.name, end) + self.events.finish(phase.name))

@@ -49,6 +49,7 @@ async def lint_phase(ctx: ToolContext, args: CheckArgs) -> PhaseResult:
         "counts": result["counts"],
         "fixable_count": result["fixable_count"],
         "files_checked": result["files_checked"],
+        "engine": result.get("engine"),
         "gate": "lint clean (check_lint_clean)" if gate else None,
     }
     return PhaseResult(_gate(result["total"] > 0, gate), summary, {"diagnostics": result["diagnostics"]})

@@ -11,7 +11,7 @@ from mcp.client import Client
 
 from mcp_server.config import SettingsError
 from tests.conftest import ClientFactory, make_settings
-from tests.tools.test_runner.conftest import alive, wait_dead, write_project
+from tests.tools.test_runner.conftest import Signals, alive, wait_dead, write_project
 
 pytestmark = pytest.mark.anyio
 
@@ -193,3 +193,71 @@ async def test_affected_passes_through_when_run_tests_has_it(mcp_client: ClientF
                 assert "note" not in tests["summary"]
             else:
                 assert "not available" in tests["summary"]["note"]
+
+
+WAITING_TEST = """
+import os, pathlib, socket, time
+
+def test_waits():
+    pathlib.Path("pid.txt").write_text(str(os.getpid()))
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(pathlib.Path("signal_path.txt").read_text())
+    sock.sendall(b"started")
+    time.sleep(600)
+"""
+
+
+async def check_run_id(client: Client) -> str:
+    """The run_id of the check in progress (its summary lists the phases)."""
+    resources = await client.list_resources()
+    for resource in resources.resources:
+        uri = str(resource.uri)
+        if uri.endswith("/log"):
+            continue
+        summary = await call(client, "get_run", {"run_id": uri.removeprefix("run://")})
+        if "phases" in summary:
+            return str(summary["run_id"])
+    raise AssertionError("no check in progress")
+
+
+@pytest.mark.parametrize("transport", ["memory"])
+async def test_cancel_run_cancels_a_check_and_its_tests(
+    mcp_client: ClientFactory, tmp_path: Path, signals: Signals
+) -> None:
+    root = project_with(tmp_path / "proj", GOOD_SOURCE, tests=WAITING_TEST)
+    signals.install(root)
+    answers: list[dict[str, Any]] = []
+    with anyio.fail_after(120):
+        async with mcp_client(root) as client:
+
+            async def run_check() -> None:
+                answers.append(await call(client, "check", {"phases": ["lint", "tests"]}))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run_check)
+                await signals.wait()  # the test is running
+                run_id = await check_run_id(client)
+                running = await call(client, "get_run", {"run_id": run_id})
+                assert running["status"] == "running"
+                stopped = await call(client, "cancel_run", {"run_id": run_id})
+                assert stopped["status"] == "cancelled"
+    (answer,) = answers
+    assert answer["status"] == "cancelled"
+    assert by_name(answer)["tests"]["status"] == "cancelled"
+    pid = int((root / "pid.txt").read_text())
+    await wait_dead(pid)
+    assert not alive(pid)
+
+
+@pytest.mark.parametrize("transport", ["memory"])
+async def test_a_tests_timeout_is_the_checks_status(
+    mcp_client: ClientFactory, tmp_path: Path, signals: Signals
+) -> None:
+    root = project_with(tmp_path / "proj", GOOD_SOURCE, tests=WAITING_TEST)
+    signals.install(root)
+    with anyio.fail_after(120):
+        async with mcp_client(root, run_timeout_max_s=2) as client:
+            result = await call(client, "check", {"phases": ["tests", "lint"]})
+    assert result["status"] == "timeout"
+    assert by_name(result)["tests"]["status"] == "timeout"
+    assert by_name(result)["lint"]["status"] == "passed"
