@@ -29,6 +29,7 @@ from tools.code_analysis.workspace import (
     FileState,
     StatCache,
     TreeScan,
+    check_configs,
     config_changed,
     config_key,
     scan_tree,
@@ -134,6 +135,8 @@ class AnalysisState:
         checker = checker or FileChecker(settings.roots, settings.max_source_bytes)
         limit = settings.max_walk_files
         scan, key, discovered, listed = await anyio.to_thread.run_sync(self._scan_and_hash, tree, checker, limit)
+        if scan.linked_configs:
+            await anyio.to_thread.run_sync(check_configs, scan.linked_configs, checker)
         if self.note_configs(tree.root, scan.configs):
             logger.info("ruff config changed under %s: cached results dropped", tree.root)
         pool = app.services.peek(POOL_SERVICE_KEY)

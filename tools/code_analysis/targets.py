@@ -16,7 +16,14 @@ import anyio.to_thread
 
 from mcp_server.api import FileChecker, FileSkipped, PathRefused, ResolvedPath, ToolContext, ToolError
 from tools.code_analysis.args import TargetArgs
-from tools.code_analysis.workspace import ConfigState, config_key, digest, observe_chain
+from tools.code_analysis.workspace import (
+    ConfigState,
+    check_configs,
+    config_key,
+    digest,
+    linked_configs_between,
+    observe_chain,
+)
 
 SINGLE_FILE_MAX = 16
 """Up to this many explicit files go through the warm servers one by one; more are a tree."""
@@ -64,8 +71,12 @@ def _binary_error(raw: str) -> ToolError:
     return ToolError(f"path {raw!r} is not a text file (it looks binary)")
 
 
-def make_document(root: Path, path: Path, rel: str, text: str) -> Document:
-    """Blocking: hash the text and look at the configs that apply to it."""
+def make_document(root: Path, path: Path, rel: str, text: str, checker: FileChecker | None = None) -> Document:
+    """Blocking: hash the text and look at the configs that apply to it (those inside the root
+    pass the path check when they are links: ruff reads them itself)."""
+    linked = linked_configs_between(str(root), str(path.parent))
+    if linked:
+        check_configs(linked, checker or FileChecker([root], 1 << 30))
     configs = observe_chain(str(path.parent))
     key = config_key(str(path.parent), configs)
     return Document(root, path, rel, text, digest(text.encode("utf-8", "surrogatepass")), configs, key)
@@ -83,7 +94,7 @@ def read_document(root: Path, path: Path, rel: str, raw: str, checker: FileCheck
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ToolError(f"path {raw!r} is not UTF-8 text") from None
-    return make_document(root, path, rel, text)
+    return make_document(root, path, rel, text, checker)
 
 
 def _probe_binary(path: Path, raw: str) -> None:
@@ -149,9 +160,10 @@ async def resolve_target(ctx: ToolContext, args: TargetArgs) -> Target:
         resolved = ctx.path(name, root=root, must_exist=False, kind="file")
         if resolved.root != root:
             raise PathRefused(f"filename {name!r} is outside the root {str(root)!r}")
+        checker = ctx.file_checker()
         if size <= INLINE_READ_BYTES:
-            return [make_document(root, resolved.path, resolved.rel, args.source)]
-        return [await anyio.to_thread.run_sync(make_document, root, resolved.path, resolved.rel, args.source)]
+            return [make_document(root, resolved.path, resolved.rel, args.source, checker)]
+        return [await anyio.to_thread.run_sync(make_document, root, resolved.path, resolved.rel, args.source, checker)]
     if args.filename is not None:
         raise ToolError("`filename` names unsaved `source` text; to check a file on disk, pass it in `paths`")
     root = ctx.root(args.root)

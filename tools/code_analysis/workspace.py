@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from mcp_server.api import FileChecker, FileSkipped, WalkLimit, safe_walk
+from mcp_server.api import FileChecker, FileSkipped, ToolError, WalkLimit, safe_walk
 
 CONFIG_NAMES = ("pyproject.toml", "ruff.toml", ".ruff.toml")
 IGNORE_NAMES = (".gitignore", ".ignore")
@@ -157,6 +157,8 @@ class TreeScan:
     files: list[str] = field(default_factory=list)
     ignore_files: list[tuple[str, Sig]] = field(default_factory=list)
     complete: bool = True
+    linked_configs: list[str] = field(default_factory=list)
+    """Config files that are links or special files (ruff reads configs itself: they need the path check)."""
 
     def fingerprint(self, targets: Sequence[str]) -> str:
         """Changes whenever ruff's discovery could: a file added or removed, a config or ignore file."""
@@ -180,6 +182,7 @@ def scan_tree(root: Path, targets: Sequence[Path], max_entries: int = MAX_SCAN_E
         _note_ignores(scan, os.path.join(git, "info"), ("exclude",))
     for target in targets:
         top = str(target)
+        scan.linked_configs += linked_configs_between(str(root), top if os.path.isdir(top) else os.path.dirname(top))
         if os.path.isdir(top):
             _walk(scan, top, max_entries)
             observe_chain(top, scan.configs)
@@ -203,7 +206,9 @@ def _walk(scan: TreeScan, top: str, max_entries: int) -> None:
                     continue
                 scan.files.append(entry.path)
                 if not stat.S_ISREG(st.st_mode):
-                    continue  # a link, a FIFO: listed (discovery may report it), never a config we trust
+                    if entry.name in CONFIG_NAMES:
+                        scan.linked_configs.append(entry.path)  # ruff would read it: checked before ruff runs
+                    continue
                 if entry.name in CONFIG_NAMES:
                     configs.append((entry.name, sig_of(st)))
                 elif entry.name in IGNORE_NAMES:
@@ -211,6 +216,36 @@ def _walk(scan: TreeScan, top: str, max_entries: int) -> None:
             scan.configs[directory] = tuple(sorted(configs, key=lambda c: CONFIG_NAMES.index(c[0])))
     except WalkLimit:
         scan.complete = False
+
+
+def linked_configs_between(root: str, directory: str) -> list[str]:
+    """Config files in `directory` and its parents up to `root` that are links or not regular files."""
+    found: list[str] = []
+    prefix = root.rstrip("/") + "/"
+    while directory == root or directory.startswith(prefix):
+        for name in CONFIG_NAMES:
+            path = os.path.join(directory, name)
+            try:
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    found.append(path)
+            except OSError:
+                continue
+        if directory == root:
+            break
+        directory = os.path.dirname(directory)
+    return found
+
+
+def check_configs(paths: Iterable[str], checker: FileChecker) -> None:
+    """Refuse to run ruff where it would read a config file that fails the path check (a link to a
+    file outside the roots, a FIFO...): ruff reads configs itself, and its errors quote them."""
+    for path in paths:
+        try:
+            checker.check(path)
+        except FileSkipped as exc:
+            raise ToolError(
+                f"ruff would read the config file {path!r}, which is not read: {exc.reason}; remove or fix it"
+            ) from None
 
 
 def _note_ignores(scan: TreeScan, directory: str, names: Sequence[str] = IGNORE_NAMES) -> None:

@@ -153,3 +153,27 @@ async def test_nothing_is_written_to_the_root_or_a_projects_cache_dir(
     assert not (root / ".ruff_cache").exists()
     assert not hostile.exists()
     assert sorted(p.name for p in root.rglob("*") if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("transport", ["memory"])
+async def test_config_files_ruff_would_read_pass_the_path_check(mcp_client: ClientFactory, tmp_path: Path) -> None:
+    """ruff reads config files itself (and quotes them in its errors): a config that links outside
+    the root, or is a FIFO, refuses the call instead of reaching ruff."""
+    root = write_project(tmp_path / "project")
+    out = outside_dir(tmp_path)
+    (root / "pkg" / "pyproject.toml").symlink_to(out / "secret.py")
+    (root / "legacy" / "sub").mkdir()
+    (root / "legacy" / "sub" / "x.py").write_text("x = 1\n", encoding="utf-8")
+    os.mkfifo(root / "legacy" / "sub" / "ruff.toml")
+    with anyio.fail_after(BOUND_S):
+        async with mcp_client(root) as client:
+            for tool in TOOLS:
+                for args in ({}, {"paths": ["pkg"]}, {"paths": ["pkg/mod.py"]}, {"paths": ["legacy/sub"]}):
+                    result = await client.call_tool(tool, args)
+                    text = result.content[0].text  # type: ignore[union-attr]
+                    assert result.is_error, (tool, args, text)
+                    assert "config file" in text and CANARY not in text and CANARY.lower() not in text
+            source = await client.call_tool("lint", {"source": "x = 1\n", "filename": "pkg/new.py"})
+            assert source.is_error
+            fine = await call(client, "lint", {"paths": ["legacy/old.py"]})  # no suspect config on its chain
+            assert fine["files_checked"] == 1
