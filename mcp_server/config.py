@@ -241,6 +241,10 @@ class Settings(BaseSettings):
         default=True,
         description="record what each test executes (for run_tests affected=true); off: affected runs run everything",
     )
+    record_tests: bool = Field(
+        default=True,
+        description="record what each test executes (for run_tests affected=true); off: affected runs run everything",
+    )
 
     # Telemetry: OTEL_* environment variables configure the exporters further (endpoint, protocol, ...).
     otel_exporter: Literal["none", "console", "otlp"] = Field(

@@ -68,6 +68,8 @@ class RunRequest:
     """Node ids were selected: what is collected is not each module's full list."""
     workers: int = 1
     """Children that share the tests (`shards.ShardedRun`); 1: this one child."""
+    record: bool = True
+    """Record what each test executes (setting `record_tests`)."""
 
     def command_line(self) -> str:
         return shlex.join([str(self.interpreter), "-m", "pytest", *self.args])
@@ -175,7 +177,7 @@ class TestRun:
                 request.root,
                 zygote.env_fingerprint,
                 affected=request.affected,
-                record=request.mode == "run",
+                record=request.mode == "run" and request.record,
             )
         )
 

@@ -105,7 +105,12 @@ class ShardedRun:
         request = self.request
         self.selection = await anyio.to_thread.run_sync(
             functools.partial(
-                prepare, request.cache, request.root, zygote.env_fingerprint, affected=request.affected, record=True
+                prepare,
+                request.cache,
+                request.root,
+                zygote.env_fingerprint,
+                affected=request.affected,
+                record=request.record,
             )
         )
 

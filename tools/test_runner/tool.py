@@ -62,7 +62,7 @@ async def _with_cache(ctx: ToolContext, request: RunRequest) -> RunRequest:
         cache = await anyio.to_thread.run_sync(ctx.cache_path, request.root)
     except CacheDirUnavailable:
         return request
-    return dataclasses.replace(request, cache=cache)
+    return dataclasses.replace(request, cache=cache, record=ctx.settings.record_tests)
 
 
 # --- run_tests -----------------------------------------------------------------------------------

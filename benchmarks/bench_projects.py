@@ -1,0 +1,433 @@
+"""Real projects from PyPI: affected-test selection, recording, pre-imports and shards (issue 13).
+
+attrs and python-dateutil, pinned sdists (`pip download --no-deps --no-binary :all:`), each
+installed editable with its test dependencies (and pytest-testmon) into `<root>/.venv` under the
+benchmark workdir (kept between runs). On each, through one server over stdio:
+
+- edit loop: 10 functions the suite executes (fixed seed), each edited in turn (a statement
+  added to its body: tests still pass), `run_tests(affected=true)` against cold
+  `python -m pytest -q` of the whole suite (targets: <= 0.1x dateutil, <= 0.2x attrs), and
+  side by side with `pytest --testmon` on the same edits (ours faster);
+- correctness: single-function mutations (a comparison flipped, a constant changed) that make
+  at least one test fail; the failures of `affected=true` must equal those of a full run
+  (misses: 0); the mean fraction of the suite selected;
+- recording overhead: a full run with recording against one without (setting record_tests):
+  <= 1.3x;
+- full warm run against cold pytest: <= 0.95x serial, <= 0.6x with workers=2.
+
+Medians, interleaved. `--quick` edits 3 functions, tries a few mutations, one sample each.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import Options, Result, interleave, median_ms, time_command
+from benchmarks.jsonrpc_client import StdioJsonRpc, bench_env
+from mcp_server.cachedir import root_key
+
+SEED = 13
+EDIT_MARK = "_bench_edit = None"
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    dist: str
+    version: str
+    deps: tuple[str, ...]
+    source: str
+    """The package folder under the root whose functions are edited and mutated."""
+    edit_target: float
+
+
+PROJECTS = (
+    Project(
+        "python-dateutil",
+        "python-dateutil",
+        "2.9.0.post0",
+        ("pytest", "hypothesis", "six", "freezegun", "pytest-testmon"),
+        "src/dateutil",
+        0.1,
+    ),
+    Project(
+        "attrs",
+        "attrs",
+        "25.4.0",
+        ("pytest", "hypothesis", "pympler", "cloudpickle", "pytest-testmon"),
+        "src",
+        0.2,
+    ),
+)
+
+
+# --- setup ---------------------------------------------------------------------------------------
+
+
+def ensure_project(base: Path, project: Project) -> Path:
+    """The project's sdist, extracted, with `.venv` (editable install + test dependencies)."""
+    root = base / f"{project.dist}-{project.version}"
+    marker = root / ".bench-installed"
+    if marker.exists():
+        return root
+    downloads = base / "dl"
+    downloads.mkdir(parents=True, exist_ok=True)
+    spec = f"{project.dist}=={project.version}"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", spec, "-d", downloads],
+        check=True,
+    )
+    archive = next(downloads.glob(f"{project.dist}-{project.version}.tar.gz"))
+    with tarfile.open(archive) as tar:
+        tar.extractall(base, filter="data")
+    venv = root / ".venv"
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "-e", str(root), *project.deps], check=True)
+    marker.write_text(spec + "\n")
+    return root
+
+
+# --- the suite's functions, edits and mutations --------------------------------------------------
+
+
+def executed_functions(db: Path, root: Path, source: str) -> list[tuple[str, int]]:
+    """(file, first line) of every function under `source` that some test executed, from the
+    affected-test records (block checksums present in a dependency set)."""
+    conn = sqlite3.connect(db)
+    try:
+        executed: set[tuple[str, str]] = set()
+        for (deps,) in conn.execute("SELECT deps FROM aff_depsets"):
+            for file, checksums in json.loads(deps).items():
+                executed.update((file, c) for c in checksums)
+        found = []
+        for path, blocks in conn.execute("SELECT path, blocks FROM aff_files"):
+            if not path.startswith(source + "/"):
+                continue
+            for start, _end, checksum in json.loads(blocks)[2]:
+                if (path, checksum) in executed:
+                    found.append((path, int(start)))
+    finally:
+        conn.close()
+    return sorted(found)
+
+
+def _function_at(tree: ast.AST, start: int) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            if first == start:
+                return node
+    return None
+
+
+def body_edit(text: str, start: int) -> str | None:
+    """The file with a harmless statement added at the start of the function's body."""
+    node = _function_at(ast.parse(text), start)
+    if node is None:
+        return None
+    body = node.body
+    first = body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        if len(body) < 2:
+            return None
+        first = body[1]
+    if first.lineno == node.lineno:
+        return None  # a one-line function
+    lines = text.splitlines(keepends=True)
+    lines.insert(first.lineno - 1, " " * first.col_offset + EDIT_MARK + "\n")
+    return "".join(lines)
+
+
+_NEGATE: dict[type[ast.cmpop], type[ast.cmpop]] = {
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Lt: ast.GtE,
+    ast.GtE: ast.Lt,
+    ast.Gt: ast.LtE,
+    ast.LtE: ast.Gt,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+}
+
+
+def _mutable(node: ast.AST) -> bool:
+    if isinstance(node, ast.Compare):
+        return len(node.ops) == 1 and type(node.ops[0]) in _NEGATE
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, bool) or (isinstance(node.value, int) and node.value in range(-2, 100))
+    return False
+
+
+def mutations_in(text: str, start: int) -> list[int]:
+    node = _function_at(ast.parse(text), start)
+    if node is None:
+        return []
+    return [i for i, sub in enumerate(ast.walk(node)) if _mutable(sub)]
+
+
+def mutate(text: str, start: int, index: int) -> str | None:
+    """The file with one node of the function changed: a comparison negated, a constant moved."""
+    tree = ast.parse(text)
+    node = _function_at(tree, start)
+    if node is None:
+        return None
+    target = list(ast.walk(node))[index]
+    if isinstance(target, ast.Compare):
+        target.ops = [_NEGATE[type(target.ops[0])]()]
+    elif isinstance(target, ast.Constant):
+        value = target.value
+        if isinstance(value, bool):
+            target.value = not value
+        elif isinstance(value, int):
+            target.value = value + 1
+    first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+    end = node.end_lineno or node.lineno
+    indent = " " * node.col_offset
+    new = "".join(indent + line + "\n" if line else "\n" for line in ast.unparse(node).splitlines())
+    lines = text.splitlines(keepends=True)
+    mutated = "".join(lines[: first - 1]) + new + "".join(lines[end:])
+    try:
+        compile(mutated, "<mutant>", "exec")
+    except SyntaxError:
+        return None
+    return mutated
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, client: StdioJsonRpc) -> None:
+        self.client = client
+
+    @classmethod
+    async def start(cls, base: Path, cache: Path, **settings: str) -> Server:
+        env = bench_env(base, cache_dir=str(cache), **settings)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        client = await StdioJsonRpc.spawn([sys.executable, "-m", "mcp_server"], cwd=base, env=env)
+        await client.initialize()
+        return cls(client)
+
+    async def run(self, root: Path, **args: Any) -> tuple[float, dict[str, Any]]:
+        started = time.perf_counter()
+        reply = await self.client.request(
+            "tools/call", {"name": "run_tests", "arguments": {"root": str(root), **args}}, wait_s=1800
+        )
+        elapsed = time.perf_counter() - started
+        result = reply["result"]
+        if result.get("isError"):
+            raise RuntimeError(f"run_tests failed: {result}")
+        return elapsed, result["structuredContent"]
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def failures(result: dict[str, Any]) -> set[str]:
+    return {f["nodeid"] for f in result.get("failures", [])}
+
+
+async def bench_project(opts: Options, base: Path, project: Project) -> list[Result]:
+    root = ensure_project(base, project)
+    cache = opts.workdir / "projects-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    for leftover in (root / ".testmondata", root / ".testmondata-shm", root / ".testmondata-wal"):
+        leftover.unlink(missing_ok=True)
+    db = cache / root_key(root) / "tests.sqlite3"
+    env = {k: v for k, v in bench_env(base).items() if k != "PYTHONDONTWRITEBYTECODE"}
+    cold = [str(root / ".venv" / "bin" / "python"), "-m", "pytest", "-q"]
+    testmon = [*cold, "--testmon"]
+    results: list[Result] = []
+    server = await Server.start(base, cache)
+    plain = await Server.start(base, cache, record_tests="false")
+    rng = random.Random(SEED)
+    try:
+        # Record (a never-recorded root runs everything), learn pre-imports; testmon's first run.
+        _, first = await server.run(root, affected=True)
+        assert first["selection"]["mode"] == "all", first["selection"]
+        total = sum(v for k, v in first["counts"].items() if k not in ("deselected",) and not k.startswith("sub"))
+        _, baseline = await server.run(root)
+        known = failures(baseline)  # tests that fail before any edit (attrs 25.4.0 has one here)
+        time_command(testmon, cwd=root, env=env)
+        time_command(cold, cwd=root, env=env)
+
+        # Full warm runs against cold pytest; recording overhead; shards.
+        n = opts.n(5, 1)
+
+        async def full() -> float:
+            return (await server.run(root))[0]
+
+        async def full_plain() -> float:
+            return (await plain.run(root))[0]
+
+        async def full_sharded() -> float:
+            return (await server.run(root, workers=2))[0]
+
+        async def cold_run() -> float:
+            return time_command(cold, cwd=root, env=env)
+
+        await plain.run(root)  # its zygote, warm
+        a, b = await interleave(n, full, cold_run)
+        results.append(
+            Result(
+                f"{project.name}: full run_tests, serial", median_ms(a), median_ms(b), "cold pytest -q", "≤ 0.95×", 0.95
+            )
+        )
+        c, d = await interleave(n, full_sharded, cold_run)
+        results.append(
+            Result(
+                f"{project.name}: full run_tests, workers=2",
+                median_ms(c),
+                median_ms(d),
+                "cold pytest -q",
+                "≤ 0.6×",
+                0.6,
+            )
+        )
+        e, f = await interleave(n, full, full_plain)
+        results.append(
+            Result(
+                f"{project.name}: recording overhead (full run)",
+                median_ms(e),
+                median_ms(f),
+                "same, record_tests=false",
+                "≤ 1.3×",
+                1.3,
+            )
+        )
+
+        # Edit loop.
+        functions = executed_functions(db, root, project.source)
+        rng.shuffle(functions)
+        ours_s: list[float] = []
+        testmon_s: list[float] = []
+        cold_s: list[float] = []
+        selected: list[int] = []
+        edits = opts.n(10, 3)
+        for file, start in functions:
+            if len(ours_s) >= edits:
+                break
+            path = root / file
+            original = path.read_text()
+            edited = body_edit(original, start)
+            if edited is None:
+                continue
+            path.write_text(edited)
+            try:
+                elapsed, result = await server.run(root, affected=True)
+                if not failures(result) <= known:
+                    continue  # an edit that changed behaviour: not an edit-loop sample
+                ours_s.append(elapsed)
+                selected.append(int(result["selection"]["selected"]))
+                testmon_s.append(time_command(testmon, cwd=root, env=env))
+                cold_s.append(time_command(cold, cwd=root, env=env))
+            finally:
+                path.write_text(original)
+                await server.run(root, affected=True)
+                time_command(testmon, cwd=root, env=env)
+        if ours_s:
+            results.append(
+                Result(
+                    f"{project.name}: edit loop, run_tests(affected=true)",
+                    median_ms(ours_s),
+                    median_ms(cold_s),
+                    "cold pytest -q (whole suite)",
+                    f"≤ {project.edit_target}×",
+                    project.edit_target,
+                    extra={
+                        "edits": len(ours_s),
+                        "selected_median": sorted(selected)[len(selected) // 2],
+                        "tests": total,
+                    },
+                )
+            )
+            results.append(
+                Result(
+                    f"{project.name}: edit loop, ours vs pytest --testmon",
+                    median_ms(ours_s),
+                    median_ms(testmon_s),
+                    "pytest --testmon -q",
+                    "< 1.0×",
+                    1.0,
+                    extra={"edits": len(ours_s)},
+                )
+            )
+
+        # Mutations: affected=true must find every failure a full run finds.
+        wanted = opts.n(30, 3)
+        attempts = opts.n(80, 8)
+        candidates = [
+            (file, start, i) for file, start in functions for i in mutations_in((root / file).read_text(), start)
+        ]
+        rng.shuffle(candidates)
+        killing = misses = tried = 0
+        fractions: list[float] = []
+        missed: list[str] = []
+        for file, start, index in candidates:
+            if killing >= wanted or tried >= attempts:
+                break
+            path = root / file
+            original = path.read_text()
+            mutated = mutate(original, start, index)
+            if mutated is None:
+                continue
+            tried += 1
+            path.write_text(mutated)
+            try:
+                _, affected = await server.run(root, affected=True)
+                _, whole = await server.run(root)
+            finally:
+                path.write_text(original)
+                await server.run(root, affected=True)
+            found = failures(whole)
+            if not found - known:
+                continue
+            killing += 1
+            fractions.append(int(affected["selection"]["selected"]) / max(1, total))
+            if failures(affected) != found:
+                misses += 1
+                missed.append(f"{file}:{start}#{index}")
+        results.append(
+            Result(
+                f"{project.name}: mutations missed by affected=true (count)",
+                float(misses),
+                target="0 misses",
+                max_ms=0.0,
+                extra={
+                    "failing_before": sorted(known),
+                    "killing_mutations": killing,
+                    "tried": tried,
+                    "mean_fraction_selected": round(sum(fractions) / len(fractions), 4) if fractions else None,
+                    "missed": missed,
+                },
+            )
+        )
+    finally:
+        await server.close()
+        await plain.close()
+    return results
+
+
+async def run(opts: Options) -> list[Result]:
+    base = opts.workdir / "projects"
+    base.mkdir(parents=True, exist_ok=True)
+    results: list[Result] = []
+    for project in PROJECTS:
+        print(f"  {project.name} ...", file=sys.stderr, flush=True)
+        results.extend(await bench_project(opts, base, project))
+    return results
