@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -37,18 +36,16 @@ from starlette.datastructures import Headers
 from starlette.types import Message, Receive, Scope, Send
 
 from mcp_server.connections import CONNECTION_STATE_KEY, http_connection, http_session_owner
-from mcp_server.health import ReadinessMonitor
 from mcp_server.netpolicy import LOOPBACK_NAMES, ConnectionCounter, NetPolicy, Refusal
 from mcp_server.server import CodeToolsServer
 from mcp_server.transports.http_sessions import HttpSessions
 from mcp_server.transports.network import (
     MCP_PATH,
-    BindError,
     Door,
     HealthAnswer,
     NetworkEndpoint,
-    bind,
-    wait_for_stop_signal,
+    listening,
+    serve_until_stopped,
 )
 
 logger = logging.getLogger("mcp_server.http")
@@ -318,49 +315,32 @@ async def http_server(
     """
     from hypercorn.asyncio import serve  # HTTP transport only
 
-    settings = app.settings
-    host = host if host is not None else settings.host
-    port = port if port is not None else settings.effective_port
-    sock = bind(host, port)
-    try:
-        async with app.running():
-            assert app.app.task_group is not None
-            readiness = ReadinessMonitor(app.app, settings.readiness_interval_s)
-            await readiness.start(app.app.task_group)
-            front = HttpFront(app, Door(NetPolicy(settings), readiness))
-            config = _hypercorn_config(os.dup(sock.fileno()), settings)
-            stop = anyio.Event()
-            served = anyio.Event()
+    async with listening(app, host, port) as listener:
+        front = HttpFront(app, listener.door)
+        config = _hypercorn_config(os.dup(listener.sock.fileno()), app.settings)
+        stop = anyio.Event()
+        served = anyio.Event()
 
-            async def run_hypercorn() -> None:
-                try:
-                    await serve(front, config, shutdown_trigger=stop.wait, mode="asgi")  # type: ignore[arg-type]
-                finally:
-                    served.set()
+        async def run_hypercorn() -> None:
+            try:
+                await serve(front, config, shutdown_trigger=stop.wait, mode="asgi")  # type: ignore[arg-type]
+            finally:
+                served.set()
 
-            async with front.manager.run(), anyio.create_task_group() as tg:
-                tg.start_soon(run_hypercorn)
-                tg.start_soon(front.sweep_idle_sessions)
-                try:
-                    yield NetworkEndpoint("http", host, int(sock.getsockname()[1]))
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await front.end_all_sessions()
-                        stop.set()
-                        with anyio.move_on_after(SHUTDOWN_TIMEOUT_S + 5):
-                            await served.wait()
-                    tg.cancel_scope.cancel()
-    finally:
-        sock.close()
+        async with front.manager.run(), anyio.create_task_group() as tg:
+            tg.start_soon(run_hypercorn)
+            tg.start_soon(front.sweep_idle_sessions)
+            try:
+                yield listener.endpoint("http")
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await front.end_all_sessions()
+                    stop.set()
+                    with anyio.move_on_after(SHUTDOWN_TIMEOUT_S + 5):
+                        await served.wait()
+                tg.cancel_scope.cancel()
 
 
 async def serve_http(app: CodeToolsServer) -> None:
     """`--transport http`: serve until SIGTERM or SIGINT, then shut down cleanly."""
-    try:
-        async with http_server(app) as endpoint:
-            print(f"mcp-code-tools: listening on {endpoint.url}", file=sys.stderr, flush=True)
-            signum = await wait_for_stop_signal()
-            logger.info("signal %d: shutting down", signum)
-    except BindError as exc:
-        print(exc.message, file=sys.stderr, flush=True)
-        raise
+    await serve_until_stopped(http_server, app, logger)

@@ -15,8 +15,12 @@ ASGI response on HTTP); none of it does I/O but `bind` and `wait_for_stop_signal
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +28,7 @@ import anyio
 
 from mcp_server.health import LIVENESS, ReadinessMonitor
 from mcp_server.netpolicy import HeaderLookup, NetPolicy, Refusal
+from mcp_server.server import CodeToolsServer
 
 MCP_PATH = "/mcp"
 HEALTH_PATHS = ("/healthz", "/readyz")
@@ -118,6 +123,52 @@ class Door:
     @staticmethod
     def not_found() -> HealthAnswer:
         return HealthAnswer(404, {"error": f"not found: the MCP endpoint is {MCP_PATH}"})
+
+
+@dataclass(frozen=True)
+class Listening:
+    """A bound socket, with the runtime open and the door built: what a network server starts from."""
+
+    sock: socket.socket
+    host: str
+    door: Door
+
+    def endpoint(self, scheme: str) -> NetworkEndpoint:
+        return NetworkEndpoint(scheme, self.host, int(self.sock.getsockname()[1]))
+
+
+@asynccontextmanager
+async def listening(app: CodeToolsServer, host: str | None, port: int | None) -> AsyncIterator[Listening]:
+    """Bind first (`BindError` before anything starts), then the runtime and the readiness probe.
+    On exit the runtime closes (every child process ends), then the socket."""
+    settings = app.settings
+    host = host if host is not None else settings.host
+    port = port if port is not None else settings.effective_port
+    sock = bind(host, port)
+    try:
+        async with app.running():
+            assert app.app.task_group is not None
+            readiness = ReadinessMonitor(app.app, settings.readiness_interval_s)
+            await readiness.start(app.app.task_group)
+            yield Listening(sock, host, Door(NetPolicy(settings), readiness))
+    finally:
+        sock.close()
+
+
+ServerFactory = Callable[[CodeToolsServer], AbstractAsyncContextManager[NetworkEndpoint]]
+
+
+async def serve_until_stopped(server: ServerFactory, app: CodeToolsServer, logger: logging.Logger) -> None:
+    """`--transport websocket|http`: serve until SIGTERM or SIGINT, then shut down cleanly. A port
+    in use is one line on stderr and exit status 2."""
+    try:
+        async with server(app) as endpoint:
+            print(f"mcp-code-tools: listening on {endpoint.url}", file=sys.stderr, flush=True)
+            signum = await wait_for_stop_signal()
+            logger.info("signal %d: shutting down", signum)
+    except BindError as exc:
+        print(exc.message, file=sys.stderr, flush=True)
+        raise
 
 
 async def wait_for_stop_signal() -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,18 +29,15 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from mcp_server.connections import ConnectionInfo, new_connection
-from mcp_server.health import ReadinessMonitor
-from mcp_server.netpolicy import NetPolicy
 from mcp_server.server import CodeToolsServer
 from mcp_server.transports.framing import BINARY_FRAME_ERROR, decode_frame, encode_message
 from mcp_server.transports.network import (
     MCP_PATH,
-    BindError,
     Door,
     HealthAnswer,
     NetworkEndpoint,
-    bind,
-    wait_for_stop_signal,
+    listening,
+    serve_until_stopped,
 )
 
 logger = logging.getLogger("mcp_server.websocket")
@@ -152,17 +148,11 @@ async def websocket_server(
     purged), then the runtime closes, which ends every child process.
     """
     settings = app.settings
-    host = host if host is not None else settings.host
-    port = port if port is not None else settings.effective_port
-    sock = bind(host, port)
-    async with app.running():
-        assert app.app.task_group is not None
-        readiness = ReadinessMonitor(app.app, settings.readiness_interval_s)
-        await readiness.start(app.app.task_group)
-        transport = _WebSocketTransport(app, Door(NetPolicy(settings), readiness))
+    async with listening(app, host, port) as listener:
+        transport = _WebSocketTransport(app, listener.door)
         server = await serve(
             transport.handler,
-            sock=sock,
+            sock=listener.sock,
             subprotocols=[SUBPROTOCOL],
             select_subprotocol=_select_subprotocol,
             process_request=transport.process_request,
@@ -175,7 +165,7 @@ async def websocket_server(
             logger=logger,
         )
         try:
-            yield NetworkEndpoint("ws", host, int(sock.getsockname()[1]))
+            yield listener.endpoint("ws")
         finally:
             server.close()
             with anyio.move_on_after(CLOSE_TIMEOUT_S + 5, shield=True):
@@ -184,11 +174,4 @@ async def websocket_server(
 
 async def serve_websocket(app: CodeToolsServer) -> None:
     """`--transport websocket`: serve until SIGTERM or SIGINT, then shut down cleanly."""
-    try:
-        async with websocket_server(app) as endpoint:
-            print(f"mcp-code-tools: listening on {endpoint.url}", file=sys.stderr, flush=True)
-            signum = await wait_for_stop_signal()
-            logger.info("signal %d: shutting down", signum)
-    except BindError as exc:
-        print(exc.message, file=sys.stderr, flush=True)
-        raise
+    await serve_until_stopped(websocket_server, app, logger)
