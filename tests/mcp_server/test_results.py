@@ -398,3 +398,68 @@ def test_run_log_tail_is_redacted_when_read_and_keys_across_the_head_stay_hidden
     text = log.text()
     assert "hunter2quoted" not in text and GHP not in text and "MIIEvQ" not in text
     assert text.endswith(f"{REDACTED}\nlast line\n") and len(text.encode()) <= 8192
+
+
+# --- output.cut / page_items / resolve -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", [1000, 3000, 20_000])
+@pytest.mark.parametrize("shape", ["many-small", "few-huge", "mixed", "strings"])
+def test_cut_always_fits_keeps_scalars_and_first_items(budget: int, shape: str) -> None:
+    from mcp_server.output import cut, size_of
+
+    full: dict[str, Any] = {"status": "failed", "total": 7, "flag": True}
+    if shape in ("many-small", "mixed"):
+        full["diagnostics"] = [{"line": i, "code": "F401", "message": f"unused {i}"} for i in range(5000)]
+    if shape in ("few-huge", "mixed"):
+        full["files"] = [{"path": f"f{i}.py", "diff": "+x\n" * 20_000} for i in range(3)]
+    if shape == "strings":
+        full["fix_diff"] = "-a\n+b\n" * 50_000
+        full["slowest"] = [{"nodeid": f"t{i}", "duration_s": 0.1} for i in range(10)]
+    result = cut(full, budget, pageable=("diagnostics", "files"))
+    value = result.value
+    assert result.truncated and value["truncated"] is True
+    assert size_of(value) <= budget
+    assert {k: value[k] for k in ("status", "total", "flag")} == {"status": "failed", "total": 7, "flag": True}
+    for key in ("diagnostics", "files"):
+        if key in value:
+            shown = value[key]
+            for item, original in zip(shown, full[key], strict=False):  # the first ones, in order
+                assert item.keys() == original.keys()
+                for k, v in original.items():
+                    got = item[k]
+                    assert got == v or (isinstance(v, str) and got.endswith("…[truncated]") and v.startswith(got[:-12]))
+            assert value.get("omitted", {}).get(key, 0) == len(full[key]) - len(shown)
+    if shape == "few-huge" and budget >= 3000:
+        assert len(value["files"]) >= 1 and "files/0/diff" in value["clipped"]  # shown, clipped
+    assert result.full_size >= size_of(full) * 0.8
+
+
+def test_cut_redacts_before_it_clips() -> None:
+    from mcp_server.output import cut
+
+    red = Redactor([])
+    full = {"failures": [{"message": "A" * 470 + GHP + "B" * 2600} for _ in range(50)]}
+    value = cut(full, 2000, redact=red.redact_value).value
+    assert "ghp_" not in json.dumps(value) and value["failures"]
+
+
+def test_a_result_that_fits_is_only_redacted() -> None:
+    from mcp_server.output import cut
+
+    full = {"items": [1, 2, 3], "note": f"token={GHP}", "truncated": False}
+    result = cut(full, 20_000, redact=Redactor([]).redact_value)
+    assert result.value == {"items": [1, 2, 3], "note": f"token={REDACTED}", "truncated": False}
+    assert not result.truncated
+
+
+def test_resolve_sections() -> None:
+    from mcp_server.output import resolve
+
+    result = {"files": [{"diff": "d0"}, {"diff": "d1"}], "phases/lint/diagnostics": [{"m": "x"}], "n": 1}
+    assert resolve(result, "files") == result["files"]
+    assert resolve(result, "files/1/diff") == "d1"
+    assert resolve(result, "phases/lint/diagnostics") == [{"m": "x"}]
+    assert resolve(result, "phases/lint/diagnostics/0/m") == "x"
+    for missing in ("files/2/diff", "files/x", "nope", "n/0", "files/0/diff/3"):
+        assert resolve(result, missing) is None
