@@ -30,21 +30,15 @@ from websockets.typing import Subprotocol
 
 from mcp_server.connections import ConnectionInfo, new_connection
 from mcp_server.server import CodeToolsServer
+from mcp_server.transports import network
 from mcp_server.transports.framing import BINARY_FRAME_ERROR, decode_frame, encode_message
-from mcp_server.transports.network import (
-    MCP_PATH,
-    Door,
-    HealthAnswer,
-    NetworkEndpoint,
-    listening,
-    serve_until_stopped,
-)
+from mcp_server.transports.network import Door, HealthAnswer
 
 logger = logging.getLogger("mcp_server.websocket")
 
 SUBPROTOCOL = Subprotocol("mcp")
 CLOSE_TIMEOUT_S = 10.0
-WebSocketEndpoint = NetworkEndpoint
+WebSocketEndpoint = network.NetworkEndpoint
 
 
 def _json_response(connection: ServerConnection, answer: HealthAnswer) -> Response:
@@ -80,7 +74,7 @@ class _WebSocketTransport:
         health = self.door.health(path, request.headers)
         if health is not None:
             return _json_response(connection, health)
-        if path != MCP_PATH:
+        if path != network.MCP_PATH:
             return _json_response(connection, self.door.not_found())
         refusal = self.door.admit(request.headers)
         if refusal is None:
@@ -148,7 +142,7 @@ async def websocket_server(
     purged), then the runtime closes, which ends every child process.
     """
     settings = app.settings
-    async with listening(app, host, port) as listener:
+    async with network.listening(app, host, port) as listener:
         transport = _WebSocketTransport(app, listener.door)
         server = await serve(
             transport.handler,
@@ -174,4 +168,4 @@ async def websocket_server(
 
 async def serve_websocket(app: CodeToolsServer) -> None:
     """`--transport websocket`: serve until SIGTERM or SIGINT, then shut down cleanly."""
-    await serve_until_stopped(websocket_server, app, logger)
+    await network.serve_until_stopped(websocket_server, app, logger)
