@@ -155,6 +155,7 @@ async def websocket_server(
             ping_interval=settings.ws_ping_interval_s,
             ping_timeout=settings.ws_ping_interval_s,
             close_timeout=CLOSE_TIMEOUT_S,
+            open_timeout=settings.http_idle_timeout_s,  # the upgrade request, like an HTTP request head
             server_header=None,
             logger=logger,
         )

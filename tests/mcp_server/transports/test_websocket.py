@@ -192,6 +192,17 @@ async def test_connections_per_client_are_capped(tmp_path: Path) -> None:
             await handshake(again)
 
 
+async def test_a_slow_upgrade_request_is_closed_after_the_idle_timeout(tmp_path: Path) -> None:
+    """Issue 11 item 4 on the WebSocket port: a handshake that never completes is dropped."""
+    async with serving(tmp_path, http_idle_timeout_s=0.5) as (_, endpoint):
+        stream = await anyio.connect_tcp("127.0.0.1", endpoint.port)
+        await stream.send(b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nX-Slow: a")
+        with anyio.fail_after(8), pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+            while True:  # the default handshake timeout (10 s) is longer than this wait
+                await stream.receive()
+        await stream.aclose()
+
+
 # --- bad input: each gets an error or a clean close, and nothing else is disturbed -------------
 
 
