@@ -3,9 +3,12 @@
 Per root, in the test database of the operator's `cache_dir` (`TestDB`, shared with the
 affected-test data; these tables are ours). One row per test, updated in O(1) per report and
 written in one transaction per run, off the event loop. A test is *flaky* when it both passed
-and failed while the content of its own file was unchanged (the file's hash is kept with the
-counts since it last changed). The least recently run tests beyond `test_history_max_tests` are
-dropped after each run, and the file is vacuumed when most of it is free pages.
+and failed while the content of its own file and of the code it ran was unchanged: its
+fingerprint hashes its file and the files it executed (from the affected-test records of the
+same database, accumulated over runs so a failure that takes another path compares alike), and
+the pass/fail counts since the fingerprint last changed decide. The least recently run tests
+beyond `test_history_max_tests` are dropped after each run, and the file is vacuumed when most
+of it is free pages.
 
 It feeds `run_tests(failed_first=true)` (last failures first, then fastest first), the `flaky`
 list of a run's result, and the `test_history` tool.
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -61,7 +66,8 @@ register_schema(
         failures_same INTEGER NOT NULL DEFAULT 0,
         flaky_count INTEGER NOT NULL DEFAULT 0,
         flaky_last REAL,
-        recent TEXT NOT NULL DEFAULT ''
+        recent TEXT NOT NULL DEFAULT '',
+        code_files TEXT NOT NULL DEFAULT '[]'
     );
     CREATE INDEX IF NOT EXISTS history_tests_seen ON history_tests(last_seen);
     """,
@@ -69,8 +75,11 @@ register_schema(
 
 _COLUMNS = (
     "nodeid, last_outcome, last_seen, last_failed, passes, failures, skips, ema_s, file_hash, "
-    "passes_same, failures_same, flaky_count, flaky_last, recent"
+    "passes_same, failures_same, flaky_count, flaky_last, recent, code_files"
 )
+_NAMES = _COLUMNS.split(", ")
+MAX_CODE_FILES = 64
+"""Files of the project a test ran (besides its own) that its fingerprint covers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +115,8 @@ class Recorded:
 
 
 def update_row(row: dict[str, Any] | None, report: Report, file_hash: str | None, now: float) -> dict[str, Any]:
-    """The row after `report` (O(1)). `row` is None for a test never seen before."""
+    """The row after `report` (O(1)). `row` is None for a test never seen before. `file_hash` is
+    the test's fingerprint (its file and the code it ran); None when unknown (no flakiness claim)."""
     new: dict[str, Any] = (
         dict(row)
         if row is not None
@@ -123,13 +133,14 @@ def update_row(row: dict[str, Any] | None, report: Report, file_hash: str | None
             "flaky_count": 0,
             "flaky_last": None,
             "recent": "",
+            "code_files": "[]",
         }
     )
     letter = _LETTER.get(report.outcome, SKIP)
     new["last_outcome"] = report.outcome
     new["last_seen"] = now
     previous = _last_letter(new["recent"])
-    if file_hash is None or new["file_hash"] != file_hash:  # its file changed: a new history of flakiness
+    if file_hash is None or new["file_hash"] != file_hash:  # its code changed: a new history of flakiness
         new["file_hash"] = file_hash
         new["passes_same"] = new["failures_same"] = 0
         previous = ""
@@ -214,27 +225,88 @@ def _rows(db: TestDB, nodeids: Iterable[str]) -> dict[str, dict[str, Any]]:
     return found
 
 
+def _code_files(db: TestDB, nodeids: Sequence[str]) -> dict[str, list[str]]:
+    """The files each test ran, from the affected-test records of the root (written for this run
+    just before): their `{file: [block checksums]}`. Empty where there is no record (or no such
+    table yet): the fingerprint then covers the test's own file only."""
+    found: dict[str, list[str]] = {}
+    try:
+        for start in range(0, len(nodeids), 500):
+            batch = list(nodeids[start : start + 500])
+            sql = (
+                "SELECT t.nodeid, d.deps FROM aff_tests t JOIN aff_depsets d ON d.id = t.depset "
+                f"WHERE t.nodeid IN ({','.join('?' * len(batch))})"
+            )
+            for nodeid, deps in db.conn.execute(sql, batch):
+                try:
+                    files = json.loads(deps)
+                except ValueError:
+                    continue
+                if isinstance(files, dict):
+                    found[nodeid] = [str(f) for f in files]
+    except sqlite3.Error:
+        return {}
+    return found
+
+
+def _fingerprint(root: Path, rel: str, files: list[str], hashes: dict[str, str | None]) -> tuple[str | None, list[str]]:
+    """A hash of the content of the test's own file and of the files it ran (None: unknown).
+    Returns it with the files it covers."""
+
+    def content(path: str) -> str | None:
+        if path not in hashes:
+            hashes[path] = _file_hash(root, path)
+        return hashes[path]
+
+    own = content(rel)
+    if own is None:
+        return None, files
+    h = hashlib.blake2b(own.encode(), digest_size=12)
+    for path in files:
+        h.update(f"\0{path}\0{content(path) or '-'}".encode("utf-8", "surrogateescape"))
+    return h.hexdigest(), files
+
+
+def ensure_columns(db: TestDB) -> None:
+    """Columns added since a root's database was made (CREATE TABLE IF NOT EXISTS keeps old tables)."""
+    have = {row[1] for row in db.conn.execute("PRAGMA table_info(history_tests)")}
+    if "code_files" not in have:
+        db.conn.execute("ALTER TABLE history_tests ADD COLUMN code_files TEXT NOT NULL DEFAULT '[]'")
+
+
 def record_reports(db: TestDB, root: Path, reports: Sequence[Report], max_tests: int, now: float) -> list[str]:
     """Write a run's reports in one transaction; returns the failing tests that are flaky."""
+    ensure_columns(db)
     latest: dict[str, Report] = {}
     for report in reports:
         latest[report.nodeid] = report  # a test reported twice (reruns): its last report counts
+    nodeids = list(latest)
+    rows = _rows(db, nodeids)
+    ran = _code_files(db, nodeids)
     hashes: dict[str, str | None] = {}
-    for nodeid in latest:
-        rel = nodeid.split("::", 1)[0]
-        if rel not in hashes:
-            hashes[rel] = _file_hash(root, rel)
+    updated: list[dict[str, Any]] = []
     flaky: list[str] = []
+    for nodeid, report in latest.items():
+        rel = nodeid.split("::", 1)[0]
+        row = rows.get(nodeid)
+        try:
+            before = json.loads(row["code_files"]) if row is not None else []
+        except ValueError:
+            before = []
+        # The union over runs: a failure that runs other code than a pass still compares alike.
+        files = sorted({str(f) for f in [*before, *ran.get(nodeid, [])]} - {rel})[:MAX_CODE_FILES]
+        fingerprint, covered = _fingerprint(root, rel, files, hashes)
+        new = update_row(row, report, fingerprint, now)
+        new["code_files"] = json.dumps(covered)
+        updated.append(new)
+        if _LETTER.get(report.outcome) == FAIL and is_flaky(new):
+            flaky.append(nodeid)
     with db.transaction() as conn:
-        rows = _rows(db, latest)
-        for nodeid, report in latest.items():
-            row = update_row(rows.get(nodeid), report, hashes[nodeid.split("::", 1)[0]], now)
+        for new in updated:
             conn.execute(
-                f"INSERT OR REPLACE INTO history_tests ({_COLUMNS}) VALUES ({','.join('?' * 14)})",
-                [row[c] for c in _COLUMNS.split(", ")],
+                f"INSERT OR REPLACE INTO history_tests ({_COLUMNS}) VALUES ({','.join('?' * len(_NAMES))})",
+                [new[c] for c in _NAMES],
             )
-            if _LETTER.get(report.outcome) == FAIL and is_flaky(row):
-                flaky.append(nodeid)
         conn.execute(
             "DELETE FROM history_tests WHERE nodeid IN (SELECT nodeid FROM history_tests ORDER BY last_seen DESC "
             "LIMIT -1 OFFSET ?)",
@@ -324,7 +396,9 @@ class TestHistory:
             return entry[0], entry[1], None
 
         def open_db() -> TestDB:
-            return TestDB(ctx.cache_path(root))
+            db = TestDB(ctx.cache_path(root))
+            ensure_columns(db)
+            return db
 
         db = await anyio.to_thread.run_sync(open_db)
         entry = self._dbs.get(root)  # opened meanwhile by another call: keep that one

@@ -182,3 +182,65 @@ async def test_an_unwritable_cache_dir_turns_history_off(mcp_client: ClientFacto
             assert ordered["status"] == "passed"
             history = await call(client, "test_history", {})
             assert history["tests_known"] == 0 and "off" in history["history_note"]
+
+
+CODE_UNDER_TEST = """
+import pathlib
+
+def value():
+    return pathlib.Path("{state}").read_text()
+"""
+USES_CODE = """
+from src.lib import value
+
+def test_value():
+    assert value() == "ok"
+"""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("transport", ["memory"])
+async def test_a_change_in_the_code_it_ran_is_a_regression_not_a_flake(
+    mcp_client: ClientFactory, tmp_path: Path
+) -> None:
+    state = tmp_path / "state.txt"
+    state.write_text("ok")
+    root = write_project(
+        tmp_path / "proj",
+        {"src/__init__.py": "", "src/lib.py": CODE_UNDER_TEST.format(state=state), "tests/test_v.py": USES_CODE},
+    )
+    nodeid = "tests/test_v.py::test_value"
+    with anyio.fail_after(120):
+        async with mcp_client(root) as client:
+            assert (await call(client, "run_tests", {}))["status"] == "passed"
+            # The code under test changes (the test's own file does not) and the test fails.
+            lib = root / "src" / "lib.py"
+            lib.write_text(lib.read_text() + "\n# edited\n")
+            state.write_text("broken")
+            regression = await call(client, "run_tests", {})
+            assert regression["status"] == "failed" and "flaky" not in regression
+            # Nothing of the code changes now, and the outcome flips: that is a flake.
+            state.write_text("ok")
+            assert (await call(client, "run_tests", {}))["status"] == "passed"
+            state.write_text("broken")
+            flake = await call(client, "run_tests", {})
+            assert flake["flaky"] == [nodeid]
+            one = await call(client, "test_history", {"nodeid": nodeid})
+            assert one["test"]["recent"] == "PFPF" and one["test"]["flaky_count"] == 2
+
+
+def test_an_old_database_gets_the_new_column(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "proj", {"t.py": "x = 1\n"})
+    (tmp_path / "db").mkdir()
+    with sqlite3.connect(tmp_path / "db" / DB_NAME) as conn:  # the first version's table
+        conn.execute(
+            "CREATE TABLE history_tests (nodeid TEXT PRIMARY KEY, last_outcome TEXT NOT NULL, last_seen REAL NOT NULL,"
+            " last_failed REAL, passes INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,"
+            " skips INTEGER NOT NULL DEFAULT 0, ema_s REAL, file_hash TEXT, passes_same INTEGER NOT NULL DEFAULT 0,"
+            " failures_same INTEGER NOT NULL DEFAULT 0, flaky_count INTEGER NOT NULL DEFAULT 0, flaky_last REAL,"
+            " recent TEXT NOT NULL DEFAULT '')"
+        )
+    db = TestDB(tmp_path / "db")
+    record_reports(db, root, [Report("t.py::test_x", "passed", 0.1)], max_tests=100, now=1.0)
+    assert db.conn.execute("SELECT code_files FROM history_tests").fetchone() == ("[]",)
+    db.close()
