@@ -129,6 +129,8 @@ class Redactor:
         self.pattern = build_pattern(self.values)
         self.max_literal = max((len(v) for v in self.values), default=0)
         self._literals = sorted({v.lower() for v in self.values if len(v) >= _MIN_SECRET_LEN})
+        self.redactions = 0
+        """Secrets hidden so far (text already redacted is not counted again)."""
 
     def finditer(self, text: str) -> Iterator[re.Match[str]]:
         """The matches of `pattern` in `text`, in order: exactly `pattern.finditer(text)`, faster.
@@ -159,12 +161,19 @@ class Redactor:
                 yield found
                 pos = found.end()
 
+    def replace(self, match: re.Match[str]) -> str:
+        """The replacement of one match; a secret newly hidden is counted in `redactions`."""
+        replacement = _replacement(match)
+        if replacement != match.group(0):
+            self.redactions += 1
+        return replacement
+
     def redact(self, text: str) -> str:
         out: list[str] = []
         pos = 0
         for match in self.finditer(text):
             out.append(text[pos : match.start()])
-            out.append(_replacement(match))
+            out.append(self.replace(match))
             pos = match.end()
         if not pos:
             return text
@@ -308,7 +317,7 @@ class StreamRedactor:
             if match.end() > cut:
                 if match.end() == len(text) and match.start() < cut and _is_open(match):
                     out.append(text[pos : match.start()])
-                    out.append(_replacement(match))
+                    out.append(self._redactor.replace(match))
                     pos = cut = len(text)
                     self._open = match.lastgroup
                     if self._open == "z_key":
@@ -317,7 +326,7 @@ class StreamRedactor:
                 cut = min(cut, match.start())
                 break
             out.append(text[pos : match.start()])
-            out.append(_replacement(match))
+            out.append(self._redactor.replace(match))
             pos = match.end()
         out.append(text[pos:cut])
         rest = text[cut:]
@@ -326,8 +335,13 @@ class StreamRedactor:
         self._next_scan = self._size + self._hold
         return "".join(out)
 
+    def _end_of_open(self) -> str:
+        """At the end of the text, what is left of an open match: a lone backslash after a quoted
+        value is not part of it (as in the whole text); a key block's tail is."""
+        return self._carry if self._open in _ESCAPING else ""
+
     def flush(self) -> str:
-        out = "" if self._open is not None else self._redactor.redact("".join(self._parts))
+        out = self._end_of_open() if self._open is not None else self._redactor.redact("".join(self._parts))
         self._parts = []
         self._size = 0
         self._next_scan = 2 * self._hold
@@ -352,4 +366,4 @@ class StreamRedactor:
 
     def peek(self) -> str:
         """What `flush()` would release now, without ending the stream."""
-        return "" if self._open is not None else self._redactor.redact("".join(self._parts))
+        return self._end_of_open() if self._open is not None else self._redactor.redact("".join(self._parts))

@@ -341,3 +341,20 @@ def test_the_servers_stderr_log_is_redacted() -> None:
     assert "ruff failed for" in proc.stderr and "RuntimeError" in proc.stderr
     for secret in (PASSWORD, GHP, AKIA):
         assert secret not in proc.stderr
+
+
+def test_redactions_are_counted_once() -> None:
+    red = redactor()
+    once = red.redact(f"a {GHP} b password='hunter2' c")
+    assert red.redactions == 2
+    assert red.redact(once) == once and red.redactions == 2  # redacting again hides nothing new
+    stream_all(red.stream(), [f"x {AKIA}", " y\n"])
+    assert red.redactions == 3
+
+
+def test_a_lone_backslash_after_a_long_quoted_value_survives_streaming() -> None:
+    """Found by the property test: the stream swallowed a trailing backslash the whole text keeps."""
+    red = redactor()
+    text = "y" * 5000 + 'password="' + "q" * 6000 + "\\"
+    for point in (len(text) - 1, len(text) - 2, 9000):
+        assert stream_all(red.stream(), [text[:point], text[point:]]) == red.redact(text)
