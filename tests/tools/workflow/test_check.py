@@ -130,6 +130,11 @@ async def test_a_root_without_tests(mcp_client: ClientFactory, tmp_path: Path) -
             result = await call(client, "check", {"phases": ["tests"]})
             assert result["status"] == "failed"
             assert "check_require_tests" in by_name(result)["tests"]["summary"]["message"]
+        async with mcp_client(root, allow_test_execution=False) as client:  # the policy: said, not failed
+            result = await call(client, "check", {"phases": ["tests", "analyze"]})
+            tests = by_name(result)["tests"]
+            assert tests["status"] == "skipped" and "allow_test_execution" in tests["summary"]["message"]
+            assert result["status"] == "passed"
 
 
 @pytest.mark.parametrize("transport", ["memory"])
