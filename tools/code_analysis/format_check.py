@@ -12,7 +12,6 @@ from tools.code_analysis.args import FormatCheckArgs
 from tools.code_analysis.cli_runner import RuffCli
 from tools.code_analysis.diagnostics import SYNTAX_ERROR, rel_path
 from tools.code_analysis.lsp import LinterGone
-from tools.code_analysis.results import summary_first
 from tools.code_analysis.ruff_pool import get_pool
 from tools.code_analysis.selection import Selection
 from tools.code_analysis.state import AnalysisState, TreeFile, TreeListing, get_state
@@ -126,4 +125,4 @@ async def format_check(ctx: ToolContext, args: FormatCheckArgs) -> ToolOutput:
         "truncated": False,
         "files": entries,
     }
-    return summary_first(ctx, result, "files")
+    return ToolOutput(result, pageable=("files",))

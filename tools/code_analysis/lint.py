@@ -23,7 +23,6 @@ from tools.code_analysis.diagnostics import (
     with_unsafe_fixes,
 )
 from tools.code_analysis.lsp import LinterGone
-from tools.code_analysis.results import summary_first
 from tools.code_analysis.ruff_pool import RuffServerPool, get_pool
 from tools.code_analysis.selection import Selection
 from tools.code_analysis.state import AnalysisState, TreeFile, TreeListing, get_state
@@ -214,4 +213,5 @@ async def lint(ctx: ToolContext, args: LintArgs) -> ToolOutput:
         result["fixes"] = fixes
         if fixes_cut:
             result["fix_files_omitted"] = True
-    return summary_first(ctx, result, "diagnostics", run_only=("fixes",))
+    # The server budgets the answer; the per-file diffs behind fix_diff are kept in the run only.
+    return ToolOutput(result, pageable=("diagnostics",), run_only=("fixes",))

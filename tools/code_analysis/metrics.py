@@ -11,7 +11,6 @@ from mcp_server.api import FileChecker, FileSkipped, ToolContext, ToolOutput
 from tools.code_analysis.args import AnalyzeArgs
 from tools.code_analysis.cli_runner import RuffCli
 from tools.code_analysis.complexity import FileMetrics, analyze_source
-from tools.code_analysis.results import summary_first
 from tools.code_analysis.state import AnalysisState, get_state
 from tools.code_analysis.targets import Tree, resolve_target
 from tools.code_analysis.workspace import SOURCE_SUFFIXES
@@ -107,4 +106,4 @@ async def analyze(ctx: ToolContext, args: AnalyzeArgs) -> ToolOutput:
         "truncated": False,
         "functions": functions,
     }
-    return summary_first(ctx, result, "functions")
+    return ToolOutput(result, pageable=("functions",))
