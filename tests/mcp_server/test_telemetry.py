@@ -193,12 +193,17 @@ async def test_request_spans_attributes_children_and_metrics(
 # --- configuration, in a server process ------------------------------------------------------------
 
 
-def serve_once(tmp_path: Path, extra_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    params: dict[str, Any] = {"name": "get_run", "arguments": {"run_id": "x"}}
+def serve_once(
+    tmp_path: Path,
+    extra_env: dict[str, str],
+    *args: str,
+    call: tuple[str, dict[str, Any]] = ("get_run", {"run_id": "x"}),
+) -> subprocess.CompletedProcess[str]:
+    """One tools/call with a traceparent in its _meta, over stdio to a server process, then EOF."""
+    params: dict[str, Any] = {"name": call[0], "arguments": call[1]}
     params["_meta"] = {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}
-    call = {**CALL, "params": params}
-    lines = [INIT, {"jsonrpc": "2.0", "method": "notifications/initialized"}, call]
-    env = {k: v for k, v in settings_env(tmp_path, tmp_path).items() if not k.startswith("OTEL_")}
+    lines = [INIT, {"jsonrpc": "2.0", "method": "notifications/initialized"}, {**CALL, "params": params}]
+    env = {k: v for k, v in settings_env(tmp_path, tmp_path, stdio_eof_grace_s=60).items() if not k.startswith("OTEL_")}
     return subprocess.run(
         [sys.executable, "-m", "mcp_server", *args],
         input="".join(json.dumps(m) + "\n" for m in lines),
@@ -304,6 +309,15 @@ def test_per_signal_variables_and_the_sdk_switch(tmp_path: Path) -> None:
     assert "tools/call get_run" in proc.stderr and TRACE_ID in proc.stderr
     off = serve_once(tmp_path, {"OTEL_SDK_DISABLED": "true"}, "--otel-exporter", "console")
     assert off.returncode == 0 and "tools/call get_run" not in off.stderr
+
+
+def test_off_the_clients_trace_context_still_reaches_the_test_process(tmp_path: Path) -> None:
+    write_project(tmp_path, {"tests/test_t.py": PROJECT_TEST})
+    proc = serve_once(tmp_path, {}, call=("run_tests", {}))
+    assert proc.returncode == 0, proc.stderr
+    answer = replies(proc)[1]["result"]
+    assert answer["structuredContent"]["status"] == "passed", answer
+    assert (tmp_path / "traceparent.txt").read_text().split("-")[1] == TRACE_ID
 
 
 def test_off_by_default_imports_nothing_of_the_sdk(tmp_path: Path) -> None:
