@@ -137,7 +137,7 @@ def _output(run: RunContext) -> ToolOutput:
     result = dict(run.result or {})
     status = result.get("status")
     usage = status == "error" and str(result.get("message", "")).startswith("pytest usage error")
-    return ToolOutput(result, run=run, is_error=usage)
+    return ToolOutput(result, run=run, is_error=usage, pageable=("failures",))
 
 
 async def run_tests(ctx: ToolContext, args: RunTestsArgs) -> ToolOutput:
@@ -182,7 +182,7 @@ async def list_tests(ctx: ToolContext, args: ListTestsArgs) -> ToolOutput:
     if message and status == "error":
         structured["message"] = message
     structured.update({k: v for k, v in test_run.extra().items() if k in ("selection", "warnings")})
-    return ToolOutput(structured)
+    return ToolOutput(structured, pageable=("tests",))
 
 
 # --- availability --------------------------------------------------------------------------------
