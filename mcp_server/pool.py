@@ -246,10 +246,14 @@ class WarmPool(Generic[K, W]):
         else:
             self._retired.add(entry)
 
-    def retire_where(self, doomed: Callable[[K, W], bool]) -> int:
-        """Retire the workers for which `doomed(key, worker)` holds. Returns how many."""
+    def retire_where(self, doomed: Callable[[K, W], bool], why: str | None = None) -> int:
+        """Retire the workers for which `doomed(key, worker)` holds; with `why` (it went stale),
+        each counts as a restart (its key gets a fresh worker on its next lease). Returns how many."""
         keys = [k for k, e in self._entries.items() if doomed(k, e.worker)]
         for key in keys:
+            if why is not None:
+                logger.info("restarting the %s for %s: %s", self.name, key, why)
+                self.restarts += 1
             self._retire(key)
         return len(keys)
 
@@ -263,12 +267,17 @@ class WarmPool(Generic[K, W]):
     async def _sweeper(self) -> None:
         """Stop workers idle past the TTL: sleep until the earliest deadline of an unleased one."""
         while True:
-            deadlines = [e.last_used + self.idle_ttl_s for e in self._entries.values() if e.leases == 0]
-            delay = max(MIN_SWEEP_S, min(deadlines) - time.monotonic()) if deadlines else None
+            delay = self.sweep_delay()
             with anyio.move_on_after(delay if delay is not None else float("inf")):
                 await self._wake.wait()
             self._wake = anyio.Event()
             self.prune()
+
+    def sweep_delay(self) -> float | None:
+        """Seconds until the earliest idle deadline; None when no worker is idle (a leased worker
+        has no deadline: the sweeper sleeps until a lease ends or a worker starts)."""
+        deadlines = [e.last_used + self.idle_ttl_s for e in self._entries.values() if e.leases == 0]
+        return max(MIN_SWEEP_S, min(deadlines) - time.monotonic()) if deadlines else None
 
     def prune(self) -> int:
         """Retire workers idle for the TTL and forget stopped ones. Returns how many went."""

@@ -138,10 +138,13 @@ async def test_the_idle_sweeper_stops_idle_workers_and_leaves_leased_ones_alone(
     with anyio.fail_after(10):
         async with warm_pool(idle_ttl_s=0.05) as (pool, _policy):
             async with pool.lease("held") as held:
+                assert pool.sweep_delay() is None, "nothing idle: the sweeper sleeps until a lease ends"
                 async with pool.lease("idle") as idle:
                     pass
+                assert pool.sweep_delay() is not None
                 await idle.stopped.wait()  # idle past the TTL
                 assert held.alive, "a leased worker has no idle deadline"
+                assert pool.sweep_delay() is None, "a busy worker past its idle time wakes nobody"
                 assert pool.workers() == [held]
                 status = pool.status()
                 assert status["fakes"][0]["leases"] == 1 and status["evictions"] == 1

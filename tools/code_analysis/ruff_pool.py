@@ -70,7 +70,9 @@ class RuffServerPool(
 
     def invalidate(self, root: Path, observed: ConfigState) -> int:
         """Stop the servers of `root` whose configs changed (seen by a tree walk). Returns how many."""
-        return self.pool.retire_where(lambda key, server: key[0] == root and server.stale(observed))
+        return self.pool.retire_where(
+            lambda key, server: key[0] == root and server.stale(observed), "its config changed"
+        )
 
     def note_fallback(self) -> None:
         self.fallbacks += 1

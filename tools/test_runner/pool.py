@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,6 @@ from mcp_server.api import AppState, Executor, PoolPolicy, WarmPool
 from tools.test_runner.environment import EnvFingerprints, config_fingerprint
 from tools.test_runner.rendezvous import Rendezvous
 from tools.test_runner.zygote import START_TIMEOUT_S, WorkerGone, Zygote
-
-logger = logging.getLogger("mcp_server.test_runner")
 
 SERVICE_KEY = "test_pool"
 PoolKey = tuple[Path, Path]
@@ -78,8 +75,7 @@ class ZygotePool(
         finally:
             zygote.checking_config = False
         if current != zygote.config_fingerprint:
-            logger.info("rebuilding the test worker for %s: its pytest configuration changed", zygote.root)
-            self.pool.restarts += self.pool.retire_where(lambda key, z: z is zygote)
+            self.pool.retire_where(lambda key, z: z is zygote, why="its pytest configuration changed")
 
     @property
     def rebuilds(self) -> int:
