@@ -224,9 +224,13 @@ class _Wire:
     stdout_fd: int
 
 
-def _divert(fd: int, target: Callable[[], int]) -> int:
-    """A private copy of `fd` for the wire; `fd` itself now points at `target()`."""
-    private = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+def _divert(fd: int, target: Callable[[], int], missing: Callable[[], int]) -> int:
+    """A private copy of `fd` for the wire; `fd` itself now points at `target()`. A process started
+    without `fd` gets `missing()` instead (stdin at end of input, stdout to /dev/null)."""
+    try:
+        private = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError:
+        return missing()
     replacement = target()
     try:
         os.dup2(replacement, fd)
@@ -235,22 +239,26 @@ def _divert(fd: int, target: Callable[[], int]) -> int:
     return private
 
 
+def _closed_pipe() -> int:
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    return read_end
+
+
 @contextlib.contextmanager
 def claimed_wire() -> Iterator[_Wire]:
     """The wire on private descriptors. While we serve, fd 0 reads /dev/null and fd 1 writes to
     stderr, so nothing else in the process (or a child) can eat protocol bytes or corrupt stdout.
     The private descriptors are never closed: a daemon thread may still be blocked on one."""
-    stdin_fd = _divert(0, lambda: os.open(os.devnull, os.O_RDONLY))
-    try:
-        stdout_fd = _divert(1, lambda: os.dup(2))
-    except OSError:
-        os.dup2(stdin_fd, 0)
-        raise
+    stdin_fd = _divert(0, lambda: os.open(os.devnull, os.O_RDONLY), _closed_pipe)
+    stdout_fd = _divert(1, lambda: os.dup(2), lambda: os.open(os.devnull, os.O_WRONLY))
     try:
         yield _Wire(stdin_fd, stdout_fd)
     finally:
-        os.dup2(stdout_fd, 1)
-        os.dup2(stdin_fd, 0)
+        with contextlib.suppress(OSError):
+            os.dup2(stdout_fd, 1)
+        with contextlib.suppress(OSError):
+            os.dup2(stdin_fd, 0)
 
 
 async def serve_stdio_fds(app: CodeToolsServer, stdin_fd: int, stdout_fd: int) -> None:
