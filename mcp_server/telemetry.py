@@ -27,6 +27,7 @@ import importlib
 import logging
 import os
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Iterator, Mapping
@@ -50,6 +51,8 @@ MAX_SESSIONS = 10_000
 must not grow the map for ever)."""
 # The conventions' buckets for mcp.server.operation.duration / session.duration (seconds).
 OPERATION_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+SHUTDOWN_S = 5.0
+"""At most this long at exit for the last export (a collector that is down must not hold the exit)."""
 SESSION_BUCKETS = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200, 28800, 86400)
 
 
@@ -442,11 +445,22 @@ def configure_telemetry(settings: Settings) -> bool:
     return _state.enabled
 
 
-def shutdown() -> None:
-    """Flush and stop the exporters (at exit; bounded by the exporters' own timeouts)."""
+def shutdown(timeout_s: float = SHUTDOWN_S) -> None:
+    """Flush and stop the exporters at exit, in parallel and bounded: an endpoint that is down
+    (the OTLP exporter retries with backoff) delays the exit by `timeout_s` at most."""
     providers, _state.shutdown = _state.shutdown, []
-    for provider in providers:
-        try:
-            provider.shutdown()
-        except Exception:
-            logger.warning("telemetry shutdown failed", exc_info=True)
+    threads = [threading.Thread(target=_shutdown_one, args=(p,), daemon=True) for p in providers]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout_s
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if any(thread.is_alive() for thread in threads):
+        logger.warning("telemetry: the exporters did not finish within %.0f s at exit; the rest is dropped", timeout_s)
+
+
+def _shutdown_one(provider: Any) -> None:
+    try:
+        provider.shutdown()
+    except Exception:
+        logger.warning("telemetry shutdown failed", exc_info=True)
