@@ -70,10 +70,14 @@ class ResultCache(Generic[V]):
         return len(doomed)
 
 
+SAMPLE = 64
+
+
 def approx_size(value: Any) -> int:
     """An estimate of the memory `value` holds (CPython object overheads included), in bytes.
 
-    Linear in the size of the value; meant for results (lists of dicts of scalars, texts).
+    Meant for results (lists of dicts of scalars, texts); a long list is estimated from a sample of
+    its items, so the cost is bounded (it runs on the event loop at every `put`).
     """
     if isinstance(value, str):
         return 49 + len(value) * (1 if value.isascii() else 4)
@@ -81,8 +85,14 @@ def approx_size(value: Any) -> int:
         return 33 + len(value)
     if isinstance(value, dict):
         return 64 + 24 * len(value) + sum(approx_size(k) + approx_size(v) for k, v in value.items())
-    if isinstance(value, (list, tuple, set, frozenset)):
+    if isinstance(value, (list, tuple)):
+        if len(value) > SAMPLE:  # a long list of alike items (diagnostics): measured from a sample
+            step = len(value) // SAMPLE
+            sample = value[::step][:SAMPLE]
+            return 56 + 8 * len(value) + sum(approx_size(v) for v in sample) * len(value) // len(sample)
         return 56 + 8 * len(value) + sum(approx_size(v) for v in value)
+    if isinstance(value, (set, frozenset)):
+        return 216 + 40 * len(value) + sum(approx_size(v) for v in value)
     if value is None or isinstance(value, (bool, int, float)):
         return 16 if value is None or isinstance(value, bool) else 32
     fields = getattr(value, "__dict__", None)

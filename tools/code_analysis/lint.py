@@ -32,6 +32,8 @@ from tools.code_analysis.text_edits import apply_lsp_edits, unified_diff
 logger = logging.getLogger("mcp_server.code_analysis")
 
 MAX_FIX_FILES = 200
+INLINE_CONVERT = 2000
+"""More language-server diagnostics than this are converted in a worker thread."""
 LSP_MAX_TEXT = 256 * 1024
 """Texts longer than this are linted by `ruff check` (streamed, capped), not the language server."""
 
@@ -80,7 +82,10 @@ class Linter:
             async with pool.lease(doc.root, selection, doc.configs) as server:
                 if diags is None:
                     items = await server.diagnostics(doc.path, doc.text)
-                    diags = from_lsp(items, doc.rel, doc.text, server.encoding)
+                    if len(items) > INLINE_CONVERT:  # a big answer: converted off the event loop
+                        diags = await anyio.to_thread.run_sync(from_lsp, items, doc.rel, doc.text, server.encoding)
+                    else:
+                        diags = from_lsp(items, doc.rel, doc.text, server.encoding)
                 if fix_key is not None and fixed is None and not self.unsafe:  # fixAll: safe fixes only
                     fixed = apply_lsp_edits(doc.text, await server.fix_all(doc.path, doc.text), server.encoding)
             if fix_key is not None and fixed is None:
