@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import propagate, trace  # the MCP SDK imports these already
 
 from mcp_server.config import Settings
+from mcp_server.connections import current_connection
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Observation
@@ -165,8 +166,6 @@ def _session_id(ctx: Any) -> str | None:
         value = headers.get("mcp-session-id")
         if value:
             return str(value)
-    from mcp_server.connections import current_connection
-
     info = current_connection.get()
     return info.id if info is not None else None
 
