@@ -45,6 +45,14 @@ _NOT_SECRET = (
     r"(?![%$#=*:])"
 )
 _END_KEY = re.compile(r"-----END [A-Z ]{0,64}PRIVATE KEY-----")
+_BEGIN_KEY = re.compile(r"-----BEGIN [A-Z ]{0,64}PRIVATE KEY-----")
+_HUNK = re.compile(r"(?m)^(?=@@ )")
+WITHHELD = "[hunk withheld: it holds a private key]"
+
+
+def _is_diff(text: str) -> bool:
+    return text.startswith(("--- ", "diff ")) and "\n+++ " in text and "\n@@ " in text
+
 
 # Each alternative carries one named group: `k_*` groups are kept (a name and its separator, or
 # the `Bearer ` scheme) and the rest of the match is replaced; `z_*` groups only say which kind
@@ -180,10 +188,29 @@ class Redactor:
         out.append(text[pos:])
         return "".join(out)
 
+    def redact_string(self, text: str) -> str:
+        """`redact()`, but a unified diff holding a private key has the hunks from its BEGIN to its
+        END line withheld (with a note) rather than cut across lines: both sides stay alike."""
+        if "-----BEGIN" not in text or not _is_diff(text):
+            return self.redact(text)
+        parts = _HUNK.split(text)
+        out = [self.redact(parts[0])]
+        inside = False
+        for hunk in parts[1:]:
+            begins = [m.end() for m in _BEGIN_KEY.finditer(hunk)]
+            ends = [m.end() for m in _END_KEY.finditer(hunk)]
+            if inside or begins:
+                header = hunk.split("\n", 1)[0]
+                out.append(f"{self.redact(header)}\n {WITHHELD}\n")
+                inside = not ends or (bool(begins) and max(begins) > max(ends))
+            else:
+                out.append(self.redact(hunk))
+        return "".join(out)
+
     def redact_value(self, value: Any) -> Any:
         """Every string in `value` (dict keys too) redacted; lists, dicts and scalars keep their types."""
         if isinstance(value, str):
-            return self.redact(value)
+            return self.redact_string(value)
         if isinstance(value, dict):
             return {(self.redact(k) if isinstance(k, str) else k): self.redact_value(v) for k, v in value.items()}
         if isinstance(value, list):

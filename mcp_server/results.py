@@ -73,7 +73,7 @@ def stored_text(app: AppState, run: RunContext, section: str, value: str) -> str
         prepared = _prepared[run]
     text = prepared.texts.get(section)
     if text is None:
-        text = prepared.texts[section] = app.redactor.redact(value)
+        text = prepared.texts[section] = app.redactor.redact_string(value)
     return text
 
 

@@ -358,3 +358,24 @@ def test_a_lone_backslash_after_a_long_quoted_value_survives_streaming() -> None
     text = "y" * 5000 + 'password="' + "q" * 6000 + "\\"
     for point in (len(text) - 1, len(text) - 2, 9000):
         assert stream_all(red.stream(), [text[:point], text[point:]]) == red.redact(text)
+
+
+def test_a_diff_holding_a_private_key_withholds_those_hunks_and_keeps_the_rest() -> None:
+    from mcp_server.redact import WITHHELD
+
+    diff = (
+        "--- a/keys.py\n+++ b/keys.py\n"
+        "@@ -1,3 +1,3 @@\n-X  =  1\n+X = 1\n password = 'hunter2quoted'\n"
+        "@@ -10,6 +10,6 @@\n-KEY  =  '''-----BEGIN RSA PRIVATE KEY-----\n+KEY = '''-----BEGIN RSA PRIVATE KEY-----\n"
+        " MIIEowIBAAKCAQEA0123456789abcdef\n"
+        "@@ -20,3 +20,3 @@\n-QWERTYUIOPASDFGHJKLZXCVBNM0123456789\n+QWERTYUIOPASDFGHJKLZXCVBNM0123456789 \n"
+        " -----END RSA PRIVATE KEY-----'''\n"
+        "@@ -40,2 +40,2 @@\n-Y  =  2\n+Y = 2\n"
+    )
+    out = redactor().redact_string(diff)
+    assert "MIIEowIBAAK" not in out and "QWERTYUIOP" not in out and "hunter2quoted" not in out
+    assert out.count(WITHHELD) == 2  # the hunks from BEGIN to END
+    assert "-X  =  1\n+X = 1\n password = '[REDACTED]'\n" in out  # other hunks: line by line
+    assert out.endswith("@@ -40,2 +40,2 @@\n-Y  =  2\n+Y = 2\n")
+    plain = "--- a/x.py\n+++ b/x.py\n@@ -1 +1 @@\n-KEY  =  'AKIAIOSFODNN7EXAMPLE'\n+KEY = 'AKIAIOSFODNN7EXAMPLE'\n"
+    assert redactor().redact_string(plain) == redactor().redact(plain)

@@ -18,7 +18,7 @@ from pydantic import Field
 from mcp_server import output
 from mcp_server.api import ToolArgs, ToolContext, ToolError, ToolOutput, ToolSpec
 from mcp_server.builtin_tools import load_builtin_tools
-from mcp_server.redact import REDACTED, Redactor
+from mcp_server.redact import REDACTED, WITHHELD, Redactor
 from mcp_server.runs import RunLog
 from mcp_server.server import CodeToolsServer
 from mcp_server.transports.memory import memory_transport
@@ -254,6 +254,7 @@ TREE_SECRETS = {
     "config": "apikeyvalue123",
     "env": "wJalrXUtnFEMIK7MDENGbPxRfiCYzz",
     "long": "ghp_L0ngL0ngL0ngL0ngL0ngL0ngL0ngL0ngL0ng",
+    "key_body": "MIIEowIBAAKCAQEAk3yb0dyL1ne",
 }
 TREE = {
     "pyproject.toml": (
@@ -267,6 +268,9 @@ TREE = {
         f"password = '{TREE_SECRETS['quoted']}'\n"
         f'ENV_LINE = "AWS_SECRET_ACCESS_KEY={TREE_SECRETS["env"]}"\n'
         "if KEY == None:\n    pass\n"
+    ),
+    "app/keys.py": (
+        f"KEY  =  '''-----BEGIN RSA PRIVATE KEY-----\n{TREE_SECRETS['key_body']}\n-----END RSA PRIVATE KEY-----'''\n"
     ),
     "tests/test_secrets.py": (
         "import pytest\n\n\n"
@@ -357,6 +361,8 @@ async def test_no_secret_leaves_by_any_channel(tmp_path: Path) -> None:
     # format_check: the diff redacts the secret line identically on both sides.
     diff = next(f["diff"] for f in (fmt.structured_content or {})["files"] if f["path"] == "app/settings.py")
     assert f'-KEY  =  "{REDACTED}"' in diff and f'+KEY = "{REDACTED}"' in diff
+    key_diff = next(f["diff"] for f in (fmt.structured_content or {})["files"] if f["path"] == "app/keys.py")
+    assert WITHHELD in key_diff  # a hunk holding a private key is withheld, not cut across lines
     # Failures, node ids and the run's counts are all there, only the values are gone.
     assert data["counts"]["failed"] == 5
     assert any(REDACTED in f["nodeid"] for f in data["failures"])
