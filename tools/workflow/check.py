@@ -182,7 +182,9 @@ def _answer(result: dict[str, Any]) -> dict[str, Any]:
 
 
 async def check(ctx: ToolContext, args: CheckArgs) -> ToolOutput:
-    ctx.root(args.root)  # a bad root is an error before anything starts
+    root = ctx.root(args.root)  # a bad root or path is an error before anything starts
+    for path in args.paths or ():
+        ctx.path(path, root=root)
     history: CheckHistory = await get_history(ctx.app)
     run = ctx.new_run()
     work = Check(ctx, args, run)

@@ -166,6 +166,11 @@ async def test_bad_input(mcp_client: ClientFactory, tmp_path: Path) -> None:
         assert twice.is_error and "twice" in twice.content[0].text  # type: ignore[union-attr]
         outside = await client.call_tool("check", {"root": str(tmp_path.parent)})
         assert outside.is_error
+        escaping = await client.call_tool("check", {"paths": ["src", "../../etc"]})
+        assert escaping.is_error and "../../etc" in escaping.content[0].text  # type: ignore[union-attr]
+        missing = await client.call_tool("check", {"paths": ["no/such/file.py"]})
+        assert missing.is_error
+        assert not (await client.list_resources()).resources  # refused before any run was made
     with pytest.raises(SettingsError, match="check_max_complexity"):
         make_settings(root, tmp_path, check_max_complexity="high")
     with pytest.raises(SettingsError, match="check_tests_pass"):
