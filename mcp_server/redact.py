@@ -46,7 +46,7 @@ _NOT_SECRET = (
 )
 _END_KEY = re.compile(r"-----END [A-Z ]{0,64}PRIVATE KEY-----")
 _BEGIN_KEY = re.compile(r"-----BEGIN [A-Z ]{0,64}PRIVATE KEY-----")
-_HUNK = re.compile(r"(?m)^(?=@@ )")
+_HUNK = re.compile(r"(?m)^(?=@@ |--- [^\n]*\n\+\+\+ )")  # a hunk, or the next file's header
 WITHHELD = "[hunk withheld: it holds a private key]"
 
 
@@ -197,6 +197,10 @@ class Redactor:
         out = [self.redact(parts[0])]
         inside = False
         for hunk in parts[1:]:
+            if not hunk.startswith("@@"):  # the next file of a multi-file diff
+                inside = False
+                out.append(self.redact(hunk))
+                continue
             begins = [m.end() for m in _BEGIN_KEY.finditer(hunk)]
             ends = [m.end() for m in _END_KEY.finditer(hunk)]
             if inside or begins:

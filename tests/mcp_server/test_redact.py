@@ -379,3 +379,14 @@ def test_a_diff_holding_a_private_key_withholds_those_hunks_and_keeps_the_rest()
     assert out.endswith("@@ -40,2 +40,2 @@\n-Y  =  2\n+Y = 2\n")
     plain = "--- a/x.py\n+++ b/x.py\n@@ -1 +1 @@\n-KEY  =  'AKIAIOSFODNN7EXAMPLE'\n+KEY = 'AKIAIOSFODNN7EXAMPLE'\n"
     assert redactor().redact_string(plain) == redactor().redact(plain)
+
+
+def test_a_multi_file_diff_keeps_the_next_files_header() -> None:
+    from mcp_server.redact import WITHHELD
+
+    one = "--- a/k.py\n+++ b/k.py\n@@ -1,2 +1,2 @@\n"
+    one += "------BEGIN PRIVATE KEY-----\n+-----BEGIN PRIVATE KEY----- \n MIIE\n"
+    two = "--- a/y.py\n+++ b/y.py\n@@ -1 +1 @@\n-Y  =  2\n+Y = 2\n"
+    out = redactor().redact_string(one + two)
+    assert out.count(WITHHELD) == 1 and "MIIE" not in out
+    assert out.endswith(two)  # the key never ended in k.py's diff: y.py's hunks are shown all the same
