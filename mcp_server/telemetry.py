@@ -327,6 +327,12 @@ def _observables() -> None:
         unit="{process}",
         description="Warm processes restarted or rebuilt per pool",
     )
+    counter(
+        "mcp_code_tools.pool.evictions",
+        [_observe(lambda: [(s["evictions"], {"pool": k}) for k, s in _services("started") if "evictions" in s])],
+        unit="{process}",
+        description="Warm processes retired to make room for another key",
+    )
     gauge(
         "mcp_code_tools.cache.hit_ratio",
         [_observe(_cache_ratio)],

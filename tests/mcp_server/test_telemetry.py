@@ -137,6 +137,7 @@ async def test_request_spans_attributes_children_and_metrics(
             assert points(reader, "mcp_code_tools.run_contexts.alive")[0].value >= 1
             starts = {dict(p.attributes)["pool"]: p.value for p in points(reader, "mcp_code_tools.pool.starts")}
             assert sum(starts.values()) >= 1
+            assert set(starts) == {dict(p.attributes)["pool"] for p in points(reader, "mcp_code_tools.pool.evictions")}
             ratios = [p.value for p in points(reader, "mcp_code_tools.cache.hit_ratio")]
             assert ratios and all(0.0 <= r <= 1.0 for r in ratios)  # lint looked its files up
             assert [p.value for p in points(reader, "mcp_code_tools.redactions")] == [0]
