@@ -17,7 +17,7 @@ import pytest
 
 from mcp_server.api import AppState
 from mcp_server.server import build_app_state
-from tests.conftest import make_settings
+from tests.conftest import make_settings, open_stdio
 from tests.tools.test_runner.conftest import HANG, Signals, alive, assert_gone, wait_dead, write_project
 from tools.test_runner import environment
 from tools.test_runner.environment import env_fingerprint
@@ -203,6 +203,21 @@ async def test_a_test_that_kills_its_zygote_leaves_nothing_running(tmp_path: Pat
             sleeps = [int(p) for p in (root / "pids.txt").read_text().split()]
             assert len(sleeps) == 2
             for pid in sleeps:  # the daemonized sleep and the one in its own session
+                await wait_dead(pid)
+                assert not alive(pid), f"{pid} outlived the zygote its test killed"
+
+
+async def test_the_server_process_itself_reaps_what_a_killed_zygote_leaves(tmp_path: Path) -> None:
+    # Over stdio the server is a process of its own: were it not a subreaper, the sleeps would be
+    # re-parented past it (to this test process) and live on.
+    root = write_project(tmp_path / "killer", {"test_killer.py": KILLS_ITS_ZYGOTE})
+    with anyio.fail_after(90):
+        async with open_stdio(root, tmp_path) as client:
+            result = await client.call_tool("run_tests", {})
+            assert result.structured_content is not None
+            assert result.structured_content["status"] == "crashed"
+            sleeps = [int(p) for p in (root / "pids.txt").read_text().split()]
+            for pid in sleeps:
                 await wait_dead(pid)
                 assert not alive(pid), f"{pid} outlived the zygote its test killed"
 
