@@ -666,3 +666,153 @@ def test_websocket_survives_hostile_messages(tmp_path: Path) -> None:
     stderr = "".join(peer.stderr_lines)
     assert "Traceback" not in stderr, stderr[-3000:]
     assert peer.stdout_data == b""
+
+
+# --- the HTTP peer -------------------------------------------------------------------------------
+#
+# Every POST gets an HTTP answer (never a dropped connection, never a 5xx), whatever its body and
+# headers: in a session, without one, with a made-up session id or protocol version, with an odd
+# method or content type. Then a normal session still works and SIGTERM ends the server cleanly.
+
+HTTP_MAX_MESSAGE_BYTES = 64 * 1024
+HTTP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+hostile_headers = st.fixed_dictionaries(
+    {},
+    optional={
+        "Mcp-Session-Id": st.one_of(st.just("<session>"), st.text(st.characters(min_codepoint=33, max_codepoint=126))),
+        "MCP-Protocol-Version": st.one_of(
+            st.sampled_from(["2025-06-18", "2025-11-25", "2026-07-28"]),
+            st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=20),
+        ),
+        "Content-Type": st.sampled_from(["application/json", "text/plain", "application/json; charset=utf-8", ""]),
+        "Accept": st.sampled_from(["application/json", "text/event-stream", "*/*", ""]),
+    },
+)
+
+
+class HttpPeer:
+    """`python -m mcp_server --transport http --port 0` and a sync client that checks every answer."""
+
+    def __init__(self, root: Path, tmp: Path) -> None:
+        env = settings_env(
+            root,
+            tmp,
+            max_message_bytes=HTTP_MAX_MESSAGE_BYTES,
+            rate_limit_rps=1_000_000,
+            rate_limit_burst=1_000_000,
+            tool_poll_interval_s=3600,
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mcp_server", "--transport", "http", "--port", "0"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=root,
+        )
+        assert self.proc.stderr is not None
+        self.stderr_lines: list[str] = []
+        line = self.proc.stderr.readline().decode("utf-8", "replace")
+        self.stderr_lines.append(line)
+        if "listening on http://" not in line:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            raise AssertionError(f"the HTTP server did not start: {line}")
+        self.url = line.split("listening on ", 1)[1].strip()
+        self._stderr_thread = threading.Thread(target=self._read_stderr, name="fuzz-http-stderr", daemon=True)
+        self._stderr_thread.start()
+        import httpx2
+
+        self.http = httpx2.Client(timeout=ANSWER_TIMEOUT_S)
+        self.session = ""
+        self.sent = 0
+        self.statuses: Counter[int] = Counter()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self.stderr_lines.append(raw.decode("utf-8", "replace"))
+
+    def open_session(self) -> None:
+        init = {"jsonrpc": "2.0", "id": "http-init", "method": "initialize", "params": INITIALIZE}
+        opened = self.http.post(self.url, content=json.dumps(init), headers=HTTP_HEADERS)
+        assert opened.status_code == 200, opened.text
+        self.session = opened.headers["mcp-session-id"]
+        notified = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        headers = {**HTTP_HEADERS, "Mcp-Session-Id": self.session}
+        assert self.http.post(self.url, content=json.dumps(notified), headers=headers).status_code == 202
+
+    def post(self, body: str, headers: dict[str, str], method: str = "POST") -> int:
+        merged = {**HTTP_HEADERS, **{k: v.replace("<session>", self.session) for k, v in headers.items()}}
+        data = body.encode("utf-8", "surrogatepass")
+        # Streamed, the body left unread: a GET (or a subscriptions/listen) may open a stream that
+        # never ends, and closing it is the client's way to leave.
+        with self.http.stream(method, self.url, content=data, headers=merged) as response:
+            status = response.status_code
+            detail = response.read()[:300] if status >= 500 else b""
+        self.sent += 1
+        self.statuses[status] += 1
+        assert status < 500, f"{method} {body[:100]!r} {headers}: {status} {detail!r}"
+        return status
+
+    def stop(self) -> int:
+        self.http.close()
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            self._stderr_thread.join(timeout=30)
+            for pipe in (self.proc.stdout, self.proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+
+
+@contextmanager
+def http_peer(root: Path, tmp: Path) -> Iterator[HttpPeer]:
+    peer: HttpPeer | None = None
+    try:
+        peer = HttpPeer(root, tmp)
+        yield peer
+    finally:
+        if peer is not None and peer.proc.returncode is None:
+            peer.proc.kill()
+            peer.proc.wait(timeout=30)
+
+
+def test_http_survives_hostile_requests(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    with http_peer(root, tmp_path) as peer:
+        peer.open_session()
+
+        @settings(FUZZ_SETTINGS, max_examples=30)
+        @given(
+            st.lists(
+                st.tuples(hostile_line(), hostile_headers, st.sampled_from(["POST"] * 8 + ["GET", "DELETE", "PUT"])),
+                min_size=DRAWN,
+                max_size=DRAWN,
+            )
+        )
+        def hostile(requests: list[tuple[str, dict[str, str], str]]) -> None:
+            for body, headers, method in requests:
+                status = peer.post(body, headers, method)
+                if method == "DELETE" and status < 300 and headers.get("Mcp-Session-Id") == "<session>":
+                    peer.open_session()  # the fuzz ended our own session: open another
+
+        hostile()
+        assert peer.sent >= 30 * DRAWN
+        # A normal session still works.
+        peer.open_session()
+        call = {
+            "jsonrpc": "2.0",
+            "id": "http-call",
+            "method": "tools/call",
+            "params": {"name": "get_run", "arguments": {"run_id": "run_nope"}},
+        }
+        headers = {**HTTP_HEADERS, "Mcp-Session-Id": peer.session}
+        answered = peer.http.post(peer.url, content=json.dumps(call), headers=headers)
+        assert answered.status_code == 200 and "not found" in answered.text
+        assert peer.stop() == 0
+    stderr = "".join(peer.stderr_lines)
+    assert "Traceback" not in stderr, stderr[-3000:]
