@@ -269,7 +269,8 @@ def load_test_runner_tools() -> list[ToolSpec[Any]]:
             description="Run the project's tests with pytest in its own interpreter, on a warm forked worker. "
             "Returns status (passed, failed, error, timeout, crashed, cancelled, running), counts, failures "
             "with tracebacks trimmed to the project's frames, and the slowest tests; the full output is in "
-            "get_run(run_id, section='log'). Sends one progress notification per finished test. With "
+            "get_run(run_id, section='log'). Sends a progress notification per finished test (fewer, the newest, "
+            "to a client that falls behind). With "
             "wait=false it answers at once with the run_id: poll get_run, stop it with cancel_run.",
             args=RunTestsArgs,
             handler=run_tests,
