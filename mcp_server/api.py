@@ -22,6 +22,7 @@ from mcp_server.cachedir import CacheDirUnavailable, root_cache_dir
 from mcp_server.config import Settings
 from mcp_server.errors import Busy, NotFound, PolicyRefused, ToolError
 from mcp_server.executor import Executor, OutputCollector, ProcessResult, kill_group
+from mcp_server.logging_capability import log_to_client, parse_level
 from mcp_server.paths import (
     CheckedFile,
     FileChecker,
@@ -268,6 +269,16 @@ class ToolContext:
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
         with contextlib.suppress(Exception):  # progress is advisory: a gone client must not fail the call
             await self.report_progress(progress, total, message)
+
+    async def log(self, level: str, message: str, **data: Any) -> bool:
+        """An entry for the calling client's log (`notifications/message`, logger `mcp-code-tools.<tool>`).
+
+        Redacted, rate-limited per connection, sent only at or above the level the client asked for
+        (`logging/setLevel`, or the request's `_meta` log level in the 2026-07-28 era); advisory.
+        True if it was sent. Levels: debug, info, notice, warning, error, critical, alert, emergency.
+        """
+        entry = {"tool": self.tool, "message": message, **data}
+        return await log_to_client(parse_level(level) or "info", entry, logger=f"mcp-code-tools.{self.tool}")
 
 
 Availability = Callable[[AppState], Awaitable[str | None]]

@@ -2,7 +2,7 @@
 
 Both protocol eras, one path:
 - handshake era: `logging/setLevel` sets the level of the connection (kept here per connection,
-  purged when it ends; `info` until set);
+  purged when it ends; `warning` until set: a client that wants more asks);
 - 2026-07-28 era: there is no `logging/setLevel`; a client opts in per request with the reserved
   `_meta["io.modelcontextprotocol/logLevel"]`, and entries ride that request's stream only.
 
@@ -30,7 +30,7 @@ from mcp_server.redact import Redactor
 
 LEVELS: Final[tuple[LoggingLevel, ...]] = get_args(LoggingLevel)
 """Severity order, lowest first (RFC 5424, as the spec's enum lists them)."""
-DEFAULT_LEVEL: Final[LoggingLevel] = "info"
+DEFAULT_LEVEL: Final[LoggingLevel] = "warning"
 LOGGER_NAME: Final = "mcp-code-tools"
 SEND_TIMEOUT_S: Final = 2.0
 MAX_DATA_CHARS: Final = 4000

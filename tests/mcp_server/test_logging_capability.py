@@ -14,6 +14,8 @@ import pytest
 from mcp.client import Client
 from mcp.shared.exceptions import MCPError
 
+from mcp_server.api import ToolArgs, ToolContext, ToolOutput, ToolSpec
+from mcp_server.builtin_tools import load_builtin_tools
 from mcp_server.logging_capability import ClientLogger, ConnectionLog, LogLevels, TokenBucket, allowed_levels
 from mcp_server.redact import Redactor
 from mcp_server.server import CodeToolsServer
@@ -176,4 +178,47 @@ def test_level_store_is_bounded() -> None:
     for key in ("a", "b", "c"):
         levels.set_level(key, "error")
     assert len(levels) == 2
-    assert levels.state("a").level == "info"  # forgotten: back to the default
+    assert levels.state("a").level == "warning"  # forgotten: back to the default
+
+
+# --- a tool's own log entries (ToolContext.log) -------------------------------------------------
+
+
+class NoArgs(ToolArgs):
+    pass
+
+
+async def chatty(ctx: ToolContext, args: NoArgs) -> ToolOutput:
+    await ctx.log("info", "connecting", url="https://u:API_TOKEN=s3cr3tvalue99@example.com")
+    await ctx.log("warning", "deploy key DEPLOY_TOKEN=abcdef0123456789abcdef used")
+    return ToolOutput({"ok": True})
+
+
+def chatty_loaders() -> list[Any]:
+    def extra() -> list[ToolSpec[Any]]:
+        return [ToolSpec(name="chatty", title="Chatty", description="Logs.", args=NoArgs, handler=chatty)]
+
+    return [load_builtin_tools, extra]
+
+
+async def test_tool_entries_are_redacted_and_filtered_by_level(tmp_path: Path) -> None:
+    inbox = Inbox()
+    app = CodeToolsServer(make_settings(tmp_path, tmp_path), loaders=chatty_loaders())
+    with anyio.fail_after(30):
+        async with Client(memory_transport(app), mode="legacy", logging_callback=inbox) as client:
+            await client.call_tool("chatty", {})  # the default level: warning and above
+            await inbox.arrived.wait()
+            assert [m.level for m in inbox.messages] == ["warning"]
+            entry = inbox.messages[0]
+            assert entry.logger == "mcp-code-tools.chatty"
+            assert entry.data["tool"] == "chatty"
+            assert "abcdef0123456789abcdef" not in str(entry.data)
+
+            inbox.messages.clear()
+            await client.set_logging_level("info")
+            await client.call_tool("chatty", {})
+            await client.send_ping()
+            tool_entries = [m for m in inbox.messages if m.logger == "mcp-code-tools.chatty"]
+            assert [m.level for m in tool_entries] == ["info", "warning"]
+            assert "s3cr3tvalue99" not in str(tool_entries[0].data)
+            assert any(m.data.get("event") == "tool_result" for m in inbox.messages if isinstance(m.data, dict))
