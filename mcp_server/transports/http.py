@@ -116,8 +116,12 @@ class HttpFront:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if scope["type"] == "websocket":  # WebSocket is its own transport (--transport websocket)
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
+            return
         if scope["type"] != "http":
-            return  # no WebSocket here: hypercorn closes what we do not accept
+            return
         headers = Headers(scope=scope)
         path = scope["path"].rstrip("/") or "/"
         health = self.door.health(path, headers)

@@ -16,6 +16,7 @@ ASGI response on HTTP); none of it does I/O but `bind` and `wait_for_stop_signal
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import sys
@@ -72,7 +73,7 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         sock = socket.create_server((name, port), family=family, backlog=128)
     except OSError as exc:
-        raise BindError(host, port, exc.strerror or str(exc)) from None
+        raise BindError(host, port, os.strerror(exc.errno) if exc.errno else str(exc)) from None
     # Accepted connections inherit TCP_NODELAY from the listener. asyncio sets it only on sockets
     # whose proto is IPPROTO_TCP, and socket.create_server's is 0: without this, a response written
     # in two pieces (a WebSocket frame, an SSE event) waits for the peer's delayed ACK, 40 ms.

@@ -356,3 +356,16 @@ async def test_health_endpoints_follow_the_host_rule(tmp_path: Path) -> None:
             assert rebound.status_code == 421, path
             local = await http.get(endpoint.base_url + path, headers={"Host": f"localhost:{endpoint.port}"})
             assert local.status_code == 200, path
+
+
+async def test_a_websocket_upgrade_on_the_http_port_is_refused_not_a_500(tmp_path: Path) -> None:
+    async with serving(tmp_path) as (_, endpoint, _):
+        stream = await anyio.connect_tcp("127.0.0.1", endpoint.port)
+        await stream.send(
+            b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        with anyio.fail_after(20):
+            reply = await stream.receive()
+        await stream.aclose()
+        assert reply.startswith(b"HTTP/1.1 403"), reply[:100]
