@@ -469,3 +469,21 @@ def test_resolve_sections() -> None:
     assert resolve(result, "phases/lint/diagnostics/0/m") == "x"
     for missing in ("files/2/diff", "files/x", "nope", "n/0", "files/0/diff/3"):
         assert resolve(result, missing) is None
+
+
+async def test_crash_messages_name_the_test_redacted(tmp_path: Path) -> None:
+    root = tmp_path / "crash"
+    (root / "tests").mkdir(parents=True)
+    (root / "tests" / "test_crash.py").write_text(
+        "import os\nimport pytest\n\n\n"
+        f"@pytest.mark.parametrize('key', ['{AKIA}'])\n"
+        "def test_dies(key):\n    os._exit(3)\n"
+    )
+    app = CodeToolsServer(make_settings(root, tmp_path))
+    with anyio.fail_after(90):
+        async with Client(memory_transport(app)) as client:
+            crashed = await client.call_tool("run_tests", {})
+            data = structured(crashed)
+            assert data["status"] == "crashed"
+            text = json.dumps(data) + text_of(crashed)
+            assert f"test_dies[{REDACTED}]" in text and AKIA not in text
