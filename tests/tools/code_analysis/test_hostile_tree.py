@@ -177,3 +177,39 @@ async def test_config_files_ruff_would_read_pass_the_path_check(mcp_client: Clie
             assert source.is_error
             fine = await call(client, "lint", {"paths": ["legacy/old.py"]})  # no suspect config on its chain
             assert fine["files_checked"] == 1
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "EOF"])
+async def test_a_stdio_server_on_a_hostile_tree_keeps_serving_and_exits_promptly(special: Path, stop: str) -> None:
+    """Issue 9 item 2: with one FIFO walk pending, SIGTERM had no effect for 15 s and EOF none for
+    45 s; ~40 such calls exhausted the thread pool. Now: 45 walks answer, then the server stops."""
+    from tests.mcp_server.transports.test_processes import INITIALIZE, StdioPeer, server_process
+
+    with anyio.fail_after(BOUND_S):
+        async with server_process(special) as proc:
+            peer = StdioPeer(proc)
+            await peer.send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INITIALIZE})
+            assert "result" in await peer.answer(1)
+            await peer.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            for i in range(45):  # more than the worker threads anyio has (40)
+                call = {"name": TOOLS[i % 3], "arguments": {}}
+                await peer.send({"jsonrpc": "2.0", "id": 100 + i, "method": "tools/call", "params": call})
+            answers: dict[int, dict[str, Any]] = {}
+            while len(answers) < 45:  # answers come in any order
+                line = (await peer.stdout.receive_until(b"\n", 64 * 1024 * 1024)).decode()
+                message = json.loads(line)
+                if "id" in message and "method" not in message:
+                    answers[message["id"]] = message
+            assert sorted(answers) == list(range(100, 145))
+            for message in answers.values():
+                result = message["result"]
+                assert not result.get("isError"), result
+                assert "fifo.py" in json.dumps(result["structuredContent"]["skipped"])
+            await peer.send({"jsonrpc": "2.0", "id": 2, "method": "ping"})
+            assert (await peer.answer(2))["result"] == {}
+            if stop == "SIGTERM":
+                proc.terminate()
+            else:
+                await proc.stdin.aclose()  # type: ignore[union-attr]
+            await peer.rest()
+            assert await proc.wait() == 0
