@@ -32,7 +32,7 @@ def table(results: list[Result]) -> str:
         base = f"{r.baseline_ms:.1f} ms ({r.baseline})" if r.baseline_ms is not None else "—"
         ratio = f"{r.ratio:.2f}×" if r.ratio is not None else "—"
         ok = {True: "✅", False: "❌", None: ""}[r.ok]
-        lines.append(f"| {r.name} | {r.ours_ms:.1f} ms | {base} | {ratio} | {r.target} | {ok} |")
+        lines.append(f"| {r.name} | {r.ours_ms:.1f} {r.unit} | {base} | {ratio} | {r.target} | {ok} |")
     return "\n".join(lines)
 
 

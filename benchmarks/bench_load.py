@@ -8,10 +8,13 @@ tree: ruff servers and pytest zygotes). Targets on 2 cores: lint p95 <= 250 ms, 
 <= 256 MB.
 
 Also the round trip of a trivial call (get_run of an unknown id) on one kept-alive HTTP connection
-in each era, against the same over WebSocket (target <= 2x), and the cause of the 44 ms seen
-before: a client that writes a request's head and body in two TCP segments without TCP_NODELAY
-(Nagle) waits for the server's delayed ACK (40 ms on Linux) on a kept-alive connection; on a fresh
-connection the kernel ACKs at once (quick-ack mode), which is why fresh connections looked fast.
+in each era, against the same over WebSocket (target <= 2x). The 44 ms seen before was Nagle
+against delayed ACK: the listening socket (socket.create_server, proto 0) gave accepted
+connections no TCP_NODELAY (asyncio sets it only on proto-IPPROTO_TCP sockets), so a reply written
+in two pieces waited for the client's delayed ACK (40 ms) on a kept-alive connection, while a fresh
+connection is in quick-ack mode. Fixed in transports/network.py. The mirror case remains and is
+measured here: a client that writes a request's head and body apart without TCP_NODELAY waits for
+the server's delayed ACK; only the client can fix that (every mainstream HTTP client does).
 
 The clients are bare (websockets, raw HTTP/1.1 on asyncio streams): client-side SDK parsing would
 compete with the server for the same 2 cores.
@@ -404,13 +407,14 @@ def load_results(kind: str, figures: LoadFigures, server: ServerProcess, clients
             max_ms=250.0,
             extra=extra,
         ),
-        Result(f"load {label}: errors (count)", float(len(figures.errors)), target="0", max_ms=0.0, extra=extra),
+        Result(f"load {label}: errors", float(len(figures.errors)), target="0", max_ms=0.0, extra=extra, unit="errors"),
         Result(
-            f"load {label}: server peak RSS (MB)",
+            f"load {label}: server peak RSS",
             server.peak_rss / 2**20,
             target="<= 256 MB",
             max_ms=256.0,
             extra=extra,
+            unit="MB",
         ),
     ]
 

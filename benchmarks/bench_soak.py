@@ -269,6 +269,7 @@ def results_of(report: dict[str, Any]) -> list[Result]:
             report["rss_growth_second_half_pct"],
             target="< 5 %",
             max_ms=5.0,
+            unit="%",
             extra=report,
         ),
         Result(
@@ -276,6 +277,7 @@ def results_of(report: dict[str, Any]) -> list[Result]:
             float(len(report["leaks"]) + len(report["errors"])),
             target="0",
             max_ms=0.0,
+            unit="count",
             extra=report,
         ),
     ]

@@ -44,6 +44,8 @@ class Result:
     max_ratio: float | None = None
     max_ms: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    unit: str = "ms"
+    """What `ours_ms`/`max_ms` count when a row is not a duration (e.g. `MB`, `%`, `errors`)."""
 
     @property
     def ratio(self) -> float | None:
