@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from mcp_server.paths import PathRefused, ResolvedPath, resolve_path, resolve_root
+from mcp_server.paths import (
+    FileChecker,
+    FileSkipped,
+    PathRefused,
+    ResolvedPath,
+    WalkLimit,
+    resolve_path,
+    resolve_root,
+    safe_walk,
+)
 
 
 @pytest.fixture
@@ -179,3 +188,64 @@ def test_resolve_root(workspace: tuple[Path, Path]) -> None:
     (root / "link_out").symlink_to(root.parent / "outside")
     with pytest.raises(PathRefused, match="outside every allowed root"):
         resolve_root([root], "link_out")
+
+
+# --- files reached by a walk: FileChecker and safe_walk ---------------------------------------------
+
+
+def test_file_checker_reads_regular_files_inside_and_skips_the_rest(workspace: tuple[Path, Path]) -> None:
+    root, other = workspace
+    outside = root.parent / "outside"
+    checker = FileChecker([root, other], max_bytes=64)
+    checked, data = checker.read(str(root / "pkg" / "mod.py"))
+    assert data == b"x = 1\n" and checked.real == str(root / "pkg" / "mod.py")
+    (root / "alias.py").symlink_to(root / "pkg" / "mod.py")  # a link inside: read through
+    assert checker.read(str(root / "alias.py"))[0].real == str(root / "pkg" / "mod.py")
+    (root / "to_other.py").symlink_to(other / "lib.py")  # into another allowed root: fine
+    assert checker.read(str(root / "to_other.py"))[1] == b""
+    cases = {
+        "out.py": (outside / "secret.txt", "outside every allowed root"),
+        "passwd.py": (Path("/etc/passwd"), "outside every allowed root"),
+        "zero.py": (Path("/dev/zero"), "outside every allowed root"),
+        "fd.py": (Path("/proc/self/fd/1"), "outside every allowed root|dangling"),  # a pipe has no path
+        "dangling.py": (root / "nope", "dangling"),
+        "dir.py": (root / "pkg", "a directory"),
+    }
+    for name, (target, reason) in cases.items():
+        (root / name).symlink_to(target)
+        with pytest.raises(FileSkipped, match=reason):
+            checker.read(str(root / name))
+    (root / "loop_a.py").symlink_to(root / "loop_b.py")
+    (root / "loop_b.py").symlink_to(root / "loop_a.py")
+    with pytest.raises(FileSkipped, match="loop"):
+        checker.check(str(root / "loop_a.py"))
+
+
+def test_file_checker_never_blocks_on_a_fifo_and_bounds_sizes(workspace: tuple[Path, Path]) -> None:
+    root, _ = workspace
+    os.mkfifo(root / "fifo.py")
+    checker = FileChecker([root], max_bytes=64)
+    with pytest.raises(FileSkipped, match="a FIFO, not a regular file"):
+        checker.read(str(root / "fifo.py"))  # stat first; and the open is O_NONBLOCK regardless
+    big = root / "big.py"
+    with big.open("wb") as fh:
+        fh.truncate(65)
+    with pytest.raises(FileSkipped, match="65 bytes, over the limit of 64"):
+        checker.read(str(big))
+    # A folder reached through a link out of the root makes everything below it outside.
+    (root / "outdir").symlink_to(root.parent / "outside")
+    with pytest.raises(FileSkipped, match="outside every allowed root"):
+        checker.check(str(root / "outdir" / "secret.txt"))
+
+
+def test_safe_walk_never_follows_directory_links_and_is_bounded(workspace: tuple[Path, Path]) -> None:
+    root, _ = workspace
+    (root / "up").symlink_to("..")  # a loop, if it were followed
+    (root / "outdir").symlink_to(root.parent / "outside")
+    (root / "pkg" / "__pycache__").mkdir()
+    (root / "pkg" / "__pycache__" / "x.pyc").write_bytes(b"")
+    seen = {d: sorted(e.name for e in entries) for d, entries in safe_walk(str(root), frozenset({"__pycache__"}), 100)}
+    assert sorted(seen) == [str(root), str(root / "pkg")]
+    assert seen[str(root)] == ["outdir", "pkg", "top.py", "up"]  # listed, not entered
+    with pytest.raises(WalkLimit):
+        list(safe_walk(str(root), frozenset(), 3))
