@@ -40,7 +40,9 @@ class ProtocolFeatures:
         self.log_levels = LogLevels()
         self.prompts = PromptCatalog(page_size=settings.page_size)
         self.completer = Completer(app.app.runs, settings.roots, self.prompts)
-        self.subscriptions = RunSubscriptions(app.app.runs)
+        self.subscriptions = RunSubscriptions(
+            app.app.runs, max_per_connection=settings.max_subscriptions_per_connection
+        )
         self.bus = bus
         self.listen = ListenHandler(bus)
 

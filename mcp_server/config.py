@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     max_run_bytes_per_owner: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="bytes of run results one client may hold at once"
     )
+    max_subscriptions_per_connection: int = Field(
+        default=100, ge=1, description="run:// subscriptions one connection (or listen stream) may hold"
+    )
 
     # Policy.
     allow_test_execution: bool | None = Field(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -55,8 +54,8 @@ def not_found(uri: str) -> MCPError:
 class Subscriber:
     key: str
     send: SendUpdate
-    uris: Counter[str] = field(default_factory=Counter)
-    """URI -> how many times it is subscribed (the bus subscriber counts listen streams)."""
+    uris: set[str] = field(default_factory=set)
+    """Subscribed URIs (subscribing twice is once)."""
     pending: set[str] = field(default_factory=set)
     wake: anyio.Event = field(default_factory=anyio.Event)
     scope: anyio.CancelScope | None = None
@@ -124,7 +123,7 @@ class RunSubscriptions:
             self._subscribers[key] = sub
             self._start_flusher(sub)
         for uri, run in checked:
-            sub.uris[uri] += 1
+            sub.uris.add(uri)
             self._watch(run, sub)
             if not run.running:
                 self._mark(sub, uri)  # already over: say so once, at once
@@ -134,11 +133,8 @@ class RunSubscriptions:
         if sub is None:
             return
         for uri in uris:
-            if sub.uris.get(uri, 0) <= 1:
-                sub.uris.pop(uri, None)
-                sub.pending.discard(uri)
-            else:
-                sub.uris[uri] -= 1
+            sub.uris.discard(uri)
+            sub.pending.discard(uri)
         self._unwatch_idle(sub)
         if not sub.uris:
             self.connection_closed(key)
@@ -193,7 +189,7 @@ class RunSubscriptions:
                 if parsed is not None and parsed[0] == run.run_id:
                     self._mark(sub, uri)
                     if gone:  # purged, evicted or expired: one last update, then the subscription ends
-                        sub.uris.pop(uri, None)
+                        sub.uris.discard(uri)
             if gone:
                 self._forget(run.run_id, sub)
 

@@ -220,3 +220,19 @@ async def test_cap_per_connection_and_coalescing() -> None:
             assert subs.count("conn") == 0
             subs.clear()
             tg.cancel_scope.cancel()
+
+
+async def test_a_connection_past_its_cap_gets_a_clear_error(tmp_path: Path) -> None:
+    root = gated_project(tmp_path)
+    (root / "tests" / "gate").write_text("")
+    with anyio.fail_after(120):
+        app = CodeToolsServer(make_settings(root, tmp_path, max_subscriptions_per_connection=1))
+        async with Client(memory_transport(app), mode="legacy") as client:
+            first, second = await start_gated_run(client), await start_gated_run(client)
+            await client.subscribe_resource(f"run://{first}")
+            await client.subscribe_resource(f"run://{first}")  # the same one again: still one
+            with pytest.raises(MCPError, match="too many subscriptions: a connection may hold 1") as caught:
+                await client.subscribe_resource(f"run://{second}/log")
+            assert caught.value.error.code == types.INVALID_PARAMS
+            await client.unsubscribe_resource(f"run://{first}")
+            await client.subscribe_resource(f"run://{second}/log")  # room again
