@@ -57,7 +57,14 @@ PROJECTS = (
         "python-dateutil",
         "python-dateutil",
         "2.9.0.post0",
-        ("pytest", "hypothesis", "six", "freezegun", "pytest-testmon"),
+        (
+            "pytest<9",
+            "pytest-cov",
+            "hypothesis",
+            "six",
+            "freezegun",
+            "pytest-testmon",
+        ),  # its config errors on pytest 9 deprecations
         "src/dateutil",
         0.1,
     ),

@@ -45,6 +45,9 @@ class Selection:
     snapshot: Snapshot = field(default_factory=Snapshot)
     config: dict[str, str] = field(default_factory=dict)
     plan: Plan | None = None
+    unaffected: set[str] = field(default_factory=set)
+    """A full run's tests whose record is still valid: they run, untraced (their dependencies
+    cannot have changed; only their outcome is updated)."""
     parsed: dict[str, tuple[str, FileBlocks]] = field(default_factory=dict)
 
     def env(self, others_digest: str) -> str:
@@ -55,6 +58,8 @@ class Selection:
         command: dict[str, Any] = {"record": self.record and self.db is not None}
         if self.plan is not None:
             command.update(self.plan.command())
+        if self.unaffected and command["record"]:
+            command["no_trace"] = sorted(self.unaffected)
         return command
 
     def blocks(self, rel: str, sig: str | None = None) -> FileBlocks | None:
@@ -106,7 +111,7 @@ def prepare(folder: Path | None, root: Path, env_fp: str, *, affected: bool, rec
         return sel
     sel.snapshot = take(root)
     sel.config = {path: signature(path) for path in config_files(root)}
-    if not affected:
+    if not affected and not record:
         return sel
     stored = sel.stored
     changes: list[str] = []
@@ -121,7 +126,7 @@ def prepare(folder: Path | None, root: Path, env_fp: str, *, affected: bool, rec
         blocks = sel.blocks(rel)
         return blocks.checksums if blocks is not None else None
 
-    sel.plan = make_plan(
+    plan = make_plan(
         stored.records,
         stored.depsets,
         current,
@@ -129,6 +134,10 @@ def prepare(folder: Path | None, root: Path, env_fp: str, *, affected: bool, rec
         stored.collected,
         changes,
     )
+    if affected:
+        sel.plan = plan
+    else:
+        sel.unaffected = plan.skip_nodeids
     return sel
 
 
@@ -201,6 +210,10 @@ def finish(
                 deps[files[int(index)]].add(ref.module)
         frozen = {f: sorted(c) for f, c in deps.items()} if ok else None
         writes.append(store.TestWrite(nodeid, rel, outcome, duration, frozen))
+    for nodeid in event.get("untraced", []):
+        if nodeid in outcomes:
+            rel = file_of.get(nodeid, nodeid.split("::")[0])
+            writes.append(store.TestWrite(nodeid, rel, outcomes[nodeid][0], outcomes[nodeid][1], None, keep=True))
     for nodeid in event.get("lost", []):
         if nodeid in outcomes:
             rel = file_of.get(nodeid, nodeid.split("::")[0])
@@ -269,6 +282,7 @@ def merge_records(events: list[dict[str, Any] | None]) -> dict[str, Any] | None:
         "e": "record",
         "tests": {},
         "lost": [],
+        "untraced": [],
         "fixtures": {},
         "uses": {},
         "modules": {},
@@ -292,6 +306,7 @@ def merge_records(events: list[dict[str, Any] | None]) -> dict[str, Any] | None:
         for nodeid, ks in event.get("tests", {}).items():
             merged["tests"][nodeid] = keys(ks)
         merged["lost"] += list(event.get("lost", []))
+        merged["untraced"] += list(event.get("untraced", []))
         for name, ks in event.get("fixtures", {}).items():
             merged["fixtures"][name] = sorted(set(merged["fixtures"].get(name, [])) | set(keys(ks)))
         merged["uses"].update(event.get("uses", {}))

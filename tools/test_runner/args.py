@@ -33,7 +33,6 @@ class ListTestsArgs(ToolArgs):
     )
 
 
-
 class RunTestsArgs(ListTestsArgs):
     failed_first: bool = Field(
         default=False,

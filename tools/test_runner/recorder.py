@@ -179,6 +179,10 @@ class Recorder:
         self.record = bool(options.get("record"))
         self.skip_files = set(os.path.join(self.root, f) for f in options.get("skip_files", []))
         self.skip_nodeids = set(options.get("skip_nodeids", []))
+        self.no_trace = set(options.get("no_trace", []))
+        """Tests whose record is still valid: they run untraced (only their outcome is new)."""
+        self.untraced: List[str] = []
+        self._tracing = False
         self.tracer = make_tracer() if self.record else None
         self.files: List[str] = []
         self._file_index: Dict[str, Optional[int]] = {}
@@ -321,6 +325,15 @@ class Recorder:
         if tracer is None or str(getattr(fixturedef, "scope", "function")) == "function":
             yield
             return
+        if not self._tracing:  # an untraced test: its shared fixtures are still traced (others use them)
+            tracer.start()
+            try:
+                yield
+            finally:
+                seen = tracer.seen
+                keys = set(self._keys(seen)) if tracer.stop() else {-1}
+                self.fixtures.setdefault(str(fixturedef.argname), set()).update(keys)
+            return
         saved = tracer.push()
         try:
             yield
@@ -335,12 +348,17 @@ class Recorder:
             self.uses[item.nodeid] = list(getattr(item, "fixturenames", ()))
 
     def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
-        if self.tracer is not None:
-            self.tracer.start()
+        self._tracing = self.tracer is not None and nodeid not in self.no_trace
+        if self._tracing:
+            self.tracer.start()  # type: ignore[union-attr]
 
     def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
         if self.tracer is None:
             return
+        if not self._tracing:
+            self.untraced.append(nodeid)
+            return
+        self._tracing = False
         seen = self.tracer.seen
         if self.tracer.stop():
             self.tests[nodeid] = self._keys(seen)
@@ -355,6 +373,7 @@ class Recorder:
             "pairs": self._pairs,
             "tests": self.tests if self.record else {},
             "lost": self.lost,
+            "untraced": self.untraced,
             "fixtures": {name: sorted(keys) for name, keys in self.fixtures.items()},
             "uses": {nodeid: [n for n in names if n in self.fixtures] for nodeid, names in self.uses.items()},
             "modules": self.modules,

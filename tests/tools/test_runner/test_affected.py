@@ -233,6 +233,13 @@ async def test_plain_runs_record_too_and_filters_keep_other_records(memory_clien
             plain = await client.call_tool("run_tests", {})
             assert "selection" not in (plain.structured_content or {})
             assert await plan(client) == set()
+            # A full run with valid records runs its tests untraced: their records stay as they were.
+            again = await client.call_tool("run_tests", {})
+            assert (again.structured_content or {})["counts"]["passed"] == 5
+            edit(root / "pkg/beta.py", "return -x", "return -x if x else 0")
+            assert await plan(client) == {"tests/test_beta.py::test_neg"}
+            await client.call_tool("run_tests", {})
+            assert await plan(client) == set()
             edit(root / "pkg/alpha.py", "return a * b", "return b * a")
             one = await client.call_tool("run_tests", {"select": ["tests/test_beta.py::test_neg"]})
             assert (one.structured_content or {})["counts"]["passed"] == 1

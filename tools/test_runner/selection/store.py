@@ -90,6 +90,8 @@ class TestWrite:
     outcome: str
     duration: float
     deps: dict[str, list[str]] | None
+    keep: bool = False
+    """Ran untraced (its record was still valid): only the outcome and duration change."""
 
 
 def _depset_id(conn: sqlite3.Connection, deps: Mapping[str, list[str]]) -> int:
@@ -117,6 +119,12 @@ def save(
     with db.transaction() as conn:
         depset_ids: dict[str, int] = {}
         for test in tests:
+            if test.keep:
+                conn.execute(
+                    "UPDATE aff_tests SET outcome = ?, duration = ? WHERE nodeid = ?",
+                    (test.outcome, test.duration, test.nodeid),
+                )
+                continue
             depset: int | None = None
             if test.deps is not None:
                 key = json.dumps(test.deps, sort_keys=True)
