@@ -3,8 +3,8 @@ stdio and Streamable HTTP, on a copy of examples/sample_project.
 
 Each `--cli` invocation is one connection, and run contexts belong to their connection: over
 stdio and handshake-era HTTP a run made by one invocation is "not found" in the next (asserted).
-Over 2026-07-28-era HTTP without a token runs are sessionless and public to whoever holds the
-run_id, so run_tests -> get_run -> resources/read run:// spans invocations there.
+Over 2026-07-28-era HTTP requests are sessionless and the bearer token owns the runs, so
+run_tests -> get_run -> resources/list and resources/read run:// span invocations there.
 
 The Inspector (and a Node.js >= 22.19 when needed) comes from the npm registry through
 scripts/npm-tools. Without npm the tests skip, except under CI (CI=true or
@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+TOKEN = "e2e-inspector-token-0123456789"
+BEARER = ["--header", f"Authorization: Bearer {TOKEN}"]
 SAMPLE = REPO / "examples" / "sample_project"
 CLI_TIMEOUT_S = 120
 
@@ -103,7 +105,7 @@ def stdio_inspector(tools: Path, project: Project, tmp: Path) -> Inspector:
 
 @pytest.fixture
 def http_url(project: Project, tmp_path: Path) -> Iterator[str]:
-    env = {**os.environ, **project.env, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, **project.env, "PYTHONPATH": str(REPO), "MCP_CODE_TOOLS_TOKEN": TOKEN}
     argv = [sys.executable, "-m", "mcp_server", "--transport", "http", "--host", "127.0.0.1", "--port", "0"]
     proc = subprocess.Popen(
         [*argv, "--root", str(project.root)],
@@ -193,7 +195,7 @@ def test_inspector_over_stdio(npm_tools: Path, project: Project, tmp_path: Path)
 
 
 def test_inspector_over_http_handshake_era(npm_tools: Path, http_url: str, tmp_path: Path) -> None:
-    inspector = Inspector(npm_tools, [http_url], tmp_path, ["--transport", "http", "--protocol-era", "legacy"])
+    inspector = Inspector(npm_tools, [http_url], tmp_path, ["--transport", "http", "--protocol-era", "legacy", *BEARER])
     assert_tools_listed(inspector)
     assert_lint(inspector)
     run_id = run_tests(inspector)
@@ -201,13 +203,15 @@ def test_inspector_over_http_handshake_era(npm_tools: Path, http_url: str, tmp_p
 
 
 def test_inspector_over_http_modern_era(npm_tools: Path, http_url: str, tmp_path: Path) -> None:
-    inspector = Inspector(npm_tools, [http_url], tmp_path, ["--transport", "http", "--protocol-era", "modern"])
+    inspector = Inspector(npm_tools, [http_url], tmp_path, ["--transport", "http", "--protocol-era", "modern", *BEARER])
     assert_tools_listed(inspector)
     assert_lint(inspector)
     run_id = run_tests(inspector)
     page = inspector.ok("tools/call", "--tool-name", "get_run", "--tool-arg", f"run_id={run_id}")
     assert page.get("isError") is not True
     assert page["structuredContent"]["run_id"] == run_id
+    listed = [r["uri"] for r in inspector.ok("resources/list")["resources"]]
+    assert f"run://{run_id}" in listed and f"run://{run_id}/log" in listed  # the token owns the run
     read = inspector.ok("resources/read", "--uri", f"run://{run_id}")
     body = json.loads(read["contents"][0]["text"])
     assert body["run_id"] == run_id and body["running"] is False and body["result"]["status"] == "failed"
