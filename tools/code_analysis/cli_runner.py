@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
+
 from mcp_server.api import ProcessResult, ToolContext, ToolError
 from tools.code_analysis.selection import Selection
 
@@ -23,6 +25,7 @@ CLI_TIMEOUT_S = 300.0
 MAX_OUTPUT = 256 * 1024 * 1024
 STREAMED_KEEP = 64 * 1024
 """Of a streamed output (its records go to a `JsonLines`), only this much is kept as text."""
+INLINE_PARSE_CHARS = 256 * 1024
 MAX_ARGV_CHARS = 512 * 1024
 """Bytes of file names per ruff run (Linux takes about 2 MiB of arguments and environment in all)."""
 _UNKNOWN_SELECTOR = re.compile(r"Unknown rule selector `([^`]*)` in `(\w+)`")
@@ -254,7 +257,10 @@ class RuffCli:
             if result.timed_out or (result.returncode not in (0, 1) and not result.stdout.strip()):
                 raise ruff_failure(result, "ruff format --check")
             try:
-                data = json.loads(result.stdout or "[]")
+                if len(result.stdout) > INLINE_PARSE_CHARS:  # edits as long as the files: off the loop
+                    data = await anyio.to_thread.run_sync(json.loads, result.stdout)
+                else:
+                    data = json.loads(result.stdout or "[]")
             except json.JSONDecodeError:
                 raise ToolError("ruff format --check gave output that is not JSON") from None
             if isinstance(data, list):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -22,6 +23,10 @@ from tools.code_analysis.workspace import SOURCE_SUFFIXES
 logger = logging.getLogger("mcp_server.code_analysis")
 
 Entry = dict[str, Any]
+BATCH_BYTES = 32 * 1024 * 1024
+"""Source bytes per `ruff format --check` run."""
+MAX_DIFF_BYTES = 16 * 1024 * 1024
+"""Diff text one call makes; past it, changed files are listed with `diff_omitted: true`."""
 
 
 def _entry(rel: str, old: str, new: str | None, error: str | None = None) -> Entry:
@@ -59,15 +64,54 @@ async def _document(ctx: ToolContext, state: AnalysisState, cli: RuffCli, doc: D
     return entry
 
 
-def _read_texts(paths: list[str], checker: FileChecker) -> dict[str, str]:
-    """Blocking: the texts of the files to diff, each through the path check."""
-    texts: dict[str, str] = {}
-    for path in paths:
-        try:
-            texts[path] = checker.read(path)[1].decode("utf-8")
-        except (FileSkipped, UnicodeDecodeError):
+def _batches(files: list[TreeFile], max_bytes: int | None = None) -> list[list[TreeFile]]:
+    """Files cut into ruff runs of at most `max_bytes` of source each (ruff's answer carries edits
+    as long as the files: one batch's records are in memory at a time)."""
+    limit = BATCH_BYTES if max_bytes is None else max_bytes
+    batches: list[list[TreeFile]] = []
+    current: list[TreeFile] = []
+    size = 0
+    for f in files:
+        if current and size + f.state.sig[2] > limit:
+            batches.append(current)
+            current, size = [], 0
+        current.append(f)
+        size += f.state.sig[2]
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _entries(
+    root: Path, batch: list[TreeFile], records: dict[str, dict[str, Any]], checker: FileChecker, room: int
+) -> tuple[list[tuple[TreeFile, Entry, bool]], int]:
+    """Blocking: one batch's entries (read, edits applied, diffed off the event loop).
+
+    Diffs stop once `room` bytes of them are made: the rest are `diff_omitted` (and not cached).
+    Returns (file, entry, cacheable) triples and the diff bytes used.
+    """
+    out: list[tuple[TreeFile, Entry, bool]] = []
+    used = 0
+    for f in batch:
+        rec = records.get(f.rel)
+        if rec is None:
+            out.append((f, _entry(f.rel, "", ""), True))
             continue
-    return texts
+        if rec.get("code") != "unformatted":
+            row = (rec.get("location") or {}).get("row")
+            out.append((f, _entry(f.rel, "", None, f"cannot format: line {row}: {rec.get('message')}"), True))
+            continue
+        if used >= room:
+            out.append((f, {"path": f.rel, "changed": True, "diff": "", "diff_omitted": True}, False))
+            continue
+        try:
+            old = checker.read(f.path)[1].decode("utf-8")
+        except (FileSkipped, UnicodeDecodeError):
+            continue  # changed since ruff read it: no diff to show
+        entry = _entry(f.rel, old, apply_cli_edits(old, (rec.get("fix") or {}).get("edits") or []))
+        used += len(entry["diff"])
+        out.append((f, entry, True))
+    return out, used
 
 
 async def _tree(ctx: ToolContext, state: AnalysisState, cli: RuffCli, tree: Tree) -> tuple[list[Entry], TreeListing]:
@@ -81,25 +125,17 @@ async def _tree(ctx: ToolContext, state: AnalysisState, cli: RuffCli, tree: Tree
             misses.append(f)
         else:
             entries.append(cached)
-    if misses:
+    room = MAX_DIFF_BYTES
+    for batch in _batches(misses):
         records: dict[str, dict[str, Any]] = {}
-        for record in await cli.format_check(tree.root, [m.rel for m in misses]):
+        for record in await cli.format_check(tree.root, [m.rel for m in batch]):
             records.setdefault(rel_path(str(record.get("filename", "")), tree.root), record)
-        changed = [m.path for m in misses if (records.get(m.rel) or {}).get("code") == "unformatted"]
-        texts = await anyio.to_thread.run_sync(_read_texts, changed, checker)
-        still = await state.unchanged(misses)
-        for f in misses:
-            rec = records.get(f.rel)
-            if rec is None:
-                entry = _entry(f.rel, "", "")
-            elif rec.get("code") == "unformatted" and f.path in texts:
-                old = texts[f.path]
-                entry = _entry(f.rel, old, apply_cli_edits(old, (rec.get("fix") or {}).get("edits") or []))
-            else:
-                row = (rec.get("location") or {}).get("row")
-                entry = _entry(f.rel, "", None, f"cannot format: line {row}: {rec.get('message')}")
+        made, used = await anyio.to_thread.run_sync(_entries, tree.root, batch, records, checker, room)
+        room -= used
+        still = await state.unchanged(batch)
+        for f, entry, cacheable in made:
             entries.append(entry)
-            if f.path in still:
+            if cacheable and f.path in still:
                 state.results.put(state.file_key("format", tree.root, f), entry)
     return entries, listing
 
@@ -122,6 +158,7 @@ async def format_check(ctx: ToolContext, args: FormatCheckArgs) -> ToolOutput:
         "error_count": sum(1 for e in entries if "error" in e),
         "files_checked": checked,
         **skipped,
+        "diffs_omitted": sum(1 for e in entries if e.get("diff_omitted")),
         "truncated": False,
         "files": entries,
     }

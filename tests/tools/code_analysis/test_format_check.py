@@ -61,3 +61,29 @@ async def test_format_check_reports_diffs_and_writes_nothing(mcp_client: ClientF
             assert again["files"] == tree["files"]
     assert ugly.read_text(encoding="utf-8") == UNFORMATTED
     assert (project / "pkg" / "clean.py").read_text(encoding="utf-8") == CLEAN
+
+
+@pytest.mark.parametrize("transport", ["memory"])
+async def test_a_tree_is_checked_in_bounded_batches_with_bounded_diffs(
+    mcp_client: ClientFactory, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No call holds more than a bounded amount of output: ruff runs over batches of files, and
+    diffs stop at a byte cap (the rest are listed as changed with `diff_omitted`, and not cached)."""
+    from tools.code_analysis import format_check as module
+
+    for i in range(6):
+        (project / "pkg" / f"ugly{i}.py").write_text(UNFORMATTED, encoding="utf-8")
+    monkeypatch.setattr(module, "BATCH_BYTES", 100)  # about two files per ruff run
+    monkeypatch.setattr(module, "MAX_DIFF_BYTES", 300)
+    with anyio.fail_after(60):
+        async with mcp_client(project) as client:
+            result = await call(client, "format_check", {"paths": ["pkg"]})
+            changed = {e["path"]: e for e in result["files"] if e["changed"]}
+            assert {f"pkg/ugly{i}.py" for i in range(6)} <= set(changed)
+            omitted = [e for e in changed.values() if e.get("diff_omitted")]
+            assert omitted and result["diffs_omitted"] == len(omitted)
+            assert sum(len(e["diff"]) for e in changed.values()) < 300 + 2 * len(UNFORMATTED) * 4
+            monkeypatch.setattr(module, "MAX_DIFF_BYTES", 10_000_000)
+            again = await call(client, "format_check", {"paths": ["pkg"]})  # omitted ones were not cached
+            assert again["diffs_omitted"] == 0
+            assert all(e["diff"] for e in again["files"] if e["changed"])
