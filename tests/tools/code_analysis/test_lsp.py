@@ -12,7 +12,10 @@ from tools.code_analysis.lsp import (
     LspConnection,
     LspError,
     LspProtocolError,
+    LspTooLarge,
     MessageDecoder,
+    Oversized,
+    RawBody,
     encode_message,
 )
 
@@ -115,3 +118,46 @@ class _Receiver(anyio.abc.ByteReceiveStream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+def test_decoder_skips_oversized_messages_without_buffering_them() -> None:
+    big = encode_message({"id": 1, "result": "x" * 5000})
+    small = encode_message({"id": 2, "result": "ok"})
+    for cut in (10, 100, len(big) - 1, len(big), len(big) + 5):
+        decoder = MessageDecoder(max_bytes=1000, skip_oversized=True, inline_max=10)
+        data = big + small
+        out = decoder.feed(data[:cut]) + decoder.feed(data[cut:])
+        assert isinstance(out[0], Oversized) and out[0].length > 5000
+        assert len(decoder._buffer) < 1000  # never held whole
+        assert out[1:] == [RawBody(small[small.index(b"{") :])]  # over inline_max: parsed by the caller
+
+
+@pytest.mark.anyio
+async def test_an_oversized_answer_fails_its_request_and_the_connection_lives_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 11 item 2: a huge diagnostics answer was a protocol error that killed the server (or was
+    parsed whole on the event loop); now it fails the request (the caller uses the CLI) and the
+    next request is answered, a big body parsed in a worker thread."""
+    from tools.code_analysis import lsp
+
+    monkeypatch.setattr(lsp, "INLINE_PARSE_BYTES", 100)  # the second answer is "big": parsed in a thread
+    wire = _Wire()
+    conn = LspConnection(_Sender(wire.to_server_send), _Receiver(wire.to_client_recv), max_bytes=2000)
+    decoder = MessageDecoder()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(conn.run)
+
+            async def serve() -> None:
+                first = decoder.feed(await wire.to_server_recv.receive())[0]
+                await wire.to_client_send.send(encode_message({"id": first["id"], "result": "x" * 10_000}))
+                second = decoder.feed(await wire.to_server_recv.receive())[0]
+                await wire.to_client_send.send(encode_message({"id": second["id"], "result": ["y" * 100] * 15}))
+
+            tg.start_soon(serve)
+            with pytest.raises(LspTooLarge):
+                await conn.request("textDocument/diagnostic", {}, timeout_s=5)
+            assert not conn.closed.is_set()
+            assert await conn.request("textDocument/diagnostic", {}, timeout_s=5) == ["y" * 100] * 15
+            tg.cancel_scope.cancel()
