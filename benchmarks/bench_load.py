@@ -303,9 +303,9 @@ async def read_response(reader: asyncio.StreamReader, rid: Any) -> tuple[Any, di
     if not data:
         return {}, headers
     if headers.get("content-type", "").startswith("text/event-stream"):
-        for line in data.decode().splitlines():
-            if line.startswith("data:") and line[5:].strip():
-                event = json.loads(line[5:])
+        for event_line in data.decode().splitlines():
+            if event_line.startswith("data:") and event_line[5:].strip():
+                event = json.loads(event_line[5:])
                 if event.get("id") == rid and "method" not in event:
                     return event, headers
         return {"error": {"message": "no answer in the event stream"}}, headers
