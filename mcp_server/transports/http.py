@@ -12,6 +12,10 @@ body limit `max_message_bytes` as 413, the DNS-rebinding check). In front of it,
   session idle for `http_session_idle_s` ends; an ended session's runs are purged and their work
   cancelled. We end a session the way a client does: a DELETE with its id, through the manager.
 
+Each request's `ConnectionInfo` (session owner, token-aware client, rate-limit bucket) is attached
+to its ASGI scope state, where `connection_for_request` finds it, as stream transports set
+`current_connection`.
+
 Served by hypercorn inside the caller's event loop, on a socket bound before anything starts, with
 its public `serve(..., shutdown_trigger=...)`. A connection that sends no complete request head (a
 slowloris) or sits idle between requests is closed after `http_idle_timeout_s`.

@@ -1,8 +1,9 @@
 """What the network transports (WebSocket, Streamable HTTP) share: the door, the health endpoints,
 the listening socket, the endpoint and the stop signal.
 
-Each transport turns these into its own wire answers (a `websockets` response before the upgrade, an
-ASGI response on HTTP); none of it does I/O but `bind` and `wait_for_stop_signal`.
+Each transport turns the door's answers (`Door`: pure rules, no I/O) into its own wire answers (a
+`websockets` response before the upgrade, an ASGI response on HTTP), and starts from `listening()`
+(bind, runtime, readiness probe, door) and `serve_until_stopped()` (the CLI's serve-until-signal).
 
 - **Admission** (`NetPolicy`): token 401, Origin 403, Host 421, connections per client 429.
 - **Health**: `GET /healthz` (liveness, constant) and `GET /readyz` (the cached readiness probe).
@@ -11,6 +12,8 @@ ASGI response on HTTP); none of it does I/O but `bind` and `wait_for_stop_signal
   paths, PIDs, counters) are for the operator.
 - **Listening**: the socket is bound before anything else starts, so a port in use is one line on
   stderr naming host and port, and exit status 2 (`BindError`).
+- **Stop**: SIGTERM or SIGINT ends the server; the transport's context manager closes connections,
+  ends sessions (runs purged) and then the runtime (every child process reaped).
 """
 
 from __future__ import annotations
