@@ -166,23 +166,15 @@ async def test_subscriptions_end_with_the_connection(tmp_path: Path) -> None:
             assert run.watchers == []
 
 
-async def test_modern_era_listen_through_the_sdk(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["memory", "http"])
+async def test_modern_era_listen_through_the_sdk(tmp_path: Path, transport: str) -> None:
     root = gated_project(tmp_path)
     with anyio.fail_after(120):
-        app = CodeToolsServer(make_settings(root, tmp_path, **network_settings("http", {})))
-        import httpx2
-        from mcp.client.streamable_http import streamable_http_client
-
-        from mcp_server.transports.http import http_server
-
-        async with (
-            http_server(app) as endpoint,
-            httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, read=120.0), headers={"Authorization": "Bearer x"}) as http,
-            Client(streamable_http_client(endpoint.url, http_client=http), mode=MODERN) as client,
-        ):
+        async with open_client(transport, root, tmp_path, MODERN) as (app, client):
             run_id = await start_gated_run(client)
             uri = f"run://{run_id}"
             async with client.listen(resource_subscriptions=[uri]) as sub:
+                assert len(app.features.subscriptions) == 1
                 (root / "tests" / "gate").write_text("")
                 async for event in sub:
                     assert getattr(event, "uri", None) == uri
