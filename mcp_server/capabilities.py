@@ -99,7 +99,7 @@ class ProtocolFeatures:
             result = await self._call(ctx, info, params)
             ms = round((time.perf_counter() - started) * 1000, 1)
             event = {"event": "tool_result", "tool": params.name, "is_error": bool(result.is_error), "ms": ms}
-            await log.log("warning" if result.is_error else "info", event)
+            await log.log("info", event)  # an isError result is an answer, not a server problem
             return result
         finally:
             current_client_logger.reset(token)
