@@ -16,6 +16,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+BUSY_RECHECK_S = 60.0
+
 
 @dataclass
 class HttpSession:
@@ -102,12 +104,28 @@ class HttpSessions:
         idle = [s for s in self._sessions.values() if s.client == client and self._idle(s)]
         return min(idle, key=lambda s: s.last_used).session_id if idle else None
 
+    def _touch_busy(self) -> bool:
+        """A session whose run is still running is in use: its idle time starts once the run ends
+        (seen at the latest `BUSY_RECHECK_S` later). True when any session is busy that way."""
+        now = self._clock()
+        busy = False
+        for session in self._sessions.values():
+            if session.in_flight == 0 and self._busy(session.session_id):
+                session.last_used = now
+                busy = True
+        return busy
+
     def expired(self) -> list[str]:
         """Sessions idle for `idle_s` or more."""
+        self._touch_busy()
         cutoff = self._clock() - self.idle_s
         return [s.session_id for s in self._sessions.values() if s.last_used <= cutoff and self._idle(s)]
 
     def next_expiry(self) -> float | None:
-        """When the next idle session expires (clock time), if any is idle now."""
-        idle = [s.last_used for s in self._sessions.values() if self._idle(s)]
-        return min(idle) + self.idle_s if idle else None
+        """When to look again (clock time): the next idle session's expiry, or sooner while a
+        session is busy with a run; None when there is nothing to watch."""
+        busy = self._touch_busy()
+        due = [s.last_used + self.idle_s for s in self._sessions.values() if self._idle(s)]
+        if busy:
+            due.append(self._clock() + min(self.idle_s, BUSY_RECHECK_S))
+        return min(due) if due else None

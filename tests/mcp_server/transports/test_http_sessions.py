@@ -64,6 +64,21 @@ def test_idle_expiry_skips_busy_sessions_and_ends_once() -> None:
     assert ledger.expired() == ["old"]
     assert ledger.ended("old") is not None and ledger.ended("old") is None
     clock.now += 100
-    assert ledger.expired() == [] and ledger.next_expiry() is None  # young has a run still running
-    busy.clear()
-    assert ledger.expired() == ["young"]
+    assert ledger.expired() == []  # young has a run still running
+    assert ledger.next_expiry() == clock.now + 60  # looked at again while it is busy
+
+
+def test_a_session_idle_time_starts_when_its_run_ends() -> None:
+    """A client that started a long background run and comes back after it finished still finds it."""
+    clock = FakeClock()
+    busy = {"s"}
+    ledger = HttpSessions(cap_per_client=9, idle_s=600, busy=busy.__contains__, clock=clock)
+    open_session(ledger, "ip:a", "s")
+    for _ in range(30):  # a 30-minute run, the sweeper looking every minute
+        clock.now += 60
+        assert ledger.expired() == []
+    busy.clear()  # the run ends
+    clock.now += 60
+    assert ledger.expired() == []  # idle for at most 2 minutes, not 31
+    clock.now += 600
+    assert ledger.expired() == ["s"]
