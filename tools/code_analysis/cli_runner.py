@@ -148,6 +148,39 @@ class JsonLines:
             self.records.append(record if self.convert is None else self.convert(record))
 
 
+class LineCap:
+    """Lines of a streamed output: the first `cap` kept, the rest only counted."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.lines: list[str] = []
+        self.total = 0
+        self._partial = ""
+
+    def feed(self, text: str) -> None:
+        data = self._partial + text
+        if len(self.lines) >= self.cap:
+            self.total += sum(1 for line in data.split("\n")[:-1] if line.strip())
+            self._partial = data.rpartition("\n")[2]
+            return
+        parts = data.split("\n")
+        self._partial = parts.pop()
+        for line in parts:
+            self._line(line)
+
+    def finish(self) -> None:
+        if self._partial:
+            self._line(self._partial)
+            self._partial = ""
+
+    def _line(self, line: str) -> None:
+        if not line.strip():
+            return
+        self.total += 1
+        if len(self.lines) < self.cap:
+            self.lines.append(line)
+
+
 class RuffCli:
     """`ruff check` / `ruff format` for one tool call.
 
@@ -240,13 +273,16 @@ class RuffCli:
             raise ruff_failure(result, "ruff check --fix-only")
         return result.stdout
 
-    async def discover(self, root: Path, targets: Sequence[str]) -> list[str]:
-        """The files ruff would check under `targets` (its include/exclude and .gitignore rules)."""
+    async def discover(self, root: Path, targets: Sequence[str], keep: int) -> tuple[list[str], int]:
+        """The files ruff would check under `targets` (its include/exclude and .gitignore rules):
+        the first `keep` of them, and how many more it listed (counted as they stream, never held)."""
         args = ["check", "--show-files", "--force-exclude", "--no-cache", "--", *targets]
-        result = await self._run(args, root)
+        lines = LineCap(keep)
+        result = await self._run(args, root, max_output=STREAMED_KEEP, on_output=lines.feed)
+        lines.finish()
         if result.timed_out or result.returncode not in (0, 1):
             raise ruff_failure(result, "ruff check --show-files")
-        return [line for line in result.stdout.splitlines() if line.strip()]
+        return lines.lines, lines.total - len(lines.lines)
 
     async def format_check(self, root: Path, files: Sequence[str]) -> list[dict[str, Any]]:
         """`ruff format --check --output-format json` over checked files: those that would change, with edits."""

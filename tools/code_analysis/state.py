@@ -42,6 +42,10 @@ DEFAULT_SELECTION = Selection()
 
 
 MAX_SKIPPED_LISTED = 100
+DISCOVERY_KEEP = 2
+"""Of ruff's discovery, this many times `max_walk_files` names are kept (some fail the path check)."""
+Discovered = tuple[tuple[str, ...], int]
+"""ruff's discovery: the names kept, and how many more it listed."""
 Skipped = tuple[str, str]
 
 
@@ -78,8 +82,8 @@ class AnalysisState:
         self.binary = binary
         self.results: ResultCache[Any] = ResultCache(max_bytes=result_cache_max_bytes)
         self.files = StatCache()
-        self.discovery: LruDict[tuple[str, ...]] = LruDict(64)
-        """(root, fingerprint of the walk) -> the files ruff discovered."""
+        self.discovery: LruDict[Discovered] = LruDict(64)
+        """(root, fingerprint of the walk) -> the files ruff discovered (the first ones), and how many more."""
         self._validated: LruDict[bool] = LruDict(256)
         self._configs: dict[Path, tuple[ConfigState, int]] = {}
 
@@ -145,8 +149,9 @@ class AnalysisState:
         if discovered is not None:
             self.discovery.get(key)  # refresh its place in the LRU (the worker thread only peeked)
         else:
-            found = await cli.discover(tree.root, tree.rels)
-            discovered = tuple(sorted(dict.fromkeys(f if os.path.isabs(f) else str(tree.root / f) for f in found)))
+            found, beyond = await cli.discover(tree.root, tree.rels, DISCOVERY_KEEP * limit)
+            names = tuple(sorted(dict.fromkeys(f if os.path.isabs(f) else str(tree.root / f) for f in found)))
+            discovered = (names, beyond)
             if scan.complete:
                 self.discovery.put(key, discovered)
             listed = None
@@ -161,7 +166,7 @@ class AnalysisState:
 
     def _scan_and_hash(
         self, tree: Tree, checker: FileChecker, limit: int
-    ) -> tuple[TreeScan, tuple[str, str], tuple[str, ...] | None, FileStates | None]:
+    ) -> tuple[TreeScan, tuple[str, str], Discovered | None, FileStates | None]:
         """Blocking: walk; if ruff's discovery for this walk is known, hash its files too (one thread hop)."""
         scan = scan_tree(tree.root, tree.paths)
         key = (str(tree.root), scan.fingerprint(tree.rels))
@@ -172,16 +177,21 @@ class AnalysisState:
         return scan, key, discovered, listed
 
     def file_states(
-        self, root: Path, files: tuple[str, ...], configs: ConfigState, checker: FileChecker, limit: int
+        self, root: Path, discovered: Discovered, configs: ConfigState, checker: FileChecker, limit: int
     ) -> FileStates:
         """Blocking: each file's content hash (re-read only if its stat moved) and config key.
 
         Files the path check refuses are skipped (with their reason), as are those past `limit`.
         """
+        files, beyond = discovered
         memo: dict[str, str] = {}
         out: list[TreeFile] = []
         skipped: list[Skipped] = []
         skipped_count = 0
+        over_limit = f"over the limit of {limit} files per call (setting max_walk_files)"
+        if beyond:  # discovery listed more than was kept: all past the limit
+            skipped_count += beyond
+            skipped.append((f"({beyond} more files)", over_limit))
         hash_file = self.files.hash_file
         prefix = str(root).rstrip("/") + "/"
         for index, path in enumerate(files):  # a hot loop on every tree call: kept free of Path objects
@@ -190,7 +200,7 @@ class AnalysisState:
                 over = len(files) - index
                 skipped_count += over
                 if len(skipped) < MAX_SKIPPED_LISTED:
-                    skipped.append((rel, f"over the limit of {limit} files per call (setting max_walk_files)"))
+                    skipped.append((rel, over_limit))
                 break
             try:
                 state = hash_file(path, checker)

@@ -63,3 +63,21 @@ async def test_a_tree_lint_is_capped_with_its_true_total(mcp_client: ClientFacto
             assert json.dumps(shown)  # plain JSON all the way
             again = await call(client, "lint", {"paths": ["pkg"]})  # nothing partial was cached
             assert again["total"] == whole["total"]
+
+
+def test_streamed_outputs_keep_a_bounded_head_and_count_the_rest() -> None:
+    from tools.code_analysis.cli_runner import JsonLines, LineCap
+
+    text = "".join(f"/root/f{i}.py\n" for i in range(1000))
+    for size in (1, 7, 64, 5000):
+        cap = LineCap(10)
+        for start in range(0, len(text), size):
+            cap.feed(text[start : start + size])
+        cap.finish()
+        assert cap.lines == [f"/root/f{i}.py" for i in range(10)] and cap.total == 1000
+        records = JsonLines(3, convert=lambda r: r["n"])
+        lines = "".join(json.dumps({"n": i}) + "\n" for i in range(50))
+        for start in range(0, len(lines), size):
+            records.feed(lines[start : start + size])
+        records.finish()
+        assert records.records == [0, 1, 2] and records.total == 50 and records.truncated and not records.bad
