@@ -201,18 +201,20 @@ def _walk(scan: TreeScan, top: str, max_entries: int) -> None:
                 try:
                     if entry.is_dir(follow_symlinks=False):
                         continue
-                    st = entry.stat(follow_symlinks=False)
+                    regular = entry.is_file(follow_symlinks=False)  # the directory entry's type: no syscall
+                    scan.files.append(entry.path)
+                    if entry.name in CONFIG_NAMES:
+                        if regular:
+                            configs.append((entry.name, sig_of(entry.stat(follow_symlinks=False))))
+                        else:  # a link or a special file: ruff would read it, so it is checked first
+                            scan.linked_configs.append(entry.path)
+                            target = entry.stat()  # a stat never blocks, even on a FIFO
+                            if stat.S_ISREG(target.st_mode):
+                                configs.append((entry.name, sig_of(target)))
+                    elif entry.name in IGNORE_NAMES:
+                        scan.ignore_files.append((entry.path, sig_of(entry.stat())))
                 except OSError:
                     continue
-                scan.files.append(entry.path)
-                if not stat.S_ISREG(st.st_mode):
-                    if entry.name in CONFIG_NAMES:
-                        scan.linked_configs.append(entry.path)  # ruff would read it: checked before ruff runs
-                    continue
-                if entry.name in CONFIG_NAMES:
-                    configs.append((entry.name, sig_of(st)))
-                elif entry.name in IGNORE_NAMES:
-                    scan.ignore_files.append((entry.path, sig_of(st)))
             scan.configs[directory] = tuple(sorted(configs, key=lambda c: CONFIG_NAMES.index(c[0])))
     except WalkLimit:
         scan.complete = False
