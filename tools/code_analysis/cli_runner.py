@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -28,6 +29,8 @@ STREAMED_KEEP = 64 * 1024
 INLINE_PARSE_CHARS = 256 * 1024
 MAX_ARGV_CHARS = 512 * 1024
 """Bytes of file names per ruff run (Linux takes about 2 MiB of arguments and environment in all)."""
+_CODE_FIELD = re.compile(r'"code":(?:"([^"\\]*)"|null)')
+"""A record's top-level `"code"` (JSON-escaped strings inside a record cannot contain it unescaped)."""
 _UNKNOWN_SELECTOR = re.compile(r"Unknown rule selector `([^`]*)` in `(\w+)`")
 
 
@@ -109,6 +112,8 @@ class JsonLines:
         """Applied to each record as it is parsed (so the raw records are never all held)."""
         self.records: list[Any] = []
         self.total = 0
+        self.codes: Counter[str | None] = Counter()
+        """Rule codes of the records past the cap (None: a syntax error), read without parsing."""
         self.bad = 0
         self._partial = ""
 
@@ -117,11 +122,14 @@ class JsonLines:
         return self.total > len(self.records)
 
     def feed(self, text: str) -> None:
-        if len(self.records) >= self.cap:  # past the cap: count, do not parse
+        if len(self.records) >= self.cap:  # past the cap: count (per rule code too), do not parse
             data = self._partial + text  # the partial is at most one record long
-            ends = data.count("\n")
-            self.total += ends
-            self._partial = data.rpartition("\n")[2] if ends else data
+            complete, newline, self._partial = data.rpartition("\n")
+            if newline:
+                self.total += complete.count("\n") + 1
+                self.codes.update(code or None for code in _CODE_FIELD.findall(complete))
+            else:
+                self._partial = data
             return
         lines = (self._partial + text).split("\n")
         self._partial = lines.pop()
@@ -138,6 +146,7 @@ class JsonLines:
             return
         self.total += 1
         if len(self.records) >= self.cap:
+            self.codes.update(code or None for code in _CODE_FIELD.findall(line))
             return
         try:
             record = json.loads(line)

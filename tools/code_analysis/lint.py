@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from mcp_server.api import ToolContext, ToolError, ToolOutput
 from tools.code_analysis.args import LintArgs
 from tools.code_analysis.cli_runner import JsonLines, RuffCli
 from tools.code_analysis.diagnostics import (
+    SYNTAX_ERROR,
     Diagnostic,
     from_cli_record,
     from_lsp,
@@ -51,6 +53,7 @@ class Linter:
         self.cap = ctx.settings.max_diagnostics
         self.dropped = 0
         """Diagnostics ruff reported past the cap: counted, never collected."""
+        self.dropped_codes: Counter[str | None] = Counter()
         self.engines: set[str] = set()
 
     def _lines(self, root: Path) -> JsonLines:
@@ -100,6 +103,7 @@ class Linter:
                 diags = lines.records
                 if lines.truncated:  # not cached: the list is not the whole answer
                     self.dropped += lines.total - len(lines.records)
+                    self.dropped_codes.update(lines.codes)
                     diags.sort(key=sort_key)
                     if fix_key is not None and fixed is None:
                         fixed = await self.cli.fix_text(doc.root, str(doc.path), doc.text, selection, self.unsafe)
@@ -136,6 +140,7 @@ class Linter:
             fresh = group_by_path(lines.records)
             if lines.truncated:  # past the cap: no file's list is known to be whole, none is cached
                 self.dropped += lines.total - len(lines.records)
+                self.dropped_codes.update(lines.codes)
                 for f in misses:
                     by_file[f.rel] = sorted(fresh.pop(f.rel, []), key=sort_key)
                 return [d for rel in sorted(by_file) for d in by_file[rel]], listing
@@ -198,6 +203,7 @@ async def lint(ctx: ToolContext, args: LintArgs) -> ToolOutput:
             diagnostics = with_unsafe_fixes(diagnostics)
         checked = len(target)
     total = len(diagnostics) + linter.dropped
+    dropped_codes = Counter(d["code"] for d in diagnostics[linter.cap :]) + linter.dropped_codes
     diagnostics = diagnostics[: linter.cap]
     capped = total > len(diagnostics)
     result: dict[str, Any] = {
@@ -209,9 +215,13 @@ async def lint(ctx: ToolContext, args: LintArgs) -> ToolOutput:
         "truncated": capped,
         "diagnostics": diagnostics,
     }
-    if capped:  # the list stops at max_diagnostics; `total` is how many ruff reported
+    if capped:  # the list stops at max_diagnostics; `total` and `counts` are over all ruff reported
         result["total"] = total
         result["diagnostics_cap"] = linter.cap
+        counts = Counter(result["counts"])
+        for code, n in dropped_codes.items():
+            counts[code or SYNTAX_ERROR] += n
+        result["counts"] = dict(sorted(counts.items()))
     if args.fix:
         result["fix_diff"] = "".join(f["diff"] for f in fixes)
         result["fixed_files"] = len(fixes)
