@@ -237,7 +237,7 @@ class Server:
         )
         elapsed = time.perf_counter() - started
         result = reply["result"]
-        if result.get("isError"):
+        if "structuredContent" not in result:  # a usage error (a mutant that breaks conftest) has one
             raise RuntimeError(f"run_tests failed: {result}")
         return elapsed, result["structuredContent"]
 
@@ -318,6 +318,29 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
             )
         )
 
+        # The first recording of a root: every test traced (later full runs trace only what changed).
+        fresh_cache = opts.workdir / "projects-cache-fresh"
+        fresh = await Server.start(base, fresh_cache)
+        try:
+
+            async def first_recording() -> float:
+                shutil.rmtree(fresh_cache / root_key(root), ignore_errors=True)
+                return (await fresh.run(root))[0]
+
+            g, h = await interleave(opts.n(3, 1), first_recording, full_plain)
+        finally:
+            await fresh.close()
+        results.append(
+            Result(
+                f"{project.name}: first recording (every test traced)",
+                median_ms(g),
+                median_ms(h),
+                "same, record_tests=false",
+                "(informative)",
+                extra={"tracer": "sys.settrace call events" if sys.version_info < (3, 12) else "sys.monitoring"},
+            )
+        )
+
         # Edit loop.
         functions = executed_functions(db, root, project.source)
         rng.shuffle(functions)
@@ -337,7 +360,7 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
             path.write_text(edited)
             try:
                 elapsed, result = await server.run(root, affected=True)
-                if not failures(result) <= known:
+                if result["status"] == "error" or not failures(result) <= known:
                     continue  # an edit that changed behaviour: not an edit-loop sample
                 ours_s.append(elapsed)
                 selected.append(int(result["selection"]["selected"]))
@@ -402,8 +425,8 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
                 path.write_text(original)
                 await server.run(root, affected=True)
             found = failures(whole)
-            if not found - known:
-                continue
+            if whole["status"] == "error" or not found - known:
+                continue  # no test fails (or nothing can even be collected: no selection to judge)
             killing += 1
             fractions.append(int(affected["selection"]["selected"]) / max(1, total))
             if failures(affected) != found:
