@@ -335,3 +335,70 @@ def test_console_exporter_writes_spans_to_stderr_only(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert [r.get("id") for r in replies(proc)] == [1, 2]  # protocol only on stdout
     assert "tools/call get_run" in proc.stderr  # the span, on stderr
+
+
+# --- the lint engine's child spans: ruff server, ruff CLI, result cache -----------------------------
+
+
+def children_of(spans: Sequence[ReadableSpan], parent: ReadableSpan) -> list[ReadableSpan]:
+    assert parent.context is not None
+    return [s for s in spans if s.parent is not None and s.parent.span_id == parent.context.span_id]
+
+
+@pytest.mark.anyio
+async def test_lint_engine_spans_server_cli_and_cache_hit(
+    otel: tuple[InMemorySpanExporter, InMemoryMetricReader], tmp_path: Path
+) -> None:
+    """A single file goes to a warm `ruff server`, a tree through `ruff check`, and a repeat is a
+    result-cache hit: each a child span of its `tools/call lint` span."""
+    exporter, _ = otel
+    root = tmp_path / "proj"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "a.py").write_text("import os\n")
+    (root / "pkg" / "b.py").write_text("import sys\nx = 1\n")
+    with anyio.fail_after(120):
+        async with open_memory(root, tmp_path) as client:
+            calls = []
+            for arguments in ({"paths": ["pkg/a.py"]}, {"paths": ["pkg"]}, {"paths": ["pkg"]}, {"paths": ["pkg/a.py"]}):
+                exporter.clear()
+                result = await client.call_tool("lint", arguments)
+                assert not result.is_error and result.structured_content is not None, result
+                calls.append((exporter.get_finished_spans(), result.structured_content["engine"]))
+
+    def engine_spans(spans: Sequence[ReadableSpan]) -> dict[str, list[dict[str, Any]]]:
+        call = named(spans, "tools/call lint")
+        out: dict[str, list[dict[str, Any]]] = {}
+        for child in children_of(spans, call):
+            out.setdefault(child.name, []).append(dict(child.attributes or {}))
+        return out
+
+    single, single_engine = calls[0]
+    assert single_engine == "ruff server"
+    children = engine_spans(single)
+    assert children["ruff server"] == [{"mcp_code_tools.ruff.engine": "server"}], children
+    assert "ruff check" not in children and "result cache hit" not in children
+
+    tree, tree_engine = calls[1]
+    assert "ruff check" in tree_engine
+    children = engine_spans(tree)
+    modes = [a["mcp_code_tools.ruff.mode"] for a in children["ruff check"]]
+    assert "lint" in modes, children  # `ruff check` over the files (and its discovery beside it)
+    assert all(
+        a["mcp_code_tools.ruff.engine"] == "cli" and a["mcp_code_tools.ruff.stdin"] is False
+        for a in children["ruff check"]
+    )
+    # a.py was linted by the single-file call (the cache key is the file's content): a hit already.
+    assert children["result cache hit"] == [
+        {"mcp_code_tools.ruff.engine": "cache", "mcp_code_tools.cache.hits": 1, "mcp_code_tools.cache.lookups": 2}
+    ]
+
+    again, _ = calls[2]
+    children = engine_spans(again)
+    assert children["result cache hit"][0]["mcp_code_tools.cache.hits"] == 2
+    assert [a["mcp_code_tools.ruff.mode"] for a in children.get("ruff check", [])] in ([], ["discover"])
+    assert "ruff server" not in children
+
+    repeat, repeat_engine = calls[3]
+    assert repeat_engine == "cache"
+    children = engine_spans(repeat)
+    assert set(children) == {"result cache hit"}, children

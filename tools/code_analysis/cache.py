@@ -8,10 +8,24 @@ A config change makes new keys; `drop_root()` also throws the old ones away at o
 from __future__ import annotations
 
 import sys
+import time
 from collections import OrderedDict
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from mcp_server.api import past_span
+
 V = TypeVar("V")
+
+
+def hit_span(looked_up: float, hits: int, lookups: int) -> None:
+    """A `result cache hit` child span for a call's lookups that found results (none: no span),
+    beside the `ruff server` and `ruff check`/`ruff format` spans of the misses. `looked_up`:
+    `time.perf_counter()` before the lookups. A flag test when telemetry is off."""
+    if hits:
+        attributes = {"mcp_code_tools.ruff.engine": "cache", "mcp_code_tools.cache.hits": hits}
+        past_span(
+            "result cache hit", time.perf_counter() - looked_up, {**attributes, "mcp_code_tools.cache.lookups": lookups}
+        )
 
 
 class ResultKey(NamedTuple):

@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from mcp_server.api import ProcessResult, ToolContext, ToolError
+from mcp_server.api import ProcessResult, ToolContext, ToolError, trace_span
 from tools.code_analysis.selection import Selection
 
 CLI_TIMEOUT_S = 300.0
@@ -81,6 +81,16 @@ def ruff_failure(result: ProcessResult, what: str) -> ToolError:
         return ToolError(f"unknown rule selector {match.group(1)!r} in {match.group(2)}")
     detail = _ruff_cause(result.stderr) or f"exit status {result.returncode}"
     return ToolError(f"{what} failed: {detail}")
+
+
+_CLI_MODES = {"--show-files": "discover", "--fix-only": "fix", "--check": "check", "--isolated": "validate"}
+
+
+def _cli_attributes(args: Sequence[str], stdin: bool) -> dict[str, Any]:
+    """The CLI span's attributes: engine, mode (discover, fix, check, lint, format) and whether
+    the text came on stdin (one document) or files were named (a tree)."""
+    mode = next((name for flag, name in _CLI_MODES.items() if flag in args), "lint" if args[0] == "check" else "format")
+    return {"mcp_code_tools.ruff.engine": "cli", "mcp_code_tools.ruff.mode": mode, "mcp_code_tools.ruff.stdin": stdin}
 
 
 def chunked(targets: Sequence[str], max_chars: int = MAX_ARGV_CHARS) -> list[list[str]]:
@@ -213,17 +223,20 @@ class RuffCli:
         max_output: int = MAX_OUTPUT,
         on_output: Callable[[str], None] | None = None,
     ) -> ProcessResult:
-        return await self.ctx.executor.run(
-            [self.binary.path, *args],
-            cwd=root,
-            tool=self.ctx.tool,
-            connection=self.ctx.connection_id,
-            timeout_s=self.timeout_s,
-            stdin=stdin.encode("utf-8") if stdin is not None else None,
-            max_output=max_output,
-            on_output=on_output,
-            redact=False,  # parsed raw (JSON, source text): the result pipeline redacts what leaves
-        )
+        # A child span of the call's: the CLI path (`ruff check` / `ruff format`), vs `ruff server`
+        # and `result cache hit` (lint.py, format_check.py). A flag test when telemetry is off.
+        with trace_span(f"ruff {args[0]}", _cli_attributes(args, stdin is not None)):
+            return await self.ctx.executor.run(
+                [self.binary.path, *args],
+                cwd=root,
+                tool=self.ctx.tool,
+                connection=self.ctx.connection_id,
+                timeout_s=self.timeout_s,
+                stdin=stdin.encode("utf-8") if stdin is not None else None,
+                max_output=max_output,
+                on_output=on_output,
+                redact=False,  # parsed raw (JSON, source text): the result pipeline redacts what leaves
+            )
 
     async def _records(
         self, args: Sequence[str], root: Path, what: str, lines: JsonLines, stdin: str | None = None

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 
-from mcp_server.api import FileChecker, FileSkipped, ToolContext, ToolOutput
+from mcp_server.api import FileChecker, FileSkipped, ToolContext, ToolOutput, trace_span
 from tools.code_analysis.args import FormatCheckArgs
+from tools.code_analysis.cache import hit_span
 from tools.code_analysis.cli_runner import RuffCli
 from tools.code_analysis.diagnostics import SYNTAX_ERROR, rel_path
 from tools.code_analysis.lsp import LinterGone
-from tools.code_analysis.ruff_pool import get_pool
+from tools.code_analysis.ruff_pool import RuffServerPool, get_pool
 from tools.code_analysis.selection import Selection
 from tools.code_analysis.state import AnalysisState, TreeFile, TreeListing, get_state
 from tools.code_analysis.targets import Document, Tree, resolve_target
@@ -39,29 +41,37 @@ def _entry(rel: str, old: str, new: str | None, error: str | None = None) -> Ent
 
 async def _document(ctx: ToolContext, state: AnalysisState, cli: RuffCli, doc: Document) -> Entry:
     key = state.doc_key("format", doc)
+    looked_up = time.perf_counter()
     cached: Entry | None = state.results.get(key)
     if cached is not None:
+        hit_span(looked_up, 1, 1)
         return cached
     try:
         if not doc.for_language_server:
             raise LinterGone(f"{doc.rel} is not Python source for the language server")
         pool = await get_pool(ctx.app)
-        async with pool.lease(doc.root, Selection(), doc.configs) as server:
-            edits = await server.format(doc.path, doc.text)
-            if edits is None:  # already formatted, or ruff could not parse it
-                items = await server.diagnostics(doc.path, doc.text)
-                bad = [i for i in items if (i.get("code") or SYNTAX_ERROR) == SYNTAX_ERROR]
-                line = bad[0].get("range", {}).get("start", {}).get("line", 0) + 1 if bad else 0
-                error = f"cannot format: syntax error at line {line}: {bad[0].get('message')}" if bad else None
-                entry = _entry(doc.rel, doc.text, None, error)
-            else:
-                entry = _entry(doc.rel, doc.text, apply_lsp_edits(doc.text, edits, server.encoding))
+        with trace_span("ruff server", {"mcp_code_tools.ruff.engine": "server"}):
+            entry = await _served(pool, doc)
     except LinterGone as exc:
         logger.info("ruff server unavailable for %s (%s): using ruff format", doc.rel, exc)
         formatted, error = await cli.format_text(doc.root, str(doc.path), doc.text)
         entry = _entry(doc.rel, doc.text, formatted, f"cannot format: {error}" if error else None)
     state.results.put(key, entry)
     return entry
+
+
+async def _served(pool: RuffServerPool, doc: Document) -> Entry:
+    """One document's entry from a warm `ruff server` (`LinterGone` when none can serve)."""
+    async with pool.lease(doc.root, Selection(), doc.configs) as server:
+        edits = await server.format(doc.path, doc.text)
+        if edits is not None:
+            return _entry(doc.rel, doc.text, apply_lsp_edits(doc.text, edits, server.encoding))
+        # Already formatted, or ruff could not parse it.
+        items = await server.diagnostics(doc.path, doc.text)
+        bad = [i for i in items if (i.get("code") or SYNTAX_ERROR) == SYNTAX_ERROR]
+        line = bad[0].get("range", {}).get("start", {}).get("line", 0) + 1 if bad else 0
+        error = f"cannot format: syntax error at line {line}: {bad[0].get('message')}" if bad else None
+        return _entry(doc.rel, doc.text, None, error)
 
 
 def _batches(files: list[TreeFile], max_bytes: int | None = None) -> list[list[TreeFile]]:
@@ -119,12 +129,14 @@ async def _tree(ctx: ToolContext, state: AnalysisState, cli: RuffCli, tree: Tree
     listing = await state.list_tree(ctx.app, cli, tree, SOURCE_SUFFIXES, checker)
     entries: list[Entry] = []
     misses: list[TreeFile] = []
+    looked_up = time.perf_counter()
     for f in listing.files:
         cached: Entry | None = state.results.get(state.file_key("format", tree.root, f))
         if cached is None:
             misses.append(f)
         else:
             entries.append(cached)
+    hit_span(looked_up, len(entries), len(listing.files))
     room = MAX_DIFF_BYTES
     for batch in _batches(misses):
         records: dict[str, dict[str, Any]] = {}

@@ -11,8 +11,9 @@ from typing import Any
 
 import anyio.to_thread
 
-from mcp_server.api import ToolContext, ToolError, ToolOutput
+from mcp_server.api import ToolContext, ToolError, ToolOutput, trace_span
 from tools.code_analysis.args import LintArgs
+from tools.code_analysis.cache import hit_span
 from tools.code_analysis.cli_runner import JsonLines, RuffCli
 from tools.code_analysis.diagnostics import (
     SYNTAX_ERROR,
@@ -38,6 +39,9 @@ INLINE_CONVERT = 2000
 """More language-server diagnostics than this are converted in a worker thread."""
 LSP_MAX_TEXT = 256 * 1024
 """Texts longer than this are linted by `ruff check` (streamed, capped), not the language server."""
+
+
+SERVER_SPAN = {"mcp_code_tools.ruff.engine": "server"}
 
 
 class Linter:
@@ -69,10 +73,12 @@ class Linter:
         key = state.doc_key("lint", doc, selection)
         fix_kind = "fix+unsafe" if self.unsafe else "fix"
         fix_key = state.doc_key(fix_kind, doc, selection) if want_fix else None
+        looked_up = time.perf_counter()
         diags: list[Diagnostic] | None = state.results.get(key)
         fixed: str | None = state.results.get(fix_key) if fix_key is not None else None
         if diags is not None and (fix_key is None or fixed is not None):
             self.engines.add("cache")
+            hit_span(looked_up, 1, 1)
             return diags, fixed
         pool: RuffServerPool | None = None
         try:
@@ -82,15 +88,17 @@ class Linter:
                 # Its answer could be huge (a diagnostic or more per line): the CLI streams it, capped.
                 raise LinterGone(f"{doc.rel} is {len(doc.text)} characters: linted by ruff check")
             pool = await self._pool()
-            async with pool.lease(doc.root, selection, doc.configs) as server:
-                if diags is None:
-                    items = await server.diagnostics(doc.path, doc.text)
-                    if len(items) > INLINE_CONVERT:  # a big answer: converted off the event loop
-                        diags = await anyio.to_thread.run_sync(from_lsp, items, doc.rel, doc.text, server.encoding)
-                    else:
-                        diags = from_lsp(items, doc.rel, doc.text, server.encoding)
-                if fix_key is not None and fixed is None and not self.unsafe:  # fixAll: safe fixes only
-                    fixed = apply_lsp_edits(doc.text, await server.fix_all(doc.path, doc.text), server.encoding)
+            with trace_span("ruff server", SERVER_SPAN):  # lease (a start, if none is warm) and requests
+                async with pool.lease(doc.root, selection, doc.configs) as server:
+                    if diags is None:
+                        items = await server.diagnostics(doc.path, doc.text)
+                        if len(items) > INLINE_CONVERT:  # a big answer: converted off the event loop
+                            diags = await anyio.to_thread.run_sync(from_lsp, items, doc.rel, doc.text, server.encoding)
+                        else:
+                            diags = from_lsp(items, doc.rel, doc.text, server.encoding)
+                    if fix_key is not None and fixed is None and not self.unsafe:  # fixAll: safe fixes only
+                        edits = await server.fix_all(doc.path, doc.text)
+                        fixed = apply_lsp_edits(doc.text, edits, server.encoding)
             if fix_key is not None and fixed is None:
                 fixed = await self.cli.fix_text(doc.root, str(doc.path), doc.text, selection, unsafe=True)
             self.engines.add("ruff server")
@@ -127,6 +135,7 @@ class Linter:
         root = tree.root
         by_file: dict[str, list[Diagnostic]] = {}
         misses: list[TreeFile] = []
+        looked_up = time.perf_counter()
         for f in listing.files:
             cached = self.state.results.get(self.state.file_key("lint", root, f, self.selection))
             if cached is None:
@@ -134,6 +143,7 @@ class Linter:
             else:
                 by_file[f.rel] = cached
         self.engines.add("cache")
+        hit_span(looked_up, len(by_file), len(listing.files))
         if misses:
             self.engines.add("ruff check")
             lines = await self.cli.check(root, [m.rel for m in misses], self.selection, self._lines(root))
