@@ -215,6 +215,9 @@ class RunStore:
         self._clock = clock
         self._runs: OrderedDict[str, RunContext] = OrderedDict()
         self._bytes = 0
+        self.evictions = 0
+        """Finished runs dropped to make room under the caps (not expiries, purges, refusals): the
+        telemetry counter `mcp_code_tools.run_contexts.evictions` and /readyz read it."""
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -345,12 +348,14 @@ class RunStore:
                 self._refuse(keep, f"this client's {count - 1} other runs are all still running", "_per_owner")
             else:
                 self._drop(victim)
+                self.evictions += 1
         while len(self._runs) > self.max_runs or self._bytes > self.max_bytes:
             victim = self._oldest_finished(keep, owner) or self._oldest_finished(keep, owner, any_owner=True)
             if victim is None:
                 self._refuse(keep, f"the server holds {len(self._runs) - 1} runs, all still running", "")
             else:
                 self._drop(victim)
+                self.evictions += 1
 
     def _refuse(self, keep: RunContext, why: str, suffix: str) -> None:
         self._runs.pop(keep.run_id, None)
