@@ -1,0 +1,109 @@
+"""The pure parts of affected-test selection and sharding: block checksums, the plan, the shard
+assignment, merging the shards' records. No processes (the behaviour is in test_affected.py)."""
+
+from __future__ import annotations
+
+from tools.test_runner.affected import merge_records
+from tools.test_runner.recorder import assign_shards
+from tools.test_runner.selection.blocks import parse_blocks
+from tools.test_runner.selection.plan import TestRecord, make_plan
+
+SOURCE = b"""
+import os
+
+LIMIT = 3
+
+
+@decorator
+def first(a=1):
+    return [i for i in range(a)]
+
+
+class Thing:
+    size = 2
+
+    def method(self):
+        return lambda: self.size
+"""
+
+
+def test_blocks_follow_functions_not_lines() -> None:
+    blocks = parse_blocks(SOURCE)
+    f_start = blocks.spans[0][0]
+    assert f_start == 7  # the decorator's line: where the code object starts
+    assert blocks.checksum_at(9) == blocks.spans[0][2]  # the comprehension inside `first`
+    assert blocks.checksum_at(16) == blocks.spans[1][2]  # the lambda inside `method`
+    assert blocks.checksum_at(0) == blocks.module  # module code
+    shifted = parse_blocks(b"\n\n# a comment\n" + SOURCE)
+    assert shifted.checksums - {shifted.file_checksum} == blocks.checksums - {blocks.file_checksum}
+    body = parse_blocks(SOURCE.replace(b"range(a)", b"range(a + 1)"))
+    assert body.module == blocks.module and body.spans[1][2] == blocks.spans[1][2]
+    assert body.spans[0][2] != blocks.spans[0][2]
+    constant = parse_blocks(SOURCE.replace(b"size = 2", b"size = 3"))
+    assert constant.module != blocks.module and constant.spans == blocks.spans
+    broken = parse_blocks(b"def broken(:\n")
+    assert broken.module == broken.file_checksum and not broken.spans
+
+
+def test_same_body_under_two_names_are_two_blocks() -> None:
+    blocks = parse_blocks(
+        b"class A:\n    def f(self):\n        return 1\n\n\nclass B:\n    def f(self):\n        return 1\n"
+    )
+    assert len({s[2] for s in blocks.spans}) == 2
+
+
+def record(nodeid: str, depset: int | None, outcome: str = "passed", env: str = "E") -> TestRecord:
+    return TestRecord(nodeid, nodeid.split("::")[0], outcome, 0.1, env, depset)
+
+
+def test_plan() -> None:
+    records = {
+        "t.py::a": record("t.py::a", 1),
+        "t.py::b": record("t.py::b", 2),
+        "u.py::c": record("u.py::c", 1, outcome="failed"),
+        "v.py::d": record("v.py::d", None),
+        "w.py::e": record("w.py::e", 1),
+    }
+    depsets = {1: {"m.py": ["x"]}, 2: {"m.py": ["y"], "gone.py": ["z"]}}
+    current = {"m.py": frozenset({"x", "q"})}
+    collected = {"t.py": ["t.py::a", "t.py::b"], "w.py": ["w.py::e"], "v.py": ["v.py::d"]}
+    plan = make_plan(records, depsets, current.get, "E", collected)
+    assert plan.mode == "affected"
+    assert plan.skip_nodeids == {"t.py::a", "w.py::e"}  # b: a file is gone; c failed; d has no data
+    assert plan.skip_files == ["w.py"]
+    assert plan.changed_files == ["gone.py", "m.py"]
+    assert plan.command() == {"skip_files": ["w.py"], "skip_nodeids": ["t.py::a"]}
+    reasons = plan.reasons(["t.py::b", "u.py::c", "v.py::d", "new.py::n"])
+    assert (reasons["new_tests"], reasons["failed_last"], reasons["no_data"]) == (1, 1, 1)
+    other = make_plan(records, depsets, current.get, "another environment", collected)
+    assert other.mode == "all" and not other.skip_nodeids
+
+
+def test_shards_balance_by_duration_and_agree() -> None:
+    ids = [f"t::{i}" for i in range(6)]
+    durations = {"t::0": 5.0, "t::1": 1.0, "t::2": 1.0, "t::3": 1.0, "t::4": 1.0}
+    owner = assign_shards(ids, durations, 2)
+    assert owner == assign_shards(list(ids), dict(durations), 2)  # every child computes the same
+    loads = [sum(durations.get(n, 1.0) for n, o in zip(ids, owner, strict=True) if o == k) for k in (0, 1)]
+    assert sorted(loads) == [5.0, 5.0]
+    assert assign_shards(ids, {}, 3) == [0, 1, 2, 0, 1, 2]
+
+
+def test_merge_records_reindexes() -> None:
+    one = {
+        "files": ["a.py"],
+        "pairs": [[0, 3]],
+        "tests": {"t::1": [0]},
+        "collected": {"t.py": ["t::1", "t::2"]},
+        "selected": ["t::1"],
+    }
+    two = {"files": ["b.py", "a.py"], "pairs": [[1, 3], [0, 7]], "tests": {"t::2": [1, 0]}, "selected": ["t::2"]}
+    merged = merge_records([one, None, two])
+    assert merged is not None
+    pairs = [(merged["files"][f], line) for f, line in merged["pairs"]]
+    assert {n: [pairs[k] for k in ks] for n, ks in merged["tests"].items()} == {
+        "t::1": [("a.py", 3)],
+        "t::2": [("b.py", 7), ("a.py", 3)],
+    }
+    assert merged["selected"] == ["t::1", "t::2"] and merged["collected"] == one["collected"]
+    assert merge_records([None]) is None
