@@ -1,4 +1,8 @@
-"""The audit log: one JSON line per executed command, appended with size-based rotation."""
+"""The audit log: one JSON line per executed command, appended with size-based rotation.
+
+Every record is redacted here, as it is written (every string field, the argv's items too): the
+one place no writer can bypass. A writer that redacted already loses nothing (redaction is
+idempotent)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 import anyio.to_thread
+
+from mcp_server.redact import Redactor, process_redactor
 
 logger = logging.getLogger("mcp_server.audit")
 
@@ -86,11 +92,15 @@ def _create_private(path: Path) -> None:
 
 
 class AuditLog:
-    """Appends `AuditRecord`s to `path`; rotates to `path.1` ... `path.N` past `max_bytes`
-    (`logging.handlers.RotatingFileHandler`)."""
+    """Appends `AuditRecord`s to `path`, redacted (`redactor`); rotates to `path.1` ... `path.N`
+    past `max_bytes` (`logging.handlers.RotatingFileHandler`)."""
 
-    def __init__(self, path: Path | None, *, max_bytes: int, backups: int) -> None:
+    def __init__(
+        self, path: Path | None, *, max_bytes: int, backups: int, redactor: Redactor | None = None
+    ) -> None:
         self.path = path
+        self.redactor = redactor
+        """None: the process's redactor (`redact.install`), looked up at each record."""
         self.max_bytes = max_bytes
         self.backups = backups
         self._lock = threading.Lock()
@@ -100,7 +110,9 @@ class AuditLog:
     async def record(self, record: AuditRecord) -> None:
         if self.path is None:
             return
-        line = json.dumps(asdict(record), ensure_ascii=False, separators=(",", ":"))
+        redactor = self.redactor or process_redactor()
+        fields = redactor.redact_value(asdict(record))  # every string, whoever wrote the record
+        line = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
         with anyio.CancelScope(shield=True):  # a cancelled run is still audited
             await anyio.to_thread.run_sync(self._append, line)
 

@@ -2,12 +2,13 @@
 
 No shell, ever: an argument vector of strings, with user values passed only as data (after `--`,
 or on stdin). A scrubbed environment (an allow-list). Each child leads its own process group, so a
-timeout or a cancel kills everything it spawned. Output meant for people is redacted as it
-streams; output a tool parses (`redact=False`: ruff's JSON, formatted source) is kept raw, since
-everything leaving the server is redacted by the result pipeline anyway. Every command is
-audited (its argv redacted). Runs that execute project code take a slot from `RunSlots`
-(run_queue.py): a bounded number at once and a FIFO queue behind them (backpressure), refused only
-past the queue limit.
+timeout or a cancel kills everything it spawned. Output is collected raw by default: tools parse
+it (ruff's JSON, formatted source, the LSP stream), and a machine-readable channel is never
+rewritten. Redaction happens where text leaves the server: the result pipeline (results.py), the
+run log, the audit log (which redacts every record itself) and error messages. `redact=True`
+redacts a stream as it arrives, for output shown as is. Every command is audited. Runs that
+execute project code take a slot from `RunSlots` (run_queue.py): a bounded number at once and a
+FIFO queue behind them (backpressure), refused only past the queue limit.
 """
 
 from __future__ import annotations
@@ -229,10 +230,10 @@ class Executor:
         project_env: bool = False,
         max_output: int = 16 * 1024 * 1024,
         on_output: Callable[[str], None] | None = None,
-        redact: bool = True,
+        redact: bool = False,
     ) -> ProcessResult:
-        """Run to completion (or timeout), collecting stdout/stderr up to `max_output` each,
-        redacted unless `redact` is False (output the tool parses: never rewritten).
+        """Run to completion (or timeout), collecting stdout/stderr up to `max_output` each, raw
+        (what leaves the server is redacted at egress); `redact=True` redacts as it streams.
 
         On timeout the group is killed and what it wrote until then is kept. Cancelling kills the
         group too; the command is audited either way.
@@ -280,7 +281,7 @@ class Executor:
                     time=AuditRecord.now(),
                     connection=connection,
                     tool=tool,
-                    argv=[self.redactor.redact(a) for a in argv],
+                    argv=list(argv),  # the audit log redacts every record
                     cwd=str(cwd),
                     exit_status=proc.returncode,
                     duration_s=round(duration, 4),
@@ -324,7 +325,7 @@ class Executor:
                     time=AuditRecord.now(),
                     connection=connection,
                     tool=tool,
-                    argv=[self.redactor.redact(a) for a in argv],
+                    argv=list(argv),  # the audit log redacts every record
                     cwd=str(cwd),
                     exit_status=proc.returncode,
                     duration_s=round(time.monotonic() - started, 4),

@@ -64,7 +64,9 @@ def default_loaders() -> list[ToolLoader]:
 def build_app_state(settings: Settings) -> AppState:
     redactor = Redactor()
     install_redactor(redactor)  # run logs and the log filter redact with the same values
-    audit = AuditLog(settings.audit_log, max_bytes=settings.audit_max_bytes, backups=settings.audit_backups)
+    audit = AuditLog(
+        settings.audit_log, max_bytes=settings.audit_max_bytes, backups=settings.audit_backups, redactor=redactor
+    )
     slots = RunSlots(settings.max_concurrent_runs, settings.max_queued_runs)
     executor = Executor(audit=audit, redactor=redactor, slots=slots, pass_env=settings.pass_env)
     runs = RunStore(

@@ -10,7 +10,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from mcp_server import redact
 from mcp_server.audit import AuditLog, AuditRecord
+from mcp_server.redact import REDACTED, Redactor
 
 pytestmark = pytest.mark.anyio
 
@@ -134,3 +136,53 @@ async def test_rotated_files_are_private_too_and_an_oversized_record_keeps_the_b
     await log.record(huge)  # rotates again
     assert lines(path.with_name("audit.jsonl.2")) == current
     assert len(lines(path.with_name("audit.jsonl.1"))) == 1 and len(lines(path)) == 1
+
+
+# --- redaction: the audit log redacts every record itself ----------------------------------------
+
+GHP = "ghp_" + "Q1w2E3r4T5y6U7i8O9p0" + "A" * 16
+ENV_SECRET = "audit-env-secret-42"
+
+
+def raw_record() -> AuditRecord:
+    """A record as a careless writer would make it: secrets in every string field."""
+    return AuditRecord(
+        time="2030-01-01T00:00:00.000Z",
+        connection=f"websocket {ENV_SECRET}",
+        tool=f"lint token={GHP}",
+        argv=["python", "-m", "pytest", f"tests/t.py::test[{GHP}]", "password=hunter2raw", ENV_SECRET],
+        cwd=f"/work/{ENV_SECRET}",
+        exit_status=1,
+        duration_s=0.25,
+        output_bytes=10,
+        outcome=f"crashed AKIAIOSFODNN7EXAMPLE {ENV_SECRET}",
+    )
+
+
+async def test_a_record_written_with_raw_secrets_never_reaches_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, max_bytes=1 << 20, backups=1, redactor=Redactor([ENV_SECRET]))
+    await log.record(raw_record())
+    text = path.read_text(encoding="utf-8")
+    for secret in (ENV_SECRET, GHP, "hunter2raw", "AKIAIOSFODNN7EXAMPLE"):
+        assert secret not in text
+    (line,) = lines(path)
+    data = json.loads(line, object_pairs_hook=list)
+    assert [key for key, _ in data] == FIELDS  # the shape is kept: same fields, same types
+    fields = dict(data)
+    assert fields["argv"][:3] == ["python", "-m", "pytest"] and fields["argv"][3] == f"tests/t.py::test[{REDACTED}]"
+    assert fields["exit_status"] == 1 and fields["duration_s"] == 0.25 and fields["output_bytes"] == 10
+    # An already redacted record is written the same (a writer that redacts loses nothing).
+    await log.record(AuditRecord(**{**fields, "argv": list(fields["argv"])}))
+    assert lines(path)[1] == line
+
+
+async def test_without_its_own_redactor_the_log_uses_the_process_redactor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redact, "_process_redactor", Redactor([ENV_SECRET]))
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, max_bytes=1 << 20, backups=1)
+    await log.record(raw_record())
+    text = path.read_text(encoding="utf-8")
+    assert ENV_SECRET not in text and GHP not in text and REDACTED in text

@@ -36,9 +36,10 @@ def make_executor(
     max_bytes: int = 1024 * 1024,
     backups: int = 2,
 ) -> Executor:
+    redactor = Redactor([SECRET])
     return Executor(
-        audit=AuditLog(tmp_path / "audit.jsonl", max_bytes=max_bytes, backups=backups),
-        redactor=Redactor([SECRET]),
+        audit=AuditLog(tmp_path / "audit.jsonl", max_bytes=max_bytes, backups=backups, redactor=redactor),
+        redactor=redactor,
         slots=RunSlots(2, 2),
         pass_env=pass_env,
         environ=environ,
@@ -328,7 +329,10 @@ async def test_the_audit_log_rotates(tmp_path: Path) -> None:
     assert f"run-11-{'p' * 150}" in (tmp_path / "audit.jsonl").read_text()  # the newest is in the live file
 
 
-async def test_secrets_never_reach_the_audit_log_or_the_output(tmp_path: Path) -> None:
+async def test_output_is_raw_and_secrets_never_reach_the_audit_log(tmp_path: Path) -> None:
+    """What a tool parses is never rewritten (ruff's JSON, the LSP stream); what leaves the server is
+    redacted at egress: here the audit log (argv), and the result pipeline (tests/mcp_server/
+    test_results.py: test_no_secret_leaves_by_any_channel, through the real tools)."""
     executor = make_executor(tmp_path)
     seen: list[str] = []
     # The secrets are written in two pieces with a flush between: split across pipe reads.
@@ -340,16 +344,28 @@ async def test_secrets_never_reach_the_audit_log_or_the_output(tmp_path: Path) -
         "        stream.write('x' * 9000 + secret[:half]); stream.flush()\n"
         "        stream.write(secret[half:] + '\\n'); stream.flush()\n"
     )
-    secrets = [SECRET, GHP, "password=opensesame99"]
+    secrets = [SECRET, GHP, "password=opensesame99", '{"password": "q\\"uoted"}']
+    printed = "".join("x" * 9000 + secret + "\n" for secret in secrets)
     with anyio.fail_after(30):
         result = await run(executor, [PY, "-c", script, *secrets], tmp_path, on_output=seen.append)
+    assert result.stdout == printed and result.stderr == printed  # raw: byte for byte what was printed
+    assert "".join(seen) == printed  # live output (a tool's parser) is raw too
     audit_text = (tmp_path / "audit.jsonl").read_text()
-    for secret in (SECRET, GHP, "opensesame99"):
-        for where in (result.stdout, result.stderr, "".join(seen), audit_text):
-            assert secret not in where
-    assert result.stdout.count(REDACTED) == 3 and result.stderr.count(REDACTED) == 3
-    assert "".join(seen) == result.stdout  # live output is the same redacted text
+    for secret in (SECRET, GHP, "opensesame99", 'q\\"uoted'):
+        assert secret not in audit_text
     assert REDACTED in audit_text
+    (line,) = audit_lines(tmp_path)
+    assert line["argv"][:2] == [PY, "-c"] and len(line["argv"]) == 3 + len(secrets)  # the shape is kept
+
+
+async def test_redact_true_redacts_as_the_output_streams(tmp_path: Path) -> None:
+    executor = make_executor(tmp_path)
+    seen: list[str] = []
+    script = "import sys\nfor s in sys.argv[1:]:\n    sys.stdout.write('x' * 9000 + s + '\\n'); sys.stdout.flush()\n"
+    with anyio.fail_after(30):
+        result = await run(executor, [PY, "-c", script, SECRET, GHP], tmp_path, on_output=seen.append, redact=True)
+    assert SECRET not in result.stdout and GHP not in result.stdout and result.stdout.count(REDACTED) == 2
+    assert "".join(seen) == result.stdout
 
 
 # --- run slots: FIFO queue, backpressure, Busy, cancellation ------------------------------------
