@@ -6,7 +6,11 @@ result of the last probe, which a background task in the server's task group ref
 
 Ready means: the ruff binary is found (every analysis tool needs it), the run queue is not full
 (`max_queued_runs`: a new run would be refused as busy), and no service reports `ready: false`. The
-body also carries the executor's slots and the `status()` of every started service (pools).
+body also carries the executor's slots, the `status()` of every started service (pools), and
+`metrics`: runs in flight, queue depth, run contexts alive and evicted, redactions, per pool its
+size, starts, restarts and evictions, per result cache its hits, misses and hit ratio. Those values
+are `telemetry.read()`, the readings the OpenTelemetry instruments observe: the same source, never
+a second count. (On a server that checks a token, the door shows them to token holders only.)
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import anyio
 import anyio.abc
 
 from mcp_server.api import AppState
+from mcp_server.telemetry import read
 
 logger = logging.getLogger("mcp_server.health")
 
@@ -65,10 +70,6 @@ async def probe_readiness(app: AppState) -> Readiness:
     ruff = await anyio.to_thread.run_sync(_find_ruff)
     if ruff is None:
         reasons.append("ruff binary not found")
-    slots = app.executor.slots
-    queue_full = slots.waiting >= slots.max_queued and slots.running >= slots.capacity
-    if queue_full:
-        reasons.append(f"run queue full ({slots.waiting} waiting; setting max_queued_runs)")
     services: dict[str, Any] = {}
     for key, service in app.services.items():
         try:
@@ -81,18 +82,24 @@ async def probe_readiness(app: AppState) -> Readiness:
         services[key] = status
         if status.get("ready") is False:
             reasons.append(f"service {key} not ready")
+    readings = read(app, services)
+    if readings.queue_depth >= readings.max_queued and readings.runs_in_flight >= readings.run_capacity:
+        reasons.insert(
+            0 if ruff is not None else 1, f"run queue full ({readings.queue_depth} waiting; setting max_queued_runs)"
+        )
     body: dict[str, Any] = {
         "status": "ready" if not reasons else "not ready",
         "reasons": reasons,
         "checked_at": time.time(),
         "ruff": {"found": ruff is not None, "path": ruff},
         "executor": {
-            "running": slots.running,
-            "capacity": slots.capacity,
-            "waiting": slots.waiting,
-            "max_queued": slots.max_queued,
+            "running": readings.runs_in_flight,
+            "capacity": readings.run_capacity,
+            "waiting": readings.queue_depth,
+            "max_queued": readings.max_queued,
         },
         "services": services,
+        "metrics": readings.as_dict(),
     }
     return Readiness(not reasons, body)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -228,31 +229,116 @@ def connection_closed(owner: str | None) -> None:
         instruments().session_duration.record(time.monotonic() - started)
 
 
-# --- observable instruments --------------------------------------------------------------------------
+# --- the readings: one source for the observable instruments and /readyz -------------------------------
+
+
+@dataclass(frozen=True)
+class Readings:
+    """The server's counters and gauges at one moment, read from where they live (the run slots,
+    the run store, the redactor, the services' `status()`): the observable instruments observe
+    these, and /readyz shows them, so both always agree (never a second count)."""
+
+    runs_in_flight: int
+    run_capacity: int
+    queue_depth: int
+    max_queued: int
+    run_contexts_alive: int
+    run_context_evictions: int
+    redactions: int
+    pools: dict[str, dict[str, int]]
+    """Per warm pool (ruff servers, pytest zygotes): size, starts, restarts, evictions."""
+    caches: dict[str, dict[str, float]]
+    """Per result cache: hits, misses, hit_ratio (only once it was looked up)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "runs_in_flight": self.runs_in_flight,
+            "queue_depth": self.queue_depth,
+            "run_contexts_alive": self.run_contexts_alive,
+            "run_context_evictions": self.run_context_evictions,
+            "redactions": self.redactions,
+            "pools": self.pools,
+            "caches": self.caches,
+        }
+
+
+_POOL_FIELDS = (("size", ("size",)), ("starts", ("started",)), ("restarts", ("restarts", "rebuilds")))
+
+
+def _pool_reading(status: Mapping[str, Any]) -> dict[str, int] | None:
+    if "size" not in status and "started" not in status:
+        return None
+    out: dict[str, int] = {}
+    for name, keys in _POOL_FIELDS:
+        value = next((status[k] for k in keys if isinstance(status.get(k), int)), None)
+        if value is not None:
+            out[name] = value
+    if isinstance(status.get("evictions"), int) and "started" in status:
+        out["evictions"] = status["evictions"]
+    return out
+
+
+def _cache_reading(status: Mapping[str, Any]) -> dict[str, float] | None:
+    hits, misses = status.get("hits"), status.get("misses", 0)
+    if not isinstance(hits, int) or not isinstance(misses, int):
+        return None
+    out: dict[str, float] = {"hits": hits, "misses": misses}
+    if hits + misses:
+        out["hit_ratio"] = hits / (hits + misses)
+    return out
+
+
+def service_statuses(app: AppState) -> dict[str, dict[str, Any]]:
+    """The `status()` of every started service that answers synchronously with a dict."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, service in app.services.items():
+        status = getattr(service, "status", None)
+        if not callable(status):
+            continue
+        try:
+            value = status()
+        except Exception:
+            continue
+        if inspect.iscoroutine(value):  # an async status(): /readyz awaits it, an instrument cannot
+            value.close()
+            continue
+        if isinstance(value, dict):
+            out[key] = value
+    return out
+
+
+def read(app: AppState, statuses: Mapping[str, Mapping[str, Any]] | None = None) -> Readings:
+    """The readings of `app`; `statuses`: the services' `status()` when the caller has them already."""
+    slots = app.executor.slots
+    if statuses is None:
+        statuses = service_statuses(app)
+    pools = {key: pool for key, status in statuses.items() if (pool := _pool_reading(status)) is not None}
+    caches = {key: cache for key, status in statuses.items() if (cache := _cache_reading(status)) is not None}
+    return Readings(
+        runs_in_flight=slots.running,
+        run_capacity=slots.capacity,
+        queue_depth=slots.waiting,
+        max_queued=slots.max_queued,
+        run_contexts_alive=len(app.runs),
+        run_context_evictions=int(getattr(app.runs, "evictions", 0)),
+        redactions=int(getattr(app.redactor, "redactions", 0)),
+        pools=pools,
+        caches=caches,
+    )
+
+
+# --- observable instruments (over the readings) ----------------------------------------------------------
 
 _observed = False
+Points = list[tuple[float, dict[str, str]]]
 
 
-def _services(kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    for app in _state.apps():
-        for key, service in app.services.items():
-            status = getattr(service, "status", None)
-            if not callable(status):
-                continue
-            try:
-                value = status()
-            except Exception:
-                continue
-            if isinstance(value, dict) and kind in value:
-                yield key, value
-
-
-def _observe(read: Any) -> Any:
+def _observe(points: Any) -> Any:
     from opentelemetry.metrics import Observation
 
     def callback(options: CallbackOptions) -> list[Observation]:
         try:
-            return [Observation(value, attrs) for value, attrs in read()]
+            return [Observation(value, attrs) for value, attrs in points([read(app) for app in _state.apps()])]
         except Exception:  # an instrument must never break the reader
             logger.debug("telemetry observation failed", exc_info=True)
             return []
@@ -260,19 +346,24 @@ def _observe(read: Any) -> Any:
     return callback
 
 
-def _apps_sum(read: Any) -> list[tuple[float, dict[str, str]]]:
-    values = [read(app) for app in _state.apps()]
-    values = [v for v in values if v is not None]
-    return [(sum(values), {})] if values else []
+def _total(name: str) -> Any:
+    """A server-wide value: the sum over the apps (one per server process, in practice)."""
+
+    def points(readings: list[Readings]) -> Points:
+        return [(sum(getattr(r, name) for r in readings), {})] if readings else []
+
+    return _observe(points)
 
 
-def _cache_ratio() -> list[tuple[float, dict[str, str]]]:
-    out = []
-    for key, status in _services("hits"):
-        total = status["hits"] + status.get("misses", 0)
-        if total:
-            out.append((status["hits"] / total, {"cache": key}))
-    return out
+def _per_pool(name: str) -> Any:
+    def points(readings: list[Readings]) -> Points:
+        return [(p[name], {"pool": key}) for r in readings for key, p in r.pools.items() if name in p]
+
+    return _observe(points)
+
+
+def _cache_ratio(readings: list[Readings]) -> Points:
+    return [(c["hit_ratio"], {"cache": key}) for r in readings for key, c in r.caches.items() if "hit_ratio" in c]
 
 
 def _observables() -> None:
@@ -285,51 +376,40 @@ def _observables() -> None:
     counter = meter.create_observable_counter
     gauge(
         "mcp_code_tools.runs.in_flight",
-        [_observe(lambda: _apps_sum(lambda a: a.executor.slots.running))],
+        [_total("runs_in_flight")],
         unit="{run}",
         description="Runs (tests, ruff CLI) holding a run slot",
     )
     gauge(
-        "mcp_code_tools.queue.depth",
-        [_observe(lambda: _apps_sum(lambda a: a.executor.slots.waiting))],
-        unit="{run}",
-        description="Runs waiting for a run slot",
+        "mcp_code_tools.queue.depth", [_total("queue_depth")], unit="{run}", description="Runs waiting for a run slot"
     )
     gauge(
         "mcp_code_tools.run_contexts.alive",
-        [_observe(lambda: _apps_sum(lambda a: len(a.runs)))],
+        [_total("run_contexts_alive")],
         unit="{run}",
         description="Run contexts kept (results pageable with get_run)",
     )
     gauge(
         "mcp_code_tools.pool.size",
-        [_observe(lambda: [(s["size"], {"pool": k}) for k, s in _services("size")])],
+        [_per_pool("size")],
         unit="{process}",
         description="Warm processes per pool (ruff servers, pytest zygotes)",
     )
     counter(
         "mcp_code_tools.pool.starts",
-        [_observe(lambda: [(s["started"], {"pool": k}) for k, s in _services("started")])],
+        [_per_pool("starts")],
         unit="{process}",
         description="Warm processes started per pool",
     )
     counter(
         "mcp_code_tools.pool.restarts",
-        [
-            _observe(
-                lambda: [
-                    (s.get("restarts", s.get("rebuilds", 0)), {"pool": k})
-                    for k, s in _services("started")
-                    if "restarts" in s or "rebuilds" in s
-                ]
-            )
-        ],
+        [_per_pool("restarts")],
         unit="{process}",
         description="Warm processes restarted or rebuilt per pool",
     )
     counter(
         "mcp_code_tools.pool.evictions",
-        [_observe(lambda: [(s["evictions"], {"pool": k}) for k, s in _services("started") if "evictions" in s])],
+        [_per_pool("evictions")],
         unit="{process}",
         description="Warm processes retired to make room for another key",
     )
@@ -341,13 +421,13 @@ def _observables() -> None:
     )
     counter(
         "mcp_code_tools.run_contexts.evictions",
-        [_observe(lambda: _apps_sum(lambda a: getattr(a.runs, "evictions", None)))],
+        [_total("run_context_evictions")],
         unit="{run}",
         description="Run contexts evicted to make room",
     )
     counter(
         "mcp_code_tools.redactions",
-        [_observe(lambda: _apps_sum(lambda a: getattr(a.redactor, "redactions", None)))],
+        [_total("redactions")],
         unit="{secret}",
         description="Secrets redacted from output",
     )

@@ -402,3 +402,61 @@ async def test_lint_engine_spans_server_cli_and_cache_hit(
     assert repeat_engine == "cache"
     children = engine_spans(repeat)
     assert set(children) == {"result cache hit"}, children
+
+
+# --- /readyz and the instruments read the same source ------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_readyz_metrics_and_the_instruments_agree(
+    otel: tuple[InMemorySpanExporter, InMemoryMetricReader], tmp_path: Path
+) -> None:
+    """/readyz's metrics are `telemetry.read()`, which the observable instruments observe: with a run
+    in flight, evicted run contexts, a redaction, a ruff server and result-cache hits, both say the same."""
+    import gc
+
+    from mcp.client import Client
+
+    from mcp_server.health import probe_readiness
+    from mcp_server.server import CodeToolsServer
+    from mcp_server.transports.memory import memory_transport
+    from tests.conftest import make_settings
+
+    _, reader = otel
+    (tmp_path / "a.py").write_text("import os\n")
+    server = CodeToolsServer(make_settings(tmp_path, tmp_path, max_runs=2))
+    gc.collect()  # servers of earlier tests: gone from the instruments' apps
+    app = server.app
+    with anyio.fail_after(60):
+        async with Client(memory_transport(server), mode="legacy") as client:
+            for _ in range(2):
+                assert not (await client.call_tool("lint", {"paths": ["a.py"]})).is_error
+            for _ in range(3):
+                app.runs.finish(app.runs.create("someone", "lint"))
+            app.redactor.redact("key: ghp_" + "b" * 36)
+            async with app.executor.slots.slot():
+                metrics = (await probe_readiness(app)).body["metrics"]
+                observed = {
+                    name: [(dict(p.attributes), p.value) for p in points(reader, f"mcp_code_tools.{name}")]
+                    for name in (
+                        "runs.in_flight",
+                        "queue.depth",
+                        "run_contexts.alive",
+                        "run_contexts.evictions",
+                        "redactions",
+                        "pool.size",
+                        "pool.starts",
+                        "cache.hit_ratio",
+                    )
+                }
+    assert metrics["runs_in_flight"] == 1 and metrics["run_context_evictions"] == 1 and metrics["redactions"] >= 1
+    assert metrics["pools"]["ruff_pool"]["size"] == 1
+    assert metrics["caches"]["code_analysis"]["hit_ratio"] == 0.5  # the second lint found the first's result
+    assert observed["runs.in_flight"] == [({}, metrics["runs_in_flight"])]
+    assert observed["queue.depth"] == [({}, metrics["queue_depth"])]
+    assert observed["run_contexts.alive"] == [({}, metrics["run_contexts_alive"])]
+    assert observed["run_contexts.evictions"] == [({}, metrics["run_context_evictions"])]
+    assert observed["redactions"] == [({}, metrics["redactions"])]
+    assert observed["pool.size"] == [({"pool": key}, p["size"]) for key, p in metrics["pools"].items()]
+    assert observed["pool.starts"] == [({"pool": key}, p["starts"]) for key, p in metrics["pools"].items()]
+    assert observed["cache.hit_ratio"] == [({"cache": k}, c["hit_ratio"]) for k, c in metrics["caches"].items()]
