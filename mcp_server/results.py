@@ -77,6 +77,27 @@ def stored_text(app: AppState, run: RunContext, section: str, value: str) -> str
     return text
 
 
+NOT_KEPT = "not_kept"
+"""The answer's field saying why the rest of a cut result could not be kept (then no `run_id`)."""
+
+
+def _keep(tctx: ToolContext, full: dict[str, Any], c: Cut) -> RunContext | None:
+    """Keep the full result in a new run of the caller for `get_run`; None when the caller's caps
+    (or the server's) leave no room: the answer is still the cut first page, `truncated`, with
+    no `run_id` and a `not_kept` note saying why (never an error instead of an answer)."""
+    app = tctx.app
+    try:
+        run = tctx.new_run()
+        app.runs.finish(run)  # finished first, so storing measures the big result only once
+        app.runs.store(run, summary=None, result=full)
+    except Busy as exc:
+        why = app.redactor.redact(str(exc))
+        c.value[NOT_KEPT] = f"only the first page is shown: the rest could not be kept for get_run ({why})"
+        return None
+    _prepared[run] = _Prepared(full, _answer(c, run))
+    return run
+
+
 def finish(tctx: ToolContext, output: ToolOutput) -> types.CallToolResult:
     """The answer to a tool call: redacted, within the budget; the rest kept in a run."""
     app = tctx.app
@@ -91,23 +112,18 @@ def finish(tctx: ToolContext, output: ToolOutput) -> types.CallToolResult:
         shown = {k: v for k, v in full.items() if k not in output.run_only} if output.run_only else full
         c = cut(shown, budget, pageable=pageable, redact=redact)
         if c.truncated and run is None and not output.view:
-            run = tctx.new_run()
-            app.runs.finish(run)  # finished first, so storing measures the big result only once
-            try:
-                app.runs.store(run, summary=None, result=full, size=c.full_size)
-            except Busy as exc:
-                run = None
-                c.value["run_error"] = app.redactor.redact(str(exc))
-            else:
-                _prepared[run] = _Prepared(full, _answer(c, run))
+            run = _keep(tctx, full, c)
         answer = _answer(c, run)
     if output.text is not None:
         text = app.redactor.redact(output.text)
     else:
         text = json.dumps(answer, separators=(",", ":"), default=str, ensure_ascii=False)
     if len(text) > budget:
-        where = f"get_run({run.run_id})" if run is not None else "the structured result"
-        text = text[: budget - 80] + f"\n…[truncated; {where} has the rest]"
+        if run is not None:
+            where = f"get_run({run.run_id}) has the rest"
+        else:
+            where = "the rest could not be kept" if NOT_KEPT in answer else "the structured result has the rest"
+        text = text[: budget - 80] + f"\n…[truncated; {where}]"
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=text)],
         structured_content=answer,

@@ -8,9 +8,9 @@ owner). An unknown run and a run of another owner get the same `NotFound`.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
+import sys
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -151,6 +151,8 @@ class RunContext:
     cancel_scope: anyio.CancelScope | None = None
     size: int = 0
     max_events: int = 10_000
+    held: int = 0
+    """Estimated bytes held by `result` and `summary` (`held_bytes`), measured once when stored."""
     watchers: list[Callable[[RunContext], None]] = field(default_factory=list)
     """Called (synchronously, on the loop) when the run changes, ends or is dropped: subscriptions."""
     dropped: bool = False
@@ -179,8 +181,31 @@ class RunContext:
             self.cancel_scope.cancel()
 
 
-def _measure(value: Any) -> int:
-    return len(json.dumps(value, default=str)) if value is not None else 0
+HELD_SAMPLE = 64
+"""Items of a long list looked at to estimate what the whole list holds."""
+
+
+def held_bytes(value: Any, sample: int = HELD_SAMPLE) -> int:
+    """An estimate of the memory `value` (a JSON-like tree) holds, in bytes: `sys.getsizeof` over
+    the tree, each object once (strings and values shared between items count once), each long list
+    estimated from an even sample of its items. Never serializes: cheap for a result of any size.
+    The object tree a run keeps holds ~2-4x its JSON size; this counts what is held."""
+    return 0 if value is None else _held(value, sample, set())
+
+
+def _held(value: Any, sample: int, seen: set[int]) -> int:
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        return size + sum(_held(k, sample, seen) + _held(v, sample, seen) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        if len(value) <= sample:
+            return size + sum(_held(v, sample, seen) for v in value)
+        picked = value[:: len(value) // sample][:sample]
+        return size + int(sum(_held(v, sample, seen) for v in picked) * len(value) / len(picked))
+    return size
 
 
 class RunStore:
@@ -274,8 +299,8 @@ class RunStore:
         result: dict[str, Any] | None,
         size: int | None = None,
     ) -> None:
-        """Record (or replace) the run's result and account its size (`size`: the result's, when
-        the caller measured it already).
+        """Record (or replace) the run's result and account the memory it holds (`held_bytes`,
+        estimated once here; `size`: the result's, when the caller estimated it already).
 
         Room is made from finished runs only (the owner's own first); a result that cannot be kept
         without evicting running work (or that alone exceeds the owner's byte cap) drops this run
@@ -287,14 +312,15 @@ class RunStore:
         ctx.summary = summary
         ctx.result = result
         ctx.changed()
-        ctx.size = (_measure(result) if size is None else size) + _measure(summary) + len(ctx.log)
+        ctx.held = (held_bytes(result) if size is None else size) + held_bytes(summary)
+        ctx.size = ctx.held + len(ctx.log)
         self._bytes += ctx.size
         self._make_room(ctx)
 
     def finish(self, ctx: RunContext) -> None:
         if ctx.run_id in self._runs:
             self._bytes -= ctx.size
-            ctx.size = _measure(ctx.result) + _measure(ctx.summary) + len(ctx.log)
+            ctx.size = ctx.held + len(ctx.log)  # the result was measured when stored: not again
             self._bytes += ctx.size
         ctx.finished.set()
         ctx.changed()

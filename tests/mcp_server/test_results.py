@@ -19,8 +19,9 @@ from mcp_server import output
 from mcp_server.api import ToolArgs, ToolContext, ToolError, ToolOutput, ToolSpec
 from mcp_server.builtin_tools import load_builtin_tools
 from mcp_server.redact import REDACTED, WITHHELD, Redactor
+from mcp_server.results import NOT_KEPT
 from mcp_server.runs import RunLog
-from mcp_server.server import CodeToolsServer
+from mcp_server.server import CodeToolsServer, default_loaders
 from mcp_server.transports.memory import memory_transport
 from tests.conftest import make_settings
 
@@ -487,3 +488,84 @@ async def test_crash_messages_name_the_test_redacted(tmp_path: Path) -> None:
             assert data["status"] == "crashed"
             text = json.dumps(data) + text_of(crashed)
             assert f"test_dies[{REDACTED}]" in text and AKIA not in text
+
+
+# --- a result the caller's run-store caps cannot keep is still an answer ------------------------
+
+
+async def hold_tool(ctx: ToolContext, args: Args) -> ToolOutput:
+    """Leaves a run of the caller running (as a background run_tests would)."""
+    run = ctx.new_run()
+    return ToolOutput({"run_id": run.run_id, "status": "running"})
+
+
+def many_diagnostics(root: Path) -> None:
+    root.mkdir()
+    for i in range(20):
+        (root / f"m{i}.py").write_text("".join(f"import os{j}\n" for j in range(100)))
+
+
+def assert_first_page_without_run(result: types.CallToolResult, why: str) -> dict[str, Any]:
+    data = structured(result)
+    assert data["truncated"] is True and "run_id" not in data
+    assert data["total"] == 2000 and data["diagnostics"] and data["omitted"]["diagnostics"] > 0
+    assert data["diagnostics"][0]["code"] == "F401"
+    note = data[NOT_KEPT]
+    assert "could not be kept" in note and why in note
+    assert "get_run(" not in text_of(result)  # the answer never points at a run that does not exist
+    return data
+
+
+async def test_a_result_over_the_callers_byte_cap_is_answered_with_its_first_page(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    many_diagnostics(root)
+    settings = make_settings(root, tmp_path, output_budget=6000, max_run_bytes_per_owner=20_000)
+    app = CodeToolsServer(settings)
+    with anyio.fail_after(60):
+        async with Client(memory_transport(app)) as client:
+            lint = await client.call_tool("lint", {})
+            assert_first_page_without_run(lint, "max_run_bytes_per_owner")
+            assert len(app.app.runs) == 0  # nothing half-kept
+
+
+async def test_a_result_when_all_the_callers_runs_are_running_is_answered_with_its_first_page(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "proj"
+    many_diagnostics(root)
+
+    def extra() -> list[ToolSpec[Any]]:
+        return [ToolSpec(name="hold", title="H", description="Holds a run.", args=Args, handler=hold_tool)]
+
+    settings = make_settings(root, tmp_path, output_budget=6000, max_runs_per_owner=1)
+    app = CodeToolsServer(settings, loaders=[*default_loaders(), extra])
+    with anyio.fail_after(60):
+        async with Client(memory_transport(app)) as client:
+            held = structured(await client.call_tool("hold", {}))
+            lint = await client.call_tool("lint", {})  # Busy when making its run: was an error
+            assert_first_page_without_run(lint, "still running")
+            assert held["status"] == "running" and len(app.app.runs) == 1  # the held run is untouched
+
+
+async def test_a_large_result_is_never_serialized_whole_by_the_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sized (sampled estimate), stored (memory estimate) and cut without one json.dumps of it."""
+    root = tmp_path / "proj"
+    many_diagnostics(root)
+    real = json.dumps
+    whole: list[int] = []
+
+    def counting(value: Any, *args: Any, **kwargs: Any) -> str:
+        if isinstance(value, dict) and len(value.get("diagnostics") or ()) == 2000:
+            whole.append(1)
+        return real(value, *args, **kwargs)
+
+    app = CodeToolsServer(make_settings(root, tmp_path, output_budget=6000))
+    with anyio.fail_after(60):
+        async with Client(memory_transport(app)) as client:
+            monkeypatch.setattr(json, "dumps", counting)
+            data = structured(await client.call_tool("lint", {}))
+            monkeypatch.setattr(json, "dumps", real)
+            assert data["truncated"] is True and data["run_id"]
+    assert whole == []

@@ -32,6 +32,11 @@ def finished(store: RunStore, owner: str, result: dict[str, Any] | None = None) 
     return run
 
 
+def big_result() -> dict[str, Any]:
+    """About 1 KB of memory held (distinct strings: the same string ten times is held once)."""
+    return {"items": [f"{i:03d}" + "x" * 97 for i in range(5)]}
+
+
 def not_found_text(store: RunStore, owner: str, run_id: str) -> str:
     with pytest.raises(NotFound) as err:
         store.get(owner, run_id)
@@ -105,7 +110,7 @@ async def test_count_cap_evicts_finished_runs_and_never_running_ones() -> None:
 
 def test_byte_cap_evicts_oldest_first_and_accounts_exactly() -> None:
     store = make_store(max_bytes=3000)
-    big = {"items": ["x" * 100] * 10}  # about 1 KB as JSON
+    big = big_result()  # about 1 KB held
     r1 = finished(store, "a", big)
     r2 = finished(store, "a", big)
     assert store.bytes_used == r1.size + r2.size
@@ -121,7 +126,7 @@ def test_a_result_bigger_than_the_cap_is_refused_and_evicts_nothing() -> None:
     kept = finished(store, "a")
     other = finished(store, "b")
     with pytest.raises(Busy, match=r"too large to keep.*max_run_bytes"):
-        finished(store, "a", {"items": ["y" * 1000] * 10})
+        finished(store, "a", {"items": [f"{i}" + "y" * 1000 for i in range(10)]})
     assert [r.run_id for r in store.list("a")] == [kept.run_id]
     assert [r.run_id for r in store.list("b")] == [other.run_id]
     assert store.bytes_used == kept.size + other.size
@@ -134,7 +139,7 @@ def test_an_owner_over_its_own_cap_loses_its_own_oldest_finished_runs() -> None:
     a3 = finished(store, "a")  # a's third: a's oldest goes, never b's
     assert [r.run_id for r in store.list("a")] == [a2.run_id, a3.run_id]
     assert [r.run_id for r in store.list("b")] == [theirs.run_id]
-    big = {"items": ["x" * 100] * 10}  # about 1 KB as JSON
+    big = big_result()  # about 1 KB held
     a4 = finished(store, "a", big)
     a5 = finished(store, "a", big)  # a's bytes over 2500: a's oldest finished go until it fits
     assert [r.run_id for r in store.list("a")] == [a4.run_id, a5.run_id]
@@ -150,7 +155,7 @@ async def test_global_cap_never_evicts_another_owners_running_work() -> None:
     b_running = store.create("b", "run_tests")
     b_done = finished(store, "b")
     cancelled = anyio.Event()
-    big = {"items": ["x" * 100] * 10}  # about 1 KB as JSON
+    big = big_result()  # about 1 KB held
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             await tg.start(work_until_cancelled, b_running, cancelled)
@@ -236,3 +241,68 @@ def test_run_log_keeps_head_and_tail_within_its_cap() -> None:
     assert "characters dropped" in text
     assert len(log) <= 2 * 2048 + 1024
     assert log.total == 10_000
+
+
+# --- byte accounting: what a run holds in memory, measured once ---------------------------------
+
+
+def lint_like(n: int) -> dict[str, Any]:
+    """A result shaped like lint's: many small dicts with a nested fix, distinct messages."""
+    diagnostics = [
+        {
+            "path": f"pkg/mod{i % 50}.py",
+            "line": i,
+            "column": 8,
+            "end_line": i,
+            "end_column": 11,
+            "code": "F401",
+            "message": f"`os{i}` imported but unused",
+            "fixable": True,
+            "fix_applicability": "safe",
+            "fix": {"message": f"Remove unused import: `os{i}`", "edits": [{"content": "", "line": i, "column": 1}]},
+        }
+        for i in range(n)
+    ]
+    return {"counts": {"F401": n}, "total": n, "truncated": False, "diagnostics": diagnostics}
+
+
+def test_a_stored_result_is_accounted_at_about_the_memory_it_holds() -> None:
+    import json
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        result = lint_like(20_000)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    store = make_store(max_bytes=1 << 30)
+    run = store.create("a", "lint")
+    store.store(run, summary=None, result=result)
+    store.finish(run)
+    assert 0.6 * held <= run.size - len(run.log) <= 1.6 * held, (run.size, held)
+    assert len(json.dumps(result)) < 0.6 * held  # what the accounting counted before: the JSON
+
+
+def test_storing_and_finishing_never_serialize_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    result = lint_like(5_000)
+    real = json.dumps
+    serialized: list[int] = []
+
+    def counting(value: Any, *args: Any, **kwargs: Any) -> str:
+        if value is result:
+            serialized.append(1)
+        return real(value, *args, **kwargs)
+
+    monkeypatch.setattr(json, "dumps", counting)
+    store = make_store(max_bytes=1 << 30)
+    run = store.create("a", "run_tests")
+    store.store(run, summary={"status": "failed"}, result=result)
+    size = run.size
+    run.log.write("the end\n")
+    store.finish(run)
+    assert serialized == []
+    assert run.held == size and run.size == run.held + len(run.log)  # the result is not measured again
