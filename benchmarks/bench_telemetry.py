@@ -1,20 +1,45 @@
-"""Telemetry's cost on the stdio round trip: on (SDK, batching processor, in-memory sinks) against
-off, both servers up at once, calls alternating one by one (load drift falls on both alike).
+"""Telemetry's cost, in one run: the stdio round trip and the cold start of the server as it is now
+with telemetry off, against the code before this work (commit `BASE_COMMIT`, extracted with
+`git archive` under the workdir and run from the same venv with PYTHONPATH pointing at it), and
+telemetry on (SDK, batching span processor, in-memory sinks) against off.
+
+All three servers are up at once and their calls rotate one by one (off, base, on; then the next
+rotation starts one further), so drift in the machine's load falls on each alike; medians.
 
 Off, the request path is the one of a server without telemetry: our middleware is not installed,
 the SDK's span middleware runs against the API's no-op tracer (as it always did), and no SDK
-module is imported (tests/mcp_server/test_telemetry.py checks that). Target: on <= 1.15x off.
+module is imported (tests/mcp_server/test_telemetry.py checks that). The baseline row measures
+everything that changed since `BASE_COMMIT` on the request path, not telemetry alone.
+Targets: off <= 1.02x the baseline (round trip), on <= 1.15x off; cold start off <= 1.05x the
+baseline (start-up times spread by several % here: 2 shared cores).
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from benchmarks.common import PYTHON, ROOT, Options, Result, median_ms, percentile_ms
 from benchmarks.jsonrpc_client import StdioJsonRpc, bench_env
 
-OFF = [PYTHON, "-m", "mcp_server"]
+BASE_COMMIT = "1b25805"
+"""The code as it was before the telemetry work of issue 14's second round (the session's start)."""
+SERVER = [PYTHON, "-m", "mcp_server"]
 ON = [PYTHON, str(ROOT / "benchmarks" / "telemetry_server.py")]
+
+
+def baseline_tree(opts: Options) -> Path:
+    """The source at `BASE_COMMIT`, extracted once under the workdir (no worktree, nothing in .git)."""
+    tree = opts.workdir / f"telemetry-base-{BASE_COMMIT}"
+    if not (tree / "mcp_server" / "__init__.py").exists():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", BASE_COMMIT], capture_output=True, check=True, timeout=120
+        )
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True, timeout=120)
+    return tree
 
 
 async def _timed_call(client: StdioJsonRpc) -> float:
@@ -25,39 +50,87 @@ async def _timed_call(client: StdioJsonRpc) -> float:
     return elapsed
 
 
+async def _cold_start(argv: list[str], root: Path, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    client = await StdioJsonRpc.spawn(argv, cwd=root, env=env)
+    try:
+        reply = await client.initialize()
+        elapsed = time.perf_counter() - started
+        assert "result" in reply, reply
+    finally:
+        await client.close()
+    return elapsed
+
+
+async def rotate(n: int, samplers: list[Callable[[], Awaitable[float]]]) -> list[list[float]]:
+    """`n` rounds; round i calls every sampler once, starting with sampler i mod len."""
+    out: list[list[float]] = [[] for _ in samplers]
+    for i in range(n):
+        for j in range(len(samplers)):
+            k = (i + j) % len(samplers)
+            out[k].append(await samplers[k]())
+    return out
+
+
 async def run(opts: Options) -> list[Result]:
     root = opts.workdir / "telemetry"
     root.mkdir(parents=True, exist_ok=True)
-    calls = opts.n(1000, 100)
     env = bench_env(root)
-    on = await StdioJsonRpc.spawn(ON, cwd=root, env={**env, "PYTHONPATH": str(ROOT)})
+    envs = {
+        "off": {**env, "PYTHONPATH": str(ROOT)},
+        "base": {**env, "PYTHONPATH": str(baseline_tree(opts))},
+        "on": {**env, "PYTHONPATH": str(ROOT)},
+    }
+    argvs = {"off": SERVER, "base": SERVER, "on": ON}
+    calls = opts.n(1500, 100)
+    clients: dict[str, StdioJsonRpc] = {}
     try:
-        off = await StdioJsonRpc.spawn(OFF, cwd=root, env=env)
-        try:
-            await on.initialize()
-            await off.initialize()
-            for _ in range(50):  # warm-up
-                await _timed_call(on)
-                await _timed_call(off)
-            a: list[float] = []
-            b: list[float] = []
-            for i in range(calls):
-                first, second = (on, off) if i % 2 == 0 else (off, on)
-                t1, t2 = await _timed_call(first), await _timed_call(second)
-                a.append(t1 if first is on else t2)
-                b.append(t2 if first is on else t1)
-        finally:
-            await off.close()
+        for name in ("off", "base", "on"):
+            clients[name] = await StdioJsonRpc.spawn(argvs[name], cwd=root, env=envs[name])
+            await clients[name].initialize()
+        for _ in range(50):  # warm-up
+            for client in clients.values():
+                await _timed_call(client)
+        off, base, on = await rotate(calls, [lambda c=c: _timed_call(c) for c in clients.values()])  # type: ignore[misc]
     finally:
-        await on.close()
+        for client in clients.values():
+            await client.close()
+
+    starts = opts.n(30, 3)
+    cold_off, cold_base = await rotate(
+        starts,
+        [lambda: _cold_start(SERVER, root, envs["off"]), lambda: _cold_start(SERVER, root, envs["base"])],
+    )
+
+    def extra(ours: list[float], baseline: list[float], n: int) -> dict[str, float | int]:
+        return {"p95_ms": percentile_ms(ours, 95), "baseline_p95_ms": percentile_ms(baseline, 95), "n": n}
+
     return [
         Result(
+            "tools/call round trip, stdio, telemetry off",
+            median_ms(off),
+            median_ms(base),
+            baseline=f"code at {BASE_COMMIT}",
+            target="≤ 1.02×",
+            max_ratio=1.02,
+            extra=extra(off, base, calls),
+        ),
+        Result(
             "tools/call round trip, stdio, telemetry on (in-memory sinks)",
-            median_ms(a),
-            median_ms(b),
+            median_ms(on),
+            median_ms(off),
             baseline="telemetry off",
             target="≤ 1.15×",
             max_ratio=1.15,
-            extra={"p95_ms": percentile_ms(a, 95), "baseline_p95_ms": percentile_ms(b, 95), "n": calls},
-        )
+            extra=extra(on, off, calls),
+        ),
+        Result(
+            "cold start (spawn → initialize result), telemetry off",
+            median_ms(cold_off),
+            median_ms(cold_base),
+            baseline=f"code at {BASE_COMMIT}",
+            target="≤ 1.05×",
+            max_ratio=1.05,
+            extra=extra(cold_off, cold_base, starts),
+        ),
     ]
