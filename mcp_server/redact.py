@@ -12,8 +12,11 @@ blocks (to their END line, or to the end of the text when it never comes), and v
 a secret-looking name (password, token, secret, api key, private key, credential) in any of the
 forms: quoted after `=` or `:` (Python, JSON, repr, TOML, YAML), or bare after `NAME=` in upper
 case (environment style). Values have no length limit. A bare value after a lower-case name is
-taken only when it holds a digit or a symbol and is not code (a call, a dotted name, a short
-number, a template): keyword arguments passing a variable and type annotations are left alone.
+taken when it holds a digit or a symbol and is not code (a call, a dotted name, a short number, a
+template); a bare word (`password=correcthorse`, `passwd: hunter`) only after `=` with no space
+and before a space, `&`, `;`, a quote or the line's end, or after `:` as the rest of the line, and
+never a word that looks secret itself, a type name or a constant: keyword arguments passing a
+variable (`f(token=token)`), annotations (`password: str`) and prose are left alone.
 """
 
 from __future__ import annotations
@@ -44,6 +47,19 @@ _NOT_SECRET = (
     r"(?!-?[0-9_]{1,6}(?![\w.\-/+=:@~]))"
     r"(?![%$#=*:])"
 )
+# A bare alphabetic value (`password=correcthorse`, `passwd: hunter`) is taken only where code
+# rarely puts one: right after `=` (no space) and before a space, `&`, `;`, a quote or the end of
+# the line (a keyword argument goes on with `,` or `)`), or after `:` as the whole rest of the line
+# (an annotation or prose goes on); never a word that itself looks secret (`token=token`,
+# `password=password`), a type name or a constant, a permission (`id-token: write`, `secrets: inherit`).
+_WORD_NAME = r"(?i:secret|token|passw(?:or)?d|pwd|api[_-]?key|apikey|private[_-]?key|credential)s?"
+_NOT_WORD = (
+    r"(?![A-Za-z]*(?i:secret|token|passw|pwd|key|cred|auth))"
+    r"(?!(?i:str|bytes|int|float|bool|dict|list|tuple|set|none|null|nil|true|false|optional|required|string"
+    r"|number|boolean|integer|object|any|self|cls|undefined|read|write|inherit)(?![A-Za-z]))"
+)
+_NOT_TYPE = r"(?![A-Z][a-z]+[A-Z])"  # after `:`, a CamelCase word is a type (`tokens: ParseResults`)
+_WORD = r"[A-Za-z]{4,256}"
 _END_KEY = re.compile(r"-----END [A-Z ]{0,64}PRIVATE KEY-----")
 _BEGIN_KEY = re.compile(r"-----BEGIN [A-Z ]{0,64}PRIVATE KEY-----")
 _HUNK = re.compile(r"(?m)^(?=@@ |--- [^\n]*\n\+\+\+ )")  # a hunk, or the next file's header
@@ -72,6 +88,8 @@ _PATTERNS = [
     rf"(?P<k_sq>{_NAME}{_SEP}\\?')(?![\s,;)\]}}])(?:[^'\\\n]|\\.)+",
     rf"(?P<k_env>{_UPPER_NAME}=)[^\s'\"&;]+",
     rf"(?P<k_bare>{_NAME}{_SEP}){_NOT_SECRET}(?={_BARE}{{0,256}}?{_SYMBOLIC}){_BARE}+",
+    rf"(?P<k_weq>{_WORD_NAME}=){_NOT_WORD}{_WORD}(?=[ \t&;'\"]|\r?\n|\Z)",
+    rf"(?P<k_wcol>{_WORD_NAME}[ \t]{{0,16}}:[ \t]{{0,16}}){_NOT_WORD}{_NOT_TYPE}{_WORD}(?=[ \t]{{0,16}}(?:\r?\n|\Z))",
 ]
 # What continues a match of an open kind (matched at the start of the next text).
 _OPEN = {

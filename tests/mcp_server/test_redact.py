@@ -161,6 +161,18 @@ PIECES = [
     "eyJ",
     "-----BEGIN RSA PRIVATE KEY-----\n" + "k" * 9000,
     "token=token)",
+    # Bare words after a lower-case name (round 2): `=` with no space, `:` to the line's end.
+    "password=correcthorse",
+    "passwd: hunter\n",
+    "secret=abcdefgh ",
+    "password=password",
+    "f(token=token)",
+    "token=self.token",
+    "api_key=api_key_from_env()",
+    "token: str\n",
+    "id-token: write\n",
+    "tokens: ParseResults\n",
+    "&",
 ]
 texts = st.lists(
     st.one_of(
@@ -168,6 +180,7 @@ texts = st.lists(
         st.text(max_size=40),
         st.text(alphabet="ghp_AKIAbeare =\n-", max_size=20),
         st.text(alphabet="passwordtokenSECRET_=:'\"\\ 9x{}\n", max_size=30),
+        st.text(alphabet="passwdsecrtokenhuAB=: &;\r\n", max_size=30),
     ),
     max_size=40,
 ).map("".join)
@@ -242,6 +255,54 @@ def test_code_and_prose_are_left_alone() -> None:
         "Authorization header carries a token\n"
         '    "token: ",\n'
     )
+    assert redactor().redact(text) == text
+
+
+BARE_WORDS = [
+    pytest.param("password=correcthorse", "correcthorse", id="password=word"),
+    pytest.param("login failed for bob passwd: hunter\n", "hunter", id="passwd-colon-word"),
+    pytest.param("secret=abcdefgh", "abcdefgh", id="secret=word"),
+    pytest.param("GET /login?user=bob&password=hunter&next=x", "hunter", id="query-string"),
+    pytest.param("db: password=CorrectHorse host=x", "CorrectHorse", id="mixed-case"),
+    pytest.param("api_key: sesame\r\n", "sesame", id="api-key-colon-crlf"),
+    pytest.param('print("password=correcthorse")', "correcthorse", id="in-a-string"),
+]
+
+
+@pytest.mark.parametrize(("text", "secret"), BARE_WORDS)
+def test_a_bare_word_after_a_secret_name_is_redacted_whole_and_streamed(text: str, secret: str) -> None:
+    red = redactor()
+    out = red.redact(text)
+    assert secret not in out and REDACTED in out
+    before = "".join(f"line {i} of the output\n" for i in range(300))
+    whole = before + text + "\n" + "after\n" * 20
+    for size in (1, 7, 4096, 5000):
+        chunks = [whole[i : i + size] for i in range(0, len(whole), size)]
+        assert secret not in stream_all(red.stream(), chunks)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "f(token=token)",
+        "password=password",
+        "token=self.token",
+        "api_key=api_key_from_env()",
+        "the token is valid",
+        "connect(password=passphrase, secret=value)",
+        "password=None\n",
+        "password: str\n",
+        "    token: Token\n",
+        "tokens: ParseResults\n",
+        "api_key: Optional[str] = None\n",
+        "Args:\n    token: the token to use.\n",
+        "permissions:\n  id-token: write\n",
+        "    secrets: inherit\n",
+        "token_type=bearer\n",
+        "password = hunter\n",  # an assignment of a variable (code), not `=` with no space
+    ],
+)
+def test_code_and_prose_around_a_bare_word_are_left_alone(text: str) -> None:
     assert redactor().redact(text) == text
 
 
