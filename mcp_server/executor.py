@@ -2,7 +2,8 @@
 
 No shell, ever: an argument vector of strings, with user values passed only as data (after `--`,
 or on stdin). A scrubbed environment (an allow-list). Each child leads its own process group, so a
-timeout or a cancel kills everything it spawned. Output is collected raw by default: tools parse
+timeout or a cancel kills everything it spawned (process_runner.py: spawn, kill the group, reap;
+process_output.py: `OutputCollector`; run_queue.py: the run slots). Output is collected raw by default: tools parse
 it (ruff's JSON, formatted source, the LSP stream), and a machine-readable channel is never
 rewritten. Redaction happens where text leaves the server: the result pipeline (results.py), the
 run log, the audit log (which redacts every record itself) and error messages. `redact=True`
@@ -13,13 +14,11 @@ FIFO queue behind them (backpressure), refused only past the queue limit.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import functools
 import logging
 import os
 import secrets
-import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -33,6 +32,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream  # noqa: F401  (re-ex
 
 from mcp_server.audit import AuditLog, AuditRecord
 from mcp_server.errors import ToolError
+from mcp_server.process_output import OutputCollector as OutputCollector  # re-exported: it lived here
+from mcp_server.process_runner import KILL_GRACE_S as KILL_GRACE_S
+from mcp_server.process_runner import ProcessRunner
+from mcp_server.process_runner import kill_group as kill_group
 from mcp_server.reaper import become_subreaper, reap_adopted
 from mcp_server.redact import Redactor
 from mcp_server.run_queue import RunSlots as RunSlots  # re-exported: the queue lived here
@@ -57,16 +60,9 @@ ENV_ALLOW = (
     "SYSTEMROOT",
     "XDG_CACHE_HOME",
 )
-KILL_GRACE_S = 2.0
 RUN_TAG_VAR = "CODE_TOOLS_RUN_TAG"
 """Set in the environment of project code (and so inherited by what it starts): marks the
 processes the server may kill and reap when they are orphaned and re-parented to it."""
-
-
-def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
-    """Signal a whole process group; a group that is already gone is fine."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,62 +75,6 @@ class ProcessResult:
     timed_out: bool
     output_bytes: int
     truncated: bool
-
-
-class OutputCollector:
-    """One output stream of a child: decoded, redacted as it arrives (unless `redactor` is None:
-    a machine-readable channel is parsed raw), kept up to `max_chars`."""
-
-    def __init__(self, redactor: Redactor | None, max_chars: int, on_text: Callable[[str], None] | None = None) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._redact = redactor.stream() if redactor is not None else None
-        self._max = max_chars
-        self._on_text = on_text
-        self._parts: list[str] = []
-        self._kept = 0
-        self.bytes = 0
-        self.truncated = False
-        self._finished = False
-
-    def _emit(self, text: str) -> None:
-        if not text:
-            return
-        room = self._max - self._kept
-        if len(text) > room:
-            self.truncated = True
-        if room > 0:
-            self._parts.append(text[:room])
-            self._kept += min(room, len(text))
-        if self._on_text is not None:
-            self._on_text(text)
-
-    def feed(self, chunk: bytes) -> None:
-        self.bytes += len(chunk)
-        text = self._decoder.decode(chunk)
-        self._emit(self._redact.feed(text) if self._redact is not None else text)
-
-    async def pump(self, stream: anyio.abc.ByteReceiveStream | None) -> None:
-        """Feed everything `stream` yields until EOF. Safe to cancel: nothing fed is lost."""
-        if stream is None:
-            return
-        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            async for chunk in stream:
-                self.feed(chunk)
-
-    def finish(self) -> None:
-        """End of stream: release what redaction held back."""
-        if self._finished:
-            return
-        self._finished = True
-        text = self._decoder.decode(b"", final=True)
-        if self._redact is None:
-            self._emit(text)
-            return
-        self._emit(self._redact.feed(text))
-        self._emit(self._redact.flush())
-
-    def text(self) -> str:
-        return "".join(self._parts)
 
 
 class Executor:
@@ -152,14 +92,14 @@ class Executor:
         self.slots = slots
         self.pass_env = tuple(pass_env)
         self._environ = os.environ if environ is None else environ
-        self._procs: dict[int, anyio.abc.Process] = {}
+        self.processes = ProcessRunner()
         self.run_tag = f"{os.getpid()}-{secrets.token_hex(8)}"
         self.subreaper = False
 
     @property
     def live(self) -> set[int]:
         """Pids of the children this executor started that are not reaped yet."""
-        return set(self._procs)
+        return self.processes.live
 
     def environment(self, *, extra: Mapping[str, str] | None = None, project: bool = False) -> dict[str, str]:
         """The scrubbed environment: the allow-list, `pass_env` for project code, then `extra`."""
@@ -179,43 +119,6 @@ class Executor:
         if any("\x00" in a for a in argv):
             raise ToolError("an argument contains a NUL byte")
         return list(argv)
-
-    async def _spawn(self, argv: list[str], cwd: Path, env: dict[str, str], stdin: int | None) -> anyio.abc.Process:
-        try:
-            proc = await anyio.open_process(
-                argv,
-                cwd=str(cwd),
-                env=env,
-                stdin=stdin,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise ToolError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
-        self._procs[proc.pid] = proc
-        return proc
-
-    async def _kill(self, proc: anyio.abc.Process) -> None:
-        """Kill the whole group (TERM, then KILL) and wait for the leader; bounded and shielded."""
-        with anyio.CancelScope(shield=True):
-            if proc.returncode is None:
-                kill_group(proc.pid, signal.SIGTERM)
-                with anyio.move_on_after(KILL_GRACE_S):
-                    await proc.wait()
-            kill_group(proc.pid)
-            with anyio.move_on_after(KILL_GRACE_S):
-                await proc.wait()
-            if proc.returncode is None:
-                logger.error("process %s did not exit after SIGKILL", proc.pid)
-            if proc.returncode is not None:
-                self._procs.pop(proc.pid, None)
-
-    async def _reap(self, proc: anyio.abc.Process) -> None:
-        """Kill the whole group, wait for the leader and close the pipes."""
-        await self._kill(proc)
-        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-            await proc.aclose()
 
     async def run(
         self,
@@ -241,7 +144,7 @@ class Executor:
         argv = self._check_argv(argv)
         env = self.environment(extra=env_extra, project=project_env)
         started = time.monotonic()
-        proc = await self._spawn(argv, cwd, env, subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
+        proc = await self.processes.spawn(argv, cwd, env, subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
         redactor = self.redactor if redact else None
         out = OutputCollector(redactor, max_output, on_output)
         err = OutputCollector(redactor, max_output)
@@ -265,14 +168,14 @@ class Executor:
             if deadline.cancelled_caught:
                 timed_out = True
                 outcome = "timeout"
-                await self._kill(proc)
+                await self.processes.kill(proc)
                 with anyio.move_on_after(KILL_GRACE_S):
                     await pump_both()  # what the killed group left in the pipes
         except BaseException:
             outcome = "cancelled"
             raise
         finally:
-            await self._reap(proc)
+            await self.processes.reap(proc)
             out.finish()
             err.finish()
             duration = time.monotonic() - started
@@ -315,11 +218,11 @@ class Executor:
         argv = self._check_argv(argv)
         env = self.environment(extra=env_extra, project=project_env)
         started = time.monotonic()
-        proc = await self._spawn(argv, cwd, env, subprocess.PIPE)
+        proc = await self.processes.spawn(argv, cwd, env, subprocess.PIPE)
         try:
             yield proc
         finally:
-            await self._reap(proc)
+            await self.processes.reap(proc)
             await self.audit.record(
                 AuditRecord(
                     time=AuditRecord.now(),
@@ -347,7 +250,7 @@ class Executor:
         work finishes in its thread, shielded). Returns how many were reaped."""
         if not self.subreaper:
             return 0
-        known = frozenset(self._procs)
+        known = frozenset(self.processes.live)
         work = functools.partial(reap_adopted, f"{RUN_TAG_VAR}={self.run_tag}", sessions=tuple(sessions), known=known)
         with anyio.CancelScope(shield=True):
             reaped = await anyio.to_thread.run_sync(work)
@@ -356,15 +259,5 @@ class Executor:
     async def aclose(self) -> None:
         """Kill whatever is still running (the server is going away), wait until each is reaped
         (bounded, shielded), then reap what the server adopted."""
-        procs = list(self._procs.values())
-        for proc in procs:
-            kill_group(proc.pid)
-        with anyio.CancelScope(shield=True), anyio.move_on_after(KILL_GRACE_S):
-            for proc in procs:
-                await proc.wait()
-        for proc in procs:
-            if proc.returncode is None:
-                logger.error("process %s did not exit after SIGKILL", proc.pid)
-            else:
-                self._procs.pop(proc.pid, None)
+        await self.processes.kill_all()
         await self.reap_adopted()
