@@ -19,6 +19,7 @@ import mcp_types as types
 
 from mcp_server.errors import Busy
 from mcp_server.output import Cut, cut
+from mcp_server.runs import NOT_KEPT as NOT_KEPT  # the answer's note when the rest could not be kept
 
 if TYPE_CHECKING:
     from mcp_server.api import AppState, ToolContext, ToolOutput
@@ -77,10 +78,6 @@ def stored_text(app: AppState, run: RunContext, section: str, value: str) -> str
     return text
 
 
-NOT_KEPT = "not_kept"
-"""The answer's field saying why the rest of a cut result could not be kept (then no `run_id`)."""
-
-
 def _keep(tctx: ToolContext, full: dict[str, Any], c: Cut) -> RunContext | None:
     """Keep the full result in a new run of the caller for `get_run`; None when the caller's caps
     (or the server's) leave no room: the answer is still the cut first page, `truncated`, with
@@ -89,7 +86,7 @@ def _keep(tctx: ToolContext, full: dict[str, Any], c: Cut) -> RunContext | None:
     try:
         run = tctx.new_run()
         app.runs.finish(run)  # finished first, so storing measures the big result only once
-        app.runs.store(run, summary=None, result=full)
+        app.runs.store(run, summary=None, result=full, whole=True)  # whole or nothing: the answer is cut
     except Busy as exc:
         why = app.redactor.redact(str(exc))
         c.value[NOT_KEPT] = f"only the first page is shown: the rest could not be kept for get_run ({why})"
@@ -119,10 +116,12 @@ def finish(tctx: ToolContext, output: ToolOutput) -> types.CallToolResult:
     else:
         text = json.dumps(answer, separators=(",", ":"), default=str, ensure_ascii=False)
     if len(text) > budget:
-        if run is not None:
+        if NOT_KEPT in answer:
+            where = "the rest could not be kept"
+        elif run is not None:
             where = f"get_run({run.run_id}) has the rest"
         else:
-            where = "the rest could not be kept" if NOT_KEPT in answer else "the structured result has the rest"
+            where = "the structured result has the rest"
         text = text[: budget - 80] + f"\n…[truncated; {where}]"
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=text)],

@@ -208,6 +208,45 @@ def _held(value: Any, sample: int, seen: set[int]) -> int:
     return size
 
 
+NOT_KEPT = "not_kept"
+"""A result's field saying why (part of) it could not be kept."""
+
+
+def cut_to_fit(result: dict[str, Any], room: int, held: int, cap: int) -> dict[str, Any]:
+    """`result` cut to about `room` bytes held: every value but lists as it is, and the first items
+    of each list sharing the room left (what one list leaves goes to the next); `truncated` and a
+    `not_kept` note naming what was dropped and why. Only the items looked at are measured."""
+    kept: dict[str, Any] = {k: v for k, v in result.items() if not isinstance(v, list)}
+    used = held_bytes(kept)
+    lists = [k for k, v in result.items() if isinstance(v, list)]
+    cut: dict[str, list[Any]] = {}
+    dropped: list[str] = []
+    for n, key in enumerate(lists):
+        value: list[Any] = result[key]
+        share = max(0, room - used) // (len(lists) - n)
+        items: list[Any] = []
+        taken = 0
+        for item in value:
+            size = held_bytes(item) + 8
+            if taken + size > share:
+                break
+            items.append(item)
+            taken += size
+        used += taken
+        cut[key] = items
+        if len(items) < len(value):
+            dropped.append(f"{key}: {len(items):,} of {len(value):,} kept")
+    kept = {k: cut.get(k, v) for k, v in result.items()}  # the original key order
+    kept["truncated"] = True
+    kept[NOT_KEPT] = (
+        f"the whole result could not be kept for get_run: it holds about {held:,} bytes, over this client's "
+        f"cap of {cap:,} (settings max_run_bytes_per_owner, max_run_bytes); "
+        + ("; ".join(dropped) if dropped else "its lists were kept")
+        + "; narrow the request for the rest"
+    )
+    return kept
+
+
 class RunStore:
     """Owner-scoped run contexts with a TTL refreshed on access, and caps on count and bytes.
 
@@ -298,21 +337,30 @@ class RunStore:
         summary: dict[str, Any] | None,
         result: dict[str, Any] | None,
         size: int | None = None,
+        whole: bool = False,
     ) -> None:
         """Record (or replace) the run's result and account the memory it holds (`held_bytes`,
         estimated once here; `size`: the result's, when the caller estimated it already).
 
         Room is made from finished runs only (the owner's own first); a result that cannot be kept
-        without evicting running work (or that alone exceeds the owner's byte cap) drops this run
-        and raises `Busy`.
+        without evicting running work drops this run and raises `Busy`. A result that alone
+        exceeds the byte cap (the owner's, or the server's) is kept cut (`cut_to_fit`: scalars and
+        the first items of each list, `truncated` and a `not_kept` note saying why), so the run
+        and its answer survive; with `whole=True` it drops this run and raises `Busy` instead.
         """
         if ctx.run_id not in self._runs:
             return  # evicted or purged meanwhile: nothing to keep
         self._bytes -= ctx.size
+        held = held_bytes(result) if size is None else size
+        cap = min(self.max_bytes_per_owner, self.max_bytes)
+        extra = held_bytes(summary) + len(ctx.log)
+        if result is not None and not whole and held + extra > cap:
+            result = cut_to_fit(result, max(0, int(cap * 0.9) - extra), held, cap)
+            held = held_bytes(result)
         ctx.summary = summary
         ctx.result = result
         ctx.changed()
-        ctx.held = (held_bytes(result) if size is None else size) + held_bytes(summary)
+        ctx.held = held + held_bytes(summary)
         ctx.size = ctx.held + len(ctx.log)
         self._bytes += ctx.size
         self._make_room(ctx)

@@ -569,3 +569,25 @@ async def test_a_large_result_is_never_serialized_whole_by_the_pipeline(
             monkeypatch.setattr(json, "dumps", real)
             assert data["truncated"] is True and data["run_id"]
     assert whole == []
+
+
+async def test_a_test_run_over_the_callers_byte_cap_is_answered_not_an_error(tmp_path: Path) -> None:
+    """run_tests stores its own result: over max_run_bytes_per_owner it is kept cut (first failures,
+    counts, status, a not_kept note), and the run (its log) survives; it was a 'too large' error."""
+    root = tmp_path / "proj"
+    (root / "tests").mkdir(parents=True)
+    (root / "tests" / "test_many.py").write_text(
+        "import pytest\n\n\n@pytest.mark.parametrize('i', range(60))\n"
+        "def test_fails(i):\n    assert 'x' * 300 == str(i)\n"
+    )
+    settings = make_settings(root, tmp_path, output_budget=6000, max_run_bytes_per_owner=16 * 1024, max_log_bytes=4096)
+    app = CodeToolsServer(settings)
+    with anyio.fail_after(120):
+        async with Client(memory_transport(app)) as client:
+            ran = await client.call_tool("run_tests", {})
+            data = structured(ran)
+            assert data["status"] == "failed" and data["counts"]["failed"] == 60
+            assert data["truncated"] is True and 0 < len(data["failures"]) < 60
+            assert "could not be kept" in data[NOT_KEPT] and "max_run_bytes_per_owner" in data[NOT_KEPT]
+            log = structured(await client.call_tool("get_run", {"run_id": data["run_id"], "section": "log"}))
+            assert log["total"] > 0

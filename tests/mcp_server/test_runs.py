@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from mcp_server.errors import Busy, NotFound
-from mcp_server.runs import PUBLIC_OWNER, RunContext, RunLog, RunStore
+from mcp_server.runs import NOT_KEPT, PUBLIC_OWNER, RunContext, RunLog, RunStore
 
 
 class FakeClock:
@@ -121,12 +121,13 @@ def test_byte_cap_evicts_oldest_first_and_accounts_exactly() -> None:
     assert store.bytes_used == 0 and len(store) == 0
 
 
-def test_a_result_bigger_than_the_cap_is_refused_and_evicts_nothing() -> None:
+def test_a_whole_result_bigger_than_the_cap_is_refused_and_evicts_nothing() -> None:
     store = make_store(max_bytes=2000)
     kept = finished(store, "a")
     other = finished(store, "b")
+    run = store.create("a", "lint")
     with pytest.raises(Busy, match=r"too large to keep.*max_run_bytes"):
-        finished(store, "a", {"items": [f"{i}" + "y" * 1000 for i in range(10)]})
+        store.store(run, summary=None, result={"items": [f"{i}" + "y" * 1000 for i in range(10)]}, whole=True)
     assert [r.run_id for r in store.list("a")] == [kept.run_id]
     assert [r.run_id for r in store.list("b")] == [other.run_id]
     assert store.bytes_used == kept.size + other.size
@@ -306,3 +307,21 @@ def test_storing_and_finishing_never_serialize_the_result(monkeypatch: pytest.Mo
     store.finish(run)
     assert serialized == []
     assert run.held == size and run.size == run.held + len(run.log)  # the result is not measured again
+
+
+def test_a_tools_own_result_bigger_than_the_cap_is_kept_cut_and_its_run_survives() -> None:
+    """run_tests and check store their own result: over the cap it is kept cut, never an error."""
+    store = make_store(max_bytes=1 << 20, max_bytes_per_owner=64 * 1024)
+    theirs = finished(store, "b", big_result())
+    run = store.create("a", "run_tests")
+    result = {"status": "failed", "counts": {"failed": 5000}, "failures": lint_like(5000)["diagnostics"]}
+    store.store(run, summary={"status": "failed"}, result=result)
+    store.finish(run)
+    assert store.get("a", run.run_id) is run and run.result is not None
+    kept = run.result
+    assert kept["status"] == "failed" and kept["counts"] == {"failed": 5000} and kept["truncated"] is True
+    assert 0 < len(kept["failures"]) < 5000 and kept["failures"][0] == result["failures"][0]
+    assert "could not be kept" in kept[NOT_KEPT] and "max_run_bytes_per_owner" in kept[NOT_KEPT]
+    assert f"failures: {len(kept['failures']):,} of 5,000 kept" in kept[NOT_KEPT]
+    assert run.size <= 64 * 1024 and store.owner_usage("a") == (1, run.size)
+    assert store.get("b", theirs.run_id) is theirs
