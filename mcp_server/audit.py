@@ -95,9 +95,7 @@ class AuditLog:
     """Appends `AuditRecord`s to `path`, redacted (`redactor`); rotates to `path.1` ... `path.N`
     past `max_bytes` (`logging.handlers.RotatingFileHandler`)."""
 
-    def __init__(
-        self, path: Path | None, *, max_bytes: int, backups: int, redactor: Redactor | None = None
-    ) -> None:
+    def __init__(self, path: Path | None, *, max_bytes: int, backups: int, redactor: Redactor | None = None) -> None:
         self.path = path
         self.redactor = redactor
         """None: the process's redactor (`redact.install`), looked up at each record."""
