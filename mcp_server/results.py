@@ -111,6 +111,8 @@ def finish(tctx: ToolContext, output: ToolOutput) -> types.CallToolResult:
         if c.truncated and run is None and not output.view:
             run = _keep(tctx, full, c)
         answer = _answer(c, run)
+        if run is not None and not output.view and run.result is not None and NOT_KEPT in run.result:
+            answer.setdefault(NOT_KEPT, redact(run.result[NOT_KEPT]))  # the tool's run was kept cut: say so
     if output.text is not None:
         text = app.redactor.redact(output.text)
     else:

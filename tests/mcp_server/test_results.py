@@ -591,3 +591,30 @@ async def test_a_test_run_over_the_callers_byte_cap_is_answered_not_an_error(tmp
             assert "could not be kept" in data[NOT_KEPT] and "max_run_bytes_per_owner" in data[NOT_KEPT]
             log = structured(await client.call_tool("get_run", {"run_id": data["run_id"], "section": "log"}))
             assert log["total"] > 0
+
+
+async def own_run_tool(ctx: ToolContext, args: Args) -> ToolOutput:
+    """Like check: stores its full result in its own run and answers a summary of it."""
+    run = ctx.new_run()
+    result = secret_result(args.n)
+    ctx.runs.store(run, summary={"status": result["status"]}, result=result)
+    ctx.runs.finish(run)
+    return ToolOutput({"status": result["status"], "count": result["count"]}, run=run)
+
+
+async def test_a_tools_own_run_kept_cut_says_so_in_the_answer(tmp_path: Path) -> None:
+    def extra() -> list[ToolSpec[Any]]:
+        return [ToolSpec(name="own", title="O", description="Own run.", args=Args, handler=own_run_tool)]
+
+    app = CodeToolsServer(
+        make_settings(tmp_path, tmp_path, output_budget=6000, max_run_bytes_per_owner=32 * 1024),
+        loaders=[load_builtin_tools, extra],
+    )
+    with anyio.fail_after(30):
+        async with Client(memory_transport(app)) as client:
+            data = structured(await client.call_tool("own", {"n": 200}))
+            assert data["status"] == "failed" and data["count"] == 200 and data["run_id"]
+            assert "could not be kept" in data[NOT_KEPT] and "items:" in data[NOT_KEPT]
+            page = structured(await client.call_tool("get_run", {"run_id": data["run_id"], "section": "items"}))
+            assert 0 < page["total"] < 200
+            assert_clean(json.dumps(data), json.dumps(page))
