@@ -460,3 +460,33 @@ async def test_readyz_metrics_and_the_instruments_agree(
     assert observed["pool.size"] == [({"pool": key}, p["size"]) for key, p in metrics["pools"].items()]
     assert observed["pool.starts"] == [({"pool": key}, p["starts"]) for key, p in metrics["pools"].items()]
     assert observed["cache.hit_ratio"] == [({"cache": k}, c["hit_ratio"]) for k, c in metrics["caches"].items()]
+
+
+@pytest.mark.anyio
+async def test_format_check_engine_spans(
+    otel: tuple[InMemorySpanExporter, InMemoryMetricReader], tmp_path: Path
+) -> None:
+    """format_check: one file through a warm `ruff server`, a tree through `ruff format --check`,
+    and a repeat from the result cache, each under its `tools/call format_check` span."""
+    exporter, _ = otel
+    root = tmp_path / "proj"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "a.py").write_text("x=1\n")
+    (root / "pkg" / "b.py").write_text("y = 2\n")
+    found: list[dict[str, list[dict[str, Any]]]] = []
+    with anyio.fail_after(120):
+        async with open_memory(root, tmp_path) as client:
+            for paths in (["pkg/a.py"], ["pkg"], ["pkg"]):
+                exporter.clear()
+                result = await client.call_tool("format_check", {"paths": paths})
+                assert not result.is_error, result
+                spans = exporter.get_finished_spans()
+                children: dict[str, list[dict[str, Any]]] = {}
+                for child in children_of(spans, named(spans, "tools/call format_check")):
+                    children.setdefault(child.name, []).append(dict(child.attributes or {}))
+                found.append(children)
+    single, tree, again = found
+    assert single["ruff server"] == [{"mcp_code_tools.ruff.engine": "server"}], single
+    assert [a["mcp_code_tools.ruff.mode"] for a in tree["ruff format"]] == ["check"], tree
+    assert tree["result cache hit"][0]["mcp_code_tools.cache.hits"] == 1  # a.py, from the single-file call
+    assert again["result cache hit"][0]["mcp_code_tools.cache.hits"] == 2 and "ruff format" not in again
