@@ -13,7 +13,7 @@ everything that changed since `BASE_COMMIT` on the request path, not telemetry a
 Targets: off <= 1.02x the baseline (round trip), on <= 1.15x off; cold start off <= 1.05x the
 baseline (start-up times spread by several % here: 2 shared cores).
 
-Measured 2026-12-02 (2 cores shared with other work, load 2-7), three full runs: off vs the
+Measured 2026-12-02 (2 cores shared with other work, load 2-7), two full runs: off vs the
 baseline 0.87x / 0.99x, on vs off 1.16x / 1.14x (quick run 1.08x), cold start 1.00x / 1.06x
 (0.86 s vs 0.86 s; 1.23 s vs 1.16 s under load 6.7). The on cost is mostly the SDK's own server
 span (~38 us a request here); our middleware adds the operation histogram (~10 us).
