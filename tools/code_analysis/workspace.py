@@ -290,12 +290,12 @@ class StatCache:
         Every file passes `checker` (inside a root, regular, not too big) first; `FileSkipped` says why not.
         """
         try:
-            checked = checker.check(path)
-            sig = sig_of(checked.st)
             known = self._states.get(path)
-            if known is not None and known[0] == sig and sig[0] < known[2] - RACY_WINDOW_NS:
-                return known
-            checked, data = checker.read(path)
+            if known is not None:  # stat first: an unchanged file is not read (a new one is read at once)
+                sig = sig_of(checker.check(path).st)
+                if known[0] == sig and sig[0] < known[2] - RACY_WINDOW_NS:
+                    return known
+            checked, data = checker.read(path)  # checks the path itself
         except FileSkipped:
             with self._lock:
                 self._states.pop(path, None)
