@@ -383,6 +383,8 @@ async def test_lint_engine_spans_server_cli_and_cache_hit(
     children = engine_spans(tree)
     modes = [a["mcp_code_tools.ruff.mode"] for a in children["ruff check"]]
     assert "lint" in modes, children  # `ruff check` over the files (and its discovery beside it)
+    linted = next(a for a in children["ruff check"] if a["mcp_code_tools.ruff.mode"] == "lint")
+    assert linted["mcp_code_tools.ruff.paths"] == 1  # b.py: a.py's result came from the cache
     assert all(
         a["mcp_code_tools.ruff.engine"] == "cli" and a["mcp_code_tools.ruff.stdin"] is False
         for a in children["ruff check"]

@@ -87,10 +87,17 @@ _CLI_MODES = {"--show-files": "discover", "--fix-only": "fix", "--check": "check
 
 
 def _cli_attributes(args: Sequence[str], stdin: bool) -> dict[str, Any]:
-    """The CLI span's attributes: engine, mode (discover, fix, check, lint, format) and whether
-    the text came on stdin (one document) or files were named (a tree)."""
-    mode = next((name for flag, name in _CLI_MODES.items() if flag in args), "lint" if args[0] == "check" else "format")
-    return {"mcp_code_tools.ruff.engine": "cli", "mcp_code_tools.ruff.mode": mode, "mcp_code_tools.ruff.stdin": stdin}
+    """The CLI span's attributes: engine, mode (discover, fix, check, validate, lint, format),
+    whether the text came on stdin (one document), and how many paths were named after `--` (a
+    tree). Only the options before `--` are looked at: a long file list costs nothing here."""
+    end = args.index("--") if "--" in args[:24] else len(args)
+    head = args[:end]
+    mode = next((name for flag, name in _CLI_MODES.items() if flag in head), "lint" if args[0] == "check" else "format")
+    attributes: dict[str, Any] = {"mcp_code_tools.ruff.engine": "cli", "mcp_code_tools.ruff.mode": mode}
+    attributes["mcp_code_tools.ruff.stdin"] = stdin
+    if end < len(args):
+        attributes["mcp_code_tools.ruff.paths"] = len(args) - end - 1
+    return attributes
 
 
 def chunked(targets: Sequence[str], max_chars: int = MAX_ARGV_CHARS) -> list[list[str]]:
