@@ -179,6 +179,11 @@ class Settings(BaseSettings):
         default=(), description="browser origins allowed on network transports, comma-separated (default: loopback)"
     )
     max_connections_per_client: int = Field(default=32, ge=1, description="concurrent connections per client")
+    max_http_connections: int = Field(
+        default=512,
+        ge=1,
+        description="open TCP connections on the HTTP port, all clients together (past it: 503 and closed)",
+    )
     rate_limit_rps: float = Field(default=50.0, gt=0, description="tool calls per second per client (token bucket)")
     rate_limit_burst: int = Field(default=100, ge=1, description="token bucket size per client")
     rate_limit_store: Literal["memory", "redis"] = Field(
@@ -239,10 +244,6 @@ class Settings(BaseSettings):
         le=256,
         description="run_tests children per run (shards; capped at the CPU count); "
         "session fixtures then run once per child, as with pytest-xdist",
-    )
-    record_tests: bool = Field(
-        default=True,
-        description="record what each test executes (for run_tests affected=true); off: affected runs run everything",
     )
     record_tests: bool = Field(
         default=True,

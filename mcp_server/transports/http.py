@@ -43,6 +43,7 @@ from mcp_server.connections import CONNECTION_STATE_KEY, http_connection, http_s
 from mcp_server.netpolicy import LOOPBACK_NAMES, ConnectionCounter, NetPolicy, Refusal
 from mcp_server.server import CodeToolsServer
 from mcp_server.transports.http_sessions import HttpSessions
+from mcp_server.transports.http_sockets import CappedListener, ConnectionLedger, CorkedReply
 from mcp_server.transports.network import (
     MCP_PATH,
     Door,
@@ -90,13 +91,29 @@ def _may_open_a_session(scope: Scope, headers: Headers) -> bool:
     return scope["method"] == "POST" and (version is None or version in HANDSHAKE_PROTOCOL_VERSIONS)
 
 
+class _CorkedSend:
+    def __init__(self, send: Send, reply: CorkedReply) -> None:
+        self.send = send
+        self.reply = reply
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.reply.started()
+        await self.send(message)
+        if kind == "http.response.body" and not message.get("more_body", False):
+            self.reply.finished()
+
+
 class HttpFront:
     """The ASGI app hypercorn serves: the door, the caps, the session ledger, then the SDK."""
 
-    def __init__(self, app: CodeToolsServer, door: Door) -> None:
+    def __init__(self, app: CodeToolsServer, door: Door, connections: ConnectionLedger | None = None) -> None:
         settings = app.settings
         self.app = app
         self.door = door
+        self.connections = connections
+        """The port's open TCP connections (None when embedded without our listening socket)."""
         self.manager = StreamableHTTPSessionManager(
             app.server,
             security_settings=_security_settings(door.policy),
@@ -146,14 +163,17 @@ class HttpFront:
             return
         session_id = headers.get(MCP_SESSION_ID_HEADER)
         scope.setdefault("state", {})[CONNECTION_STATE_KEY] = http_connection(session_id, client)
+        corked = self._corked(scope, send)
         try:
-            await self._mcp(scope, self._timed(receive), send, headers, client)
+            await self._mcp(scope, self._timed(receive), corked or send, headers, client)
         except BodyTimeout:
             why = f"request body not received within {self.body_timeout_s:g} s (setting http_body_timeout_s)"
             with contextlib.suppress(Exception):
                 await _answer(HealthAnswer(408, {"error": why}), send, close=True)
         finally:
             self.requests.release(client)
+            if corked is not None:
+                corked.reply.finished()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -163,6 +183,11 @@ class HttpFront:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _corked(self, scope: Scope, send: Send) -> _CorkedSend | None:
+        """`send`, with the reply's connection corked from its head to its last chunk (one packet)."""
+        connection = self.connections.for_peer(scope.get("client")) if self.connections is not None else None
+        return _CorkedSend(send, CorkedReply(connection)) if connection is not None else None
 
     def _timed(self, receive: Receive) -> Receive:
         """`receive`, with the whole request body due within `http_body_timeout_s`."""
@@ -298,11 +323,15 @@ class HttpFront:
                 await self.end_session(session_id)
 
 
-def _hypercorn_config(sock_fd: int, settings: Any) -> Any:
-    from hypercorn.config import Config  # HTTP transport only
+def _hypercorn_config(listener: CappedListener, settings: Any) -> Any:
+    from hypercorn.config import Config, Sockets  # HTTP transport only
 
-    config = Config()
-    config.bind = [f"fd://{sock_fd}"]
+    class _Config(Config):
+        def create_sockets(self) -> Sockets:
+            """Our listening socket (its `accept()` holds the connection cap), not one from `bind`."""
+            return Sockets(secure_sockets=[], insecure_sockets=[listener], quic_sockets=[])
+
+    config = _Config()
     config.keep_alive_timeout = settings.http_idle_timeout_s
     config.graceful_timeout = SHUTDOWN_TIMEOUT_S
     config.include_server_header = False
@@ -324,8 +353,9 @@ async def http_server(
     from hypercorn.asyncio import serve  # HTTP transport only
 
     async with listening(app, host, port) as listener:
-        front = HttpFront(app, listener.door)
-        config = _hypercorn_config(os.dup(listener.sock.fileno()), app.settings)
+        connections = ConnectionLedger(app.settings.max_http_connections)
+        front = HttpFront(app, listener.door, connections)
+        config = _hypercorn_config(CappedListener(os.dup(listener.sock.fileno()), connections), app.settings)
         stop = anyio.Event()
         served = anyio.Event()
 
