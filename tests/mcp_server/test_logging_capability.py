@@ -3,6 +3,7 @@ redacted and rate-limited, in both protocol eras (2026-07-28: the per-request `_
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ import anyio
 import mcp_types as types
 import pytest
 from mcp.client import Client
+from mcp.client.stdio import StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
 from mcp_server.api import ToolArgs, ToolContext, ToolOutput, ToolSpec
@@ -20,7 +22,7 @@ from mcp_server.logging_capability import ClientLogger, ConnectionLog, LogLevels
 from mcp_server.redact import Redactor
 from mcp_server.server import CodeToolsServer
 from mcp_server.transports.memory import memory_transport
-from tests.conftest import make_settings, network_settings
+from tests.conftest import make_settings, network_settings, settings_env
 
 pytestmark = [
     pytest.mark.anyio,
@@ -34,12 +36,30 @@ MODERN = "2026-07-28"
 @asynccontextmanager
 async def open_client(
     transport: str, root: Path, tmp: Path, mode: str = "legacy", client_kwargs: dict[str, Any] | None = None
-) -> AsyncIterator[tuple[CodeToolsServer, Client]]:
+) -> AsyncIterator[tuple[Any, Client]]:
     kwargs = client_kwargs or {}
     if transport == "memory":
         app = CodeToolsServer(make_settings(root, tmp))
         async with Client(memory_transport(app), mode=mode, **kwargs) as client:
             yield app, client
+        return
+    if transport == "websocket":
+        from mcp_server.transports.websocket import websocket_server
+        from mcp_server.transports.ws_client import websocket_client
+
+        app = CodeToolsServer(make_settings(root, tmp, **network_settings("websocket", {})))
+        async with (
+            websocket_server(app) as endpoint,
+            Client(websocket_client(endpoint.url), mode=mode, **kwargs) as client,
+        ):
+            yield app, client
+        return
+    if transport == "stdio":  # the server is a process of its own: no app object to look into
+        params = StdioServerParameters(
+            command=sys.executable, args=["-m", "mcp_server"], env=settings_env(root, tmp), cwd=str(root)
+        )
+        async with Client(params, mode=mode, **kwargs) as client:
+            yield None, client
         return
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
@@ -73,7 +93,7 @@ def source_file(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("transport", ["memory", "http"])
+@pytest.mark.parametrize("transport", ["memory", "stdio", "websocket", "http"])
 async def test_set_level_filters_tool_events_per_connection(tmp_path: Path, transport: str) -> None:
     root = source_file(tmp_path)
     inbox = Inbox()
@@ -95,7 +115,7 @@ async def test_set_level_filters_tool_events_per_connection(tmp_path: Path, tran
             assert inbox.messages == []
 
 
-@pytest.mark.parametrize("transport", ["memory", "http"])
+@pytest.mark.parametrize("transport", ["memory", "stdio", "websocket", "http"])
 async def test_unknown_level_is_invalid_params(tmp_path: Path, transport: str) -> None:
     with anyio.fail_after(30):
         async with open_client(transport, tmp_path, tmp_path) as (_, client):
@@ -109,7 +129,7 @@ async def test_unknown_level_is_invalid_params(tmp_path: Path, transport: str) -
             assert caught.value.error.code == types.INVALID_PARAMS
 
 
-@pytest.mark.parametrize("transport", ["memory", "http"])
+@pytest.mark.parametrize("transport", ["memory", "stdio", "websocket", "http"])
 async def test_modern_era_logs_only_for_requests_that_opt_in(tmp_path: Path, transport: str) -> None:
     root = source_file(tmp_path)
     quiet, loud = Inbox(), Inbox()

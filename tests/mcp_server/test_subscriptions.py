@@ -79,6 +79,17 @@ async def open_client(
         async with Client(memory_transport(app), mode=mode, **client_kwargs) as client:
             yield app, client
         return
+    if transport == "websocket":
+        from mcp_server.transports.websocket import websocket_server
+        from mcp_server.transports.ws_client import websocket_client
+
+        app = CodeToolsServer(make_settings(root, tmp, **network_settings("websocket", {})))
+        async with (
+            websocket_server(app) as endpoint,
+            Client(websocket_client(endpoint.url), mode=mode, **client_kwargs) as client,
+        ):
+            yield app, client
+        return
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
 
@@ -99,7 +110,7 @@ async def start_gated_run(client: Client) -> str:
     return str(result.structured_content["run_id"])
 
 
-@pytest.mark.parametrize("transport", ["memory", "http"])
+@pytest.mark.parametrize("transport", ["memory", "websocket", "http"])
 async def test_updates_while_running_and_at_the_end(tmp_path: Path, transport: str) -> None:
     root = gated_project(tmp_path)
     updates = Updates()
@@ -166,7 +177,7 @@ async def test_subscriptions_end_with_the_connection(tmp_path: Path) -> None:
             assert run.watchers == []
 
 
-@pytest.mark.parametrize("transport", ["memory", "http"])
+@pytest.mark.parametrize("transport", ["memory", "websocket", "http"])
 async def test_modern_era_listen_through_the_sdk(tmp_path: Path, transport: str) -> None:
     root = gated_project(tmp_path)
     with anyio.fail_after(120):
