@@ -16,6 +16,18 @@ connection is in quick-ack mode. Fixed in transports/network.py. The mirror case
 measured here: a client that writes a request's head and body apart without TCP_NODELAY waits for
 the server's delayed ACK; only the client can fix that (every mainstream HTTP client does).
 
+Where the rest of the handshake era's round trip goes (measured with variant servers, server CPU per
+trivial call on one kept-alive connection, this 2-core machine): hypercorn with a trivial ASGI app
+0.24 ms; the SDK's session manager answering with SSE (what the handshake era does for every POST)
+1.20 ms; the same manager with `json_response=True` 0.76 ms; our front adds ~0.07 ms; WebSocket, the
+whole call, 0.36-0.40 ms. So most of the gap is the SDK's SSE reply (sse-starlette starts five tasks
+per response: stream, ping, exit-signal and disconnect listeners, the SDK's writer). JSON replies
+would bring it to ~2x, but the SDK offers them only per session manager, not per request, and in
+that mode it drops every notification tied to a request: progress would be lost, so we keep SSE.
+What is ours to fix is fixed: each reply's head, event and chunked end leave in one packet (TCP_CORK
+in transports/http_sockets.py) instead of three wake-ups of the client. The rows "server CPU per
+trivial call" report the CPU side, which a loaded machine disturbs less than round-trip medians.
+
 The clients are bare (websockets, raw HTTP/1.1 on asyncio streams): client-side SDK parsing would
 compete with the server for the same 2 cores.
 
@@ -435,12 +447,14 @@ async def kept_alive_rtts(root: Path, n: int) -> dict[str, list[float]]:
             for _ in range(20):
                 await client.request("tools/call", TRIVIAL)
             samples = []
+            cpu_before = process_cpu_s(server.proc.pid)
             for _ in range(n):
                 started = time.perf_counter()
                 reply = await client.request("tools/call", TRIVIAL)
                 samples.append(time.perf_counter() - started)
                 assert reply.get("result", {}).get("isError"), reply
             out[kind] = samples
+            out[f"{kind}-server-cpu"] = [(process_cpu_s(server.proc.pid) - cpu_before) / n]
             await client.close()
             if kind == "http-modern":
                 out["http-modern-two-segments"] = await asyncio.to_thread(
@@ -449,6 +463,15 @@ async def kept_alive_rtts(root: Path, n: int) -> dict[str, list[float]]:
         finally:
             await server.stop()
     return out
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def nagle_client_rtts(url: str, n: int) -> list[float]:
@@ -496,6 +519,18 @@ def rtt_results(rtts: dict[str, list[float]]) -> list[Result]:
                 max_ratio=2.0,
             )
         )
+    if "ws-server-cpu" in rtts:
+        ws_cpu = rtts["ws-server-cpu"][0] * 1000
+        for kind, label in (("http", LEGACY), ("http-modern", MODERN)):
+            results.append(
+                Result(
+                    f"HTTP {label}: server CPU per trivial call, kept-alive connection",
+                    rtts[f"{kind}-server-cpu"][0] * 1000,
+                    baseline_ms=ws_cpu,
+                    baseline="WebSocket",
+                    target="(where the round trip goes: see notes)",
+                )
+            )
     if "http-modern-two-segments" in rtts:
         results.append(
             Result(

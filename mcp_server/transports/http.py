@@ -18,7 +18,10 @@ to its ASGI scope state, where `connection_for_request` finds it, as stream tran
 
 Served by hypercorn inside the caller's event loop, on a socket bound before anything starts, with
 its public `serve(..., shutdown_trigger=...)`. A connection that sends no complete request head (a
-slowloris) or sits idle between requests is closed after `http_idle_timeout_s`.
+slowloris) or sits idle between requests is closed after `http_idle_timeout_s`. The listening
+socket hypercorn gets (`http_sockets.CappedListener`) holds open TCP connections to
+`max_http_connections` (past it: 503 and closed), and each reply is corked so it leaves in one
+packet when it is written at once.
 """
 
 from __future__ import annotations
