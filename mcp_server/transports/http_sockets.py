@@ -5,8 +5,9 @@ it, and asyncio takes each new connection by calling that listening socket's `ac
 listening socket we hand it is a `CappedListener`: its `accept()` counts what is open in a
 `ConnectionLedger` and, at `max_http_connections`, answers the newcomer `503` and closes it at
 once (it never reaches hypercorn or the app). Each accepted connection is a `TrackedConnection`,
-released from the ledger when it closes, so room comes back as soon as any connection ends
-(hypercorn closes idle and slowloris connections after `http_idle_timeout_s`).
+released from the ledger when it closes or its peer ends the stream (hypercorn itself closes a
+socket whose client has gone only at its idle timeout), so room comes back as soon as a client
+leaves; hypercorn closes idle and slowloris connections after `http_idle_timeout_s`.
 
 The ledger also finds a request's connection by its peer address (the ASGI scope's `client`), so
 the front can cork it (`TCP_CORK`) while a reply is written: hypercorn writes the head, each body
@@ -83,7 +84,9 @@ class ConnectionLedger:
 
 
 class TrackedConnection(socket.socket):
-    """An accepted connection that leaves the ledger when it closes (once), and can be corked."""
+    """An accepted connection that leaves the ledger (once) when it closes or its peer has closed
+    (hypercorn closes such a socket only at its idle timeout: a gone client does not hold a place
+    that long), and can be corked."""
 
     def __init__(self, conn: socket.socket, key: PeerKey | None, ledger: ConnectionLedger) -> None:
         super().__init__(conn.family, conn.type, conn.proto, fileno=conn.detach())
@@ -92,11 +95,27 @@ class TrackedConnection(socket.socket):
         self._corked = False
         ledger.opened(key, self)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         ledger, self._ledger = self._ledger, None
         if ledger is not None:
             ledger.closed(self._key, self)
+
+    def close(self) -> None:
+        self._release()
         super().close()
+
+    # asyncio's transport reads through these: an empty read is the peer's end of the stream.
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        if not data and bufsize:
+            self._release()
+        return data
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        count = super().recv_into(buffer, nbytes, flags)
+        if count == 0 and (nbytes or len(buffer)):
+            self._release()
+        return count
 
     def cork(self) -> None:
         """Hold what is written until `uncork` (or the kernel's ceiling); no-op off Linux."""
@@ -111,7 +130,7 @@ class TrackedConnection(socket.socket):
         """Send what `cork` held, now; safe to call twice or after the connection closed."""
         if self._corked:
             self._corked = False
-            if self._ledger is not None:
+            if self.fileno() != -1:
                 with contextlib.suppress(OSError):
                     self.setsockopt(socket.IPPROTO_TCP, _TCP_CORK or 0, 0)
 

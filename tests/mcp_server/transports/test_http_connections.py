@@ -80,9 +80,10 @@ async def read_until_closed(stream: SocketStream) -> bytes:
 
 async def test_total_connections_are_capped_and_room_comes_back(tmp_path: Path) -> None:
     """Idle sockets fill the cap: the next connection gets 503 and is closed, whoever it is; once the
-    idle ones are closed (by the idle timeout here), a normal client is served again."""
+    idle ones are ended by their clients, a normal client is served again at once (hypercorn would keep
+    such a socket open until http_idle_timeout_s, 60 s here: a gone client must not hold a place)."""
     # The SDK's client below holds up to 4 connections at once (POSTs, its GET stream, the DELETE).
-    async with serving(tmp_path, max_http_connections=8, http_idle_timeout_s=1.0) as endpoint:
+    async with serving(tmp_path, max_http_connections=8, http_idle_timeout_s=60) as endpoint:
         idle = [await anyio.connect_tcp("127.0.0.1", endpoint.port) for _ in range(8)]
         with anyio.fail_after(20):
             over = [await anyio.connect_tcp("127.0.0.1", endpoint.port) for _ in range(5)]
@@ -93,11 +94,13 @@ async def test_total_connections_are_capped_and_room_comes_back(tmp_path: Path) 
                 await stream.aclose()
             async with httpx2.AsyncClient(timeout=10) as http, _refused_or_503() as seen:
                 seen.response = await http.get(endpoint.base_url + "/healthz")
-            for stream in idle:  # the server ends them (http_idle_timeout_s): each leaves the count
-                await read_until_closed(stream)
-                await stream.aclose()
+            for stream in idle:  # their clients end them: each leaves the count as its end is read
+                await stream.send_eof()
+            await anyio.wait_all_tasks_blocked()  # the server (this event loop) has read those ends
         async with Client(endpoint.url, mode="legacy") as client:
             assert "get_run" in [tool.name for tool in (await client.list_tools()).tools]
+        for stream in idle:
+            await stream.aclose()
 
 
 class _Seen:
@@ -164,4 +167,15 @@ def test_the_ledger_counts_each_connection_once_and_finds_it_by_peer() -> None:
         tracked.uncork()  # after close: nothing to do, no error
     finally:
         b.close()
+    c, d = socket.socketpair()
+    try:
+        ended = TrackedConnection(c, ("127.0.0.1", 5002), ledger)
+        d.sendall(b"x")
+        d.shutdown(socket.SHUT_WR)
+        assert ended.recv(10) == b"x" and len(ledger) == 1
+        assert ended.recv(10) == b"" and len(ledger) == 0  # the peer's end: its place is free
+        ended.close()
+        assert len(ledger) == 0
+    finally:
+        d.close()
     assert refusal_bytes(7).startswith(b"HTTP/1.1 503 ") and b"holds 7" in refusal_bytes(7)
