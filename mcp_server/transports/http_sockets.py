@@ -60,16 +60,21 @@ class ConnectionLedger:
         self.cap = cap
         self._open: dict[PeerKey, TrackedConnection] = {}
         self._count = 0
+        self.sockets = 0
+        """Sockets not yet closed, those of clients that have gone included (hypercorn closes them at its
+        idle timeout): at most twice the cap, so clients connecting and leaving in a loop cannot pile up
+        descriptors."""
         self.refused = 0
 
     def __len__(self) -> int:
         return self._count
 
     def has_room(self) -> bool:
-        return self._count < self.cap
+        return self._count < self.cap and self.sockets < 2 * self.cap
 
     def opened(self, key: PeerKey | None, connection: TrackedConnection) -> None:
         self._count += 1
+        self.sockets += 1
         if key is not None:
             self._open[key] = connection
 
@@ -92,6 +97,9 @@ class TrackedConnection(socket.socket):
         super().__init__(conn.family, conn.type, conn.proto, fileno=conn.detach())
         self._key = key
         self._ledger: ConnectionLedger | None = ledger
+        """Set while the connection counts as open (until it closes or its peer ends the stream)."""
+        self._socket_ledger: ConnectionLedger | None = ledger
+        """Set until the socket closes."""
         self._corked = False
         ledger.opened(key, self)
 
@@ -102,6 +110,9 @@ class TrackedConnection(socket.socket):
 
     def close(self) -> None:
         self._release()
+        ledger, self._socket_ledger = self._socket_ledger, None
+        if ledger is not None:
+            ledger.sockets -= 1
         super().close()
 
     # asyncio's transport reads through these: an empty read is the peer's end of the stream.
