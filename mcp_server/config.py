@@ -180,7 +180,7 @@ class Settings(BaseSettings):
     )
     max_connections_per_client: int = Field(default=32, ge=1, description="concurrent connections per client")
     max_http_connections: int = Field(
-        default=512,
+        default=256,
         ge=1,
         description="open TCP connections on the HTTP port, all clients together (past it: 503 and closed)",
     )
