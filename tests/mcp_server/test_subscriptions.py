@@ -4,6 +4,7 @@ foreign/unknown runs are "not found"; a per-connection cap; subscriptions end wi
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,13 +14,14 @@ import anyio
 import mcp_types as types
 import pytest
 from mcp.client import Client
+from mcp.client.stdio import StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
 from mcp_server.runs import RunContext, RunStore
 from mcp_server.server import CodeToolsServer
 from mcp_server.subscriptions import RunSubscriptions
 from mcp_server.transports.memory import memory_transport
-from tests.conftest import make_settings, network_settings
+from tests.conftest import make_settings, network_settings, settings_env
 
 pytestmark = [
     pytest.mark.anyio,
@@ -130,6 +132,35 @@ async def test_updates_while_running_and_at_the_end(tmp_path: Path, transport: s
             assert app.features.subscriptions.count(_key(app)) == 1
             await client.unsubscribe_resource(f"run://{run_id}/log")
             assert len(app.features.subscriptions) == 0
+
+
+async def test_updates_over_stdio(tmp_path: Path) -> None:
+    """Over stdio (the server a process of its own, so only what the client sees): updates while the
+    run runs, and one once it has ended."""
+    root = gated_project(tmp_path)
+    updates = Updates()
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "mcp_server"], env=settings_env(root, tmp_path), cwd=str(root)
+    )
+    with anyio.fail_after(120):
+        async with Client(params, mode="legacy", message_handler=updates) as client:
+            run_id = await start_gated_run(client)
+            await client.subscribe_resource(f"run://{run_id}/log")
+            while not updates.uris:  # the run writes its log ("started"): an update while it runs
+                await updates.next()
+            assert updates.uris[0] == f"run://{run_id}/log"
+            (root / "tests" / "gate").write_text("")
+            seen = 0
+            while True:  # the end is always told: an update comes once the run is over
+                while len(updates.uris) == seen:  # counted, so one arriving during get_run is not missed
+                    await updates.next()
+                seen = len(updates.uris)
+                status = (await client.call_tool("get_run", {"run_id": run_id})).structured_content
+                assert status is not None
+                if status["status"] not in ("running", "queued"):
+                    break
+            assert set(updates.uris) == {f"run://{run_id}/log"}
+            await client.unsubscribe_resource(f"run://{run_id}/log")
 
 
 def _key(app: CodeToolsServer) -> str:
