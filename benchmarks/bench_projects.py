@@ -249,6 +249,13 @@ def failures(result: dict[str, Any]) -> set[str]:
     return {f["nodeid"] for f in result.get("failures", [])}
 
 
+def note(results: list[Result], result: Result) -> None:
+    """Keep a figure, and show it at once (a long run's early figures survive its interruption)."""
+    results.append(result)
+    ratio = f"{result.ratio:.3f}x" if result.ratio is not None else "-"
+    print(f"    {result.name}: {result.ours_ms:.1f} vs {result.baseline_ms} -> {ratio} {result.extra}", file=sys.stderr)
+
+
 async def bench_project(opts: Options, base: Path, project: Project) -> list[Result]:
     root = ensure_project(base, project)
     cache = opts.workdir / "projects-cache"
@@ -290,13 +297,15 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
 
         await plain.run(root)  # its zygote, warm
         a, b = await interleave(n, full, cold_run)
-        results.append(
+        note(
+            results,
             Result(
                 f"{project.name}: full run_tests, serial", median_ms(a), median_ms(b), "cold pytest -q", "≤ 0.95×", 0.95
-            )
+            ),
         )
         c, d = await interleave(n, full_sharded, cold_run)
-        results.append(
+        note(
+            results,
             Result(
                 f"{project.name}: full run_tests, workers=2",
                 median_ms(c),
@@ -304,10 +313,11 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
                 "cold pytest -q",
                 "≤ 0.6×",
                 0.6,
-            )
+            ),
         )
         e, f = await interleave(n, full, full_plain)
-        results.append(
+        note(
+            results,
             Result(
                 f"{project.name}: recording overhead (full run)",
                 median_ms(e),
@@ -315,7 +325,7 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
                 "same, record_tests=false",
                 "≤ 1.3×",
                 1.3,
-            )
+            ),
         )
 
         # The first recording of a root: every test traced (later full runs trace only what changed).
@@ -330,7 +340,8 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
             g, h = await interleave(opts.n(3, 1), first_recording, full_plain)
         finally:
             await fresh.close()
-        results.append(
+        note(
+            results,
             Result(
                 f"{project.name}: first recording (every test traced)",
                 median_ms(g),
@@ -338,7 +349,7 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
                 "same, record_tests=false",
                 "(informative)",
                 extra={"tracer": "sys.settrace call events" if sys.version_info < (3, 12) else "sys.monitoring"},
-            )
+            ),
         )
 
         # Edit loop.
@@ -371,7 +382,8 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
                 await server.run(root, affected=True)
                 time_command(testmon, cwd=root, env=env)
         if ours_s:
-            results.append(
+            note(
+                results,
                 Result(
                     f"{project.name}: edit loop, run_tests(affected=true)",
                     median_ms(ours_s),
@@ -384,9 +396,10 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
                         "selected_median": sorted(selected)[len(selected) // 2],
                         "tests": total,
                     },
-                )
+                ),
             )
-            results.append(
+            note(
+                results,
                 Result(
                     f"{project.name}: edit loop, ours vs pytest --testmon",
                     median_ms(ours_s),
@@ -395,7 +408,7 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
                     "< 1.0×",
                     1.0,
                     extra={"edits": len(ours_s)},
-                )
+                ),
             )
 
         # Mutations: affected=true must find every failure a full run finds.
@@ -432,7 +445,8 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
             if failures(affected) != found:
                 misses += 1
                 missed.append(f"{file}:{start}#{index}")
-        results.append(
+        note(
+            results,
             Result(
                 f"{project.name}: mutations missed by affected=true (count)",
                 float(misses),
@@ -445,7 +459,7 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
                     "mean_fraction_selected": round(sum(fractions) / len(fractions), 4) if fractions else None,
                     "missed": missed,
                 },
-            )
+            ),
         )
     finally:
         await server.close()
