@@ -11,6 +11,11 @@ processes (the session's redis-server) register with `allow_long_lived(pid)` and
 with their own descendants, until the session ends.
 
 A process is known by (pid, start time) so a recycled pid is never mistaken for an old one.
+
+Under pytest-xdist (scripts/test) each worker is its own pytest process: it becomes a subreaper
+and checks only its own descendants, so tests running at the same time in other workers are never
+counted. The controlling process runs no test; at its session end (after its workers are gone)
+it checks that nothing was left behind under it either.
 """
 
 from __future__ import annotations

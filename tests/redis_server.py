@@ -1,9 +1,11 @@
 """A real redis-server for the tests of the shared rate-limit store (a session-scoped fixture).
 
 `redis_url` starts `redis-server` on a free loopback port (no persistence) and stops it at the
-end of the session; `MCP_CODE_TOOLS_TEST_REDIS_URL` points the tests at a server of your own
-instead. Without either the tests are skipped with the reason, except under CI (`CI` or
-`MCP_CODE_TOOLS_REQUIRE_REDIS` set), where a missing server is a failure: CI must run them.
+end of the session (under pytest-xdist: one server per worker that runs a Redis test, each on a
+port of its own); `MCP_CODE_TOOLS_TEST_REDIS_URL` points the tests at a server of your own
+instead (then shared by every worker: the tests use key prefixes of their own). Without either
+the tests are skipped with the reason, except under CI (`CI` or `MCP_CODE_TOOLS_REQUIRE_REDIS`
+set), where a missing server is a failure: CI must run them.
 `.ci/redis.sh` installs the Debian package.
 """
 
