@@ -5,9 +5,10 @@ it, and asyncio takes each new connection by calling that listening socket's `ac
 listening socket we hand it is a `CappedListener`: its `accept()` counts what is open in a
 `ConnectionLedger` and, at `max_http_connections`, answers the newcomer `503` and closes it at
 once (it never reaches hypercorn or the app). Each accepted connection is a `TrackedConnection`,
-released from the ledger when it closes or its peer ends the stream (hypercorn itself closes a
-socket whose client has gone only at its idle timeout), so room comes back as soon as a client
-leaves; hypercorn closes idle and slowloris connections after `http_idle_timeout_s`.
+released from the ledger when it closes or its peer ends the stream, so room comes back as soon
+as a client leaves; hypercorn closes idle and slowloris connections after `http_idle_timeout_s`.
+(hypercorn keeps the socket of a client that has gone, in CLOSE_WAIT, until that same idle timer:
+those are not counted, as they hold no client, only a descriptor for at most that long.)
 
 The ledger also finds a request's connection by its peer address (the ASGI scope's `client`), so
 the front can cork it (`TCP_CORK`) while a reply is written: hypercorn writes the head, each body
@@ -61,16 +62,16 @@ class ConnectionLedger:
         self._open: dict[PeerKey, TrackedConnection] = {}
         self._count = 0
         self.sockets = 0
-        """Sockets not yet closed, those of clients that have gone included (hypercorn closes them at its
-        idle timeout): at most twice the cap, so clients connecting and leaving in a loop cannot pile up
-        descriptors."""
+        """Sockets not yet closed, those of clients that have gone included (not capped: hypercorn
+        closes them at its idle timer, and a client that opens and drops connections in a loop makes
+        them faster than that)."""
         self.refused = 0
 
     def __len__(self) -> int:
         return self._count
 
     def has_room(self) -> bool:
-        return self._count < self.cap and self.sockets < 2 * self.cap
+        return self._count < self.cap
 
     def opened(self, key: PeerKey | None, connection: TrackedConnection) -> None:
         self._count += 1
