@@ -241,6 +241,28 @@ class Server:
             raise RuntimeError(f"run_tests failed: {result}")
         return elapsed, result["structuredContent"]
 
+    async def all_failures(self, result: dict[str, Any]) -> set[str]:
+        """Every failure's node id: a result cut to the output budget (`truncated`) is paged
+        through `get_run` (its visible list is only the first ones)."""
+        if not result.get("truncated"):
+            return failures(result)
+        found: set[str] = set()
+        offset = 0
+        while True:
+            reply = await self.client.request(
+                "tools/call",
+                {
+                    "name": "get_run",
+                    "arguments": {"run_id": result["run_id"], "section": "failures", "offset": offset, "limit": 200},
+                },
+                wait_s=120,
+            )
+            items = reply["result"].get("structuredContent", {}).get("items", [])
+            found.update(str(item["nodeid"]) for item in items if isinstance(item, dict) and "nodeid" in item)
+            if not items:  # a page may hold fewer than asked (the output budget): go on until none
+                return found
+            offset += len(items)
+
     async def close(self) -> None:
         await self.client.close()
 
@@ -437,12 +459,12 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
             finally:
                 path.write_text(original)
                 await server.run(root, affected=True)
-            found = failures(whole)
+            found = await server.all_failures(whole)
             if whole["status"] == "error" or not found - known:
                 continue  # no test fails (or nothing can even be collected: no selection to judge)
             killing += 1
             fractions.append(int(affected["selection"]["selected"]) / max(1, total))
-            if failures(affected) != found:
+            if await server.all_failures(affected) != found:
                 misses += 1
                 missed.append(f"{file}:{start}#{index}")
         note(
