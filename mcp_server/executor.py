@@ -250,10 +250,13 @@ class Executor:
         work finishes in its thread, shielded). Returns how many were reaped."""
         if not self.subreaper:
             return 0
-        known = frozenset(self.processes.live)
-        work = functools.partial(reap_adopted, f"{RUN_TAG_VAR}={self.run_tag}", sessions=tuple(sessions), known=known)
+        tag = f"{RUN_TAG_VAR}={self.run_tag}"
+        # No process is started while the scan runs: a zygote being started (it carries the tag)
+        # must not be taken for an orphan of the dead one.
         with anyio.CancelScope(shield=True):
-            reaped = await anyio.to_thread.run_sync(work)
+            async with self.processes.frozen() as known:
+                work = functools.partial(reap_adopted, tag, sessions=tuple(sessions), known=known)
+                reaped = await anyio.to_thread.run_sync(work)
         return reaped
 
     async def aclose(self) -> None:

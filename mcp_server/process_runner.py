@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -36,6 +36,9 @@ class ProcessRunner:
 
     def __init__(self) -> None:
         self._procs: dict[int, anyio.abc.Process] = {}
+        # Held from fork to registration, and by `frozen()`: a scan of the server's children never
+        # sees a child started here that is not yet in `live` (it would take it for an orphan).
+        self._registry = anyio.Lock()
 
     @property
     def live(self) -> set[int]:
@@ -44,20 +47,27 @@ class ProcessRunner:
 
     async def spawn(self, argv: Sequence[str], cwd: Path, env: dict[str, str], stdin: int | None) -> anyio.abc.Process:
         """Start `argv` (no shell) leading a new process group, with stdout and stderr piped."""
-        try:
-            proc = await anyio.open_process(
-                list(argv),
-                cwd=str(cwd),
-                env=env,
-                stdin=stdin,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise ToolError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
-        self._procs[proc.pid] = proc
+        async with self._registry:
+            try:
+                proc = await anyio.open_process(
+                    list(argv),
+                    cwd=str(cwd),
+                    env=env,
+                    stdin=stdin,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise ToolError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
+            self._procs[proc.pid] = proc
         return proc
+
+    @contextlib.asynccontextmanager
+    async def frozen(self) -> AsyncIterator[frozenset[int]]:
+        """The pids of the children started here, with no new one started until the block ends."""
+        async with self._registry:
+            yield frozenset(self._procs)
 
     async def kill(self, proc: anyio.abc.Process) -> None:
         """Kill the whole group (TERM, then KILL) and wait for the leader; bounded and shielded."""

@@ -507,3 +507,28 @@ async def test_executor_runs_under_a_slot_in_fifo_order(tmp_path: Path) -> None:
     assert order == list(range(8))
     assert len(audit_lines(tmp_path)) == 8
     del started
+
+
+async def test_a_reap_scan_never_kills_a_project_process_being_started(tmp_path: Path) -> None:
+    """A zygote restarting after its predecessor died: the scan for the dead one's orphans runs
+    while the new one (which carries the run tag too) is being started, and must not take it
+    for an orphan (it did: the known pids were read before the new child was registered)."""
+    executor = make_executor(tmp_path)
+    assert executor.adopt_orphans()
+    sleeper = [PY, "-c", "import time; time.sleep(60)"]
+    with anyio.fail_after(60):
+        for _ in range(8):
+            spawned = anyio.Event()
+
+            async def scan_until_spawned(done: anyio.Event = spawned) -> None:
+                while not done.is_set():
+                    await executor.reap_adopted()
+                    await anyio.lowlevel.checkpoint()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(scan_until_spawned)
+                await anyio.lowlevel.checkpoint()
+                async with executor.open(sleeper, cwd=tmp_path, tool="t", connection="c", project_env=True) as proc:
+                    spawned.set()
+                    await executor.reap_adopted()  # one more scan with the child fully started
+                    assert proc.returncode is None and alive(proc.pid), "a child being started was reaped"
