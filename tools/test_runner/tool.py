@@ -38,13 +38,18 @@ from tools.test_runner.runner import RunRequest, TestRun
 from tools.test_runner.shards import ShardedRun, effective_workers
 
 CHECK_SERVICE = "pytest_check"
+INLINE_SELECTIONS = 16
+"""Up to this many `select` items are checked on the event loop (a few stats); more go to a thread."""
 NEGATIVE_RECHECK_S = 10.0
 CHECK_CODE = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('pytest') else 1)"
 
 
 async def _request(ctx: ToolContext, args: ListTestsArgs, mode: str, timeout_s: float | None) -> RunRequest:
     root = ctx.root(args.root)
-    argv = pytest_args(ctx, root, args)
+    if len(args.select or ()) > INLINE_SELECTIONS:
+        argv = await anyio.to_thread.run_sync(pytest_args, ctx, root, args)  # many path checks: off the loop
+    else:
+        argv = pytest_args(ctx, root, args)
     ceiling = ctx.settings.run_timeout_max_s
     timeout = min(timeout_s, ceiling) if timeout_s is not None else ceiling
     interpreter = await anyio.to_thread.run_sync(find_interpreter, root, ctx.settings.python)  # stats: off the loop

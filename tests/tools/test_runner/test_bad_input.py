@@ -74,6 +74,12 @@ async def test_bad_expressions_and_selections(memory_client: Any, tmp_path: Path
             assert "outside every allowed root" in escape
             missing = error_text(await client.call_tool("run_tests", {**base, "select": ["test_nope.py::test_x"]}))
             assert "does not exist" in missing
+            # Many selections are checked off the event loop, with the same answers.
+            many = ["test_a.py::test_a"] * 40
+            outside_many = error_text(await client.call_tool("run_tests", {**base, "select": [*many, "../outside.py"]}))
+            assert "outside the root" in outside_many
+            listed = await client.call_tool("list_tests", {**base, "select": many})
+            assert not listed.is_error and (listed.structured_content or {}).get("total") == 1
             assert "timeout_s" in error_text(await client.call_tool("run_tests", {**base, "timeout_s": -1}))
             assert "wait" in error_text(await client.call_tool("run_tests", {**base, "wait": "soon"}))
             # An unknown marker is not an error for pytest: nothing is selected, and the answer says so.
