@@ -213,9 +213,13 @@ class WarmPool(Generic[K, W]):
         return entry
 
     async def _start(self, key: K) -> W:
-        host = self._host()
+        self._host()  # fail fast when closed
         worker = await self.policy.new_worker(key)
-        host.start_soon(worker.serve)
+        try:
+            # The host again: the pool may have closed (the server shutting down) while we waited.
+            self._host().start_soon(worker.serve)
+        except RuntimeError:  # its task group ended between the check and the start
+            raise self.policy.gone(f"the {self.name} pool is closed") from None
         try:
             with anyio.move_on_after(self.policy.start_timeout_s):
                 await worker.ready.wait()

@@ -196,3 +196,30 @@ async def test_close_stops_every_worker_and_later_leases_are_refused() -> None:
             with pytest.raises(ToolError, match="closed"):
                 async with pool.lease("c"):
                     raise AssertionError("not reached")
+
+
+async def test_a_start_that_outlives_the_pools_host_is_refused_cleanly() -> None:
+    """The server shutting down (its task group cancelled) while a start waits in the policy: the
+    start gets the pool's `gone` error, not anyio's "task group is not active" RuntimeError."""
+    policy = FakePolicy()
+    policy.gates["k"] = anyio.Event()
+    pool = WarmPool(policy, max_size=4, idle_ttl_s=600)
+    errors: list[BaseException] = []
+
+    async def use() -> None:
+        try:
+            async with pool.lease("k"):
+                pass
+        except Exception as exc:
+            errors.append(exc)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as users:
+            async with anyio.create_task_group() as host:
+                await pool.start(host)
+                users.start_soon(use)
+                await until(lambda: pool._locks.get("k") is not None and pool._locks["k"].locked())
+                host.cancel_scope.cancel()  # the server's runtime ends
+            policy.gates["k"].set()
+    assert len(errors) == 1 and isinstance(errors[0], ToolError), errors
+    assert "closed" in str(errors[0])
