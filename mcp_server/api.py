@@ -23,6 +23,7 @@ from mcp_server.config import Settings
 from mcp_server.errors import Busy, NotFound, PolicyRefused, ToolError
 from mcp_server.executor import Executor, OutputCollector, ProcessResult, kill_group
 from mcp_server.logging_capability import log_to_client, parse_level
+from mcp_server.lru import BoundedLRU
 from mcp_server.paths import (
     CheckedFile,
     FileChecker,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AppState",
     "AuditRecord",
+    "BoundedLRU",
     "Busy",
     "CacheDirUnavailable",
     "CheckedFile",

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -33,6 +32,7 @@ from mcp.shared.exceptions import MCPError
 
 from mcp_server.config import Settings
 from mcp_server.connections import ConnectionInfo
+from mcp_server.lru import BoundedLRU
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -97,19 +97,16 @@ class MemoryBucketStore:
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
         self._clock = clock
-        self._max_keys = max_keys
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._buckets: BoundedLRU[str, tuple[float, float]] = BoundedLRU(max_keys)
 
     def __len__(self) -> int:
         return len(self._buckets)
 
     def take_now(self, key: str, *, rate: float, burst: int) -> float:
         now = self._clock()
-        tokens, stamp = self._buckets.pop(key, (float(burst), now))
+        tokens, stamp = self._buckets.pop(key) or (float(burst), now)
         tokens, wait = refill_and_take(tokens, now - stamp, rate=rate, burst=burst)
-        self._buckets[key] = (tokens, now)
-        while len(self._buckets) > self._max_keys:
-            self._buckets.popitem(last=False)
+        self._buckets.put(key, (tokens, now))
         return wait
 
     async def take(self, key: str, *, rate: float, burst: int) -> float:

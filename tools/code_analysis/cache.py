@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import OrderedDict
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from mcp_server.api import past_span
+from mcp_server.api import BoundedLRU, past_span
 
 V = TypeVar("V")
 
@@ -44,43 +43,42 @@ class ResultCache(Generic[V]):
     """Bounded in entries and in (estimated) bytes: a few huge results cannot hold the memory."""
 
     def __init__(self, max_entries: int = 50_000, max_bytes: int = 64 * 1024 * 1024) -> None:
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[ResultKey, tuple[V, int]] = OrderedDict()
-        self.bytes = 0
+        self._items: BoundedLRU[ResultKey, V] = BoundedLRU(max_entries, max_bytes=max_bytes)
         self.hits = 0
         self.misses = 0
+
+    @property
+    def max_entries(self) -> int:
+        return self._items.max_entries
+
+    @property
+    def max_bytes(self) -> int:
+        return self._items.max_bytes or 0
+
+    @property
+    def bytes(self) -> int:
+        return self._items.bytes_used
 
     def __len__(self) -> int:
         return len(self._items)
 
     def get(self, key: ResultKey) -> V | None:
-        item = self._items.get(key)
-        if item is None:
+        value = self._items.get(key)
+        if value is None:
             self.misses += 1
             return None
         self.hits += 1
-        self._items.move_to_end(key)
-        return item[0]
+        return value
 
     def put(self, key: ResultKey, value: V) -> None:
-        size = key_size(key) + approx_size(value)
-        old = self._items.pop(key, None)
-        if old is not None:
-            self.bytes -= old[1]
-        if size > self.max_bytes:
-            return  # bigger than the whole cache: not kept
-        self._items[key] = (value, size)
-        self.bytes += size
-        while len(self._items) > self.max_entries or self.bytes > self.max_bytes:
-            _, (_, dropped) = self._items.popitem(last=False)
-            self.bytes -= dropped
+        """Keep `value`; one bigger than the whole cache is not kept."""
+        self._items.put(key, value, key_size(key) + approx_size(value))
 
     def drop_root(self, root: str) -> int:
         """Forget every entry of `root` (its config changed)."""
         doomed = [k for k in self._items if k.root == root]
         for key in doomed:
-            self.bytes -= self._items.pop(key)[1]
+            self._items.pop(key)
         return len(doomed)
 
 
@@ -125,25 +123,5 @@ def approx_size(value: Any) -> int:
     return sys.getsizeof(value)
 
 
-class LruDict(Generic[V]):
+class LruDict(BoundedLRU[Any, V]):
     """A small bounded mapping for derived data (discovery results, selection checks)."""
-
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
-        self._items: OrderedDict[Any, V] = OrderedDict()
-
-    def get(self, key: Any) -> V | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def peek(self, key: Any) -> V | None:
-        """A lookup that does not reorder (safe from a worker thread while the loop uses the dict)."""
-        return self._items.get(key)
-
-    def put(self, key: Any, value: V) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.max_entries:
-            self._items.popitem(last=False)
