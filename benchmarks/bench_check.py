@@ -108,15 +108,17 @@ async def memory(opts: Options) -> list[Result]:
     growth = (end - half) / half
     return [
         Result(
-            f"server RSS after {calls} check/run_tests calls (MB, not ms)",
+            f"server RSS after {calls} check/run_tests calls",
             end,
+            unit="MB",
             target="< 256 MB",
             max_ms=256.0,
             extra={"rss_at_half_mb": half, "calls": calls},
         ),
         Result(
-            f"server RSS growth over the last {calls // 2} calls (%, not ms)",
+            f"server RSS growth over the last {calls // 2} calls",
             growth * 100.0,
+            unit="%",
             target="< 5 %",
             max_ms=5.0,
             extra={"rss_at_half_mb": half, "rss_end_mb": end},

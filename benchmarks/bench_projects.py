@@ -470,8 +470,9 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
         note(
             results,
             Result(
-                f"{project.name}: mutations missed by affected=true (count)",
+                f"{project.name}: mutations missed by affected=true",
                 float(misses),
+                unit="misses",
                 target="0 misses",
                 max_ms=0.0,
                 extra={
