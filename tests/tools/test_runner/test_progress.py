@@ -98,3 +98,29 @@ async def test_a_client_that_never_takes_progress_does_not_stall_the_run(tmp_pat
             await run.execute()
     assert run.outcome()[0] == "passed" and run.state.counts["passed"] == 20
     assert len(seen) == 1  # stuck in the first update for ever; the run went on without it
+
+
+async def test_at_the_end_a_slow_client_gets_only_the_last_update_a_fast_one_the_newest_few() -> None:
+    """The answer waits for a slow client's last update, not for its backlog (its pace is measured)."""
+    for per_send, expected in ((0.010, [19]), (0.0001, list(range(12, 20)))):
+        now = [0.0]
+        got: list[int] = []
+
+        async def send(item: int, per_send: float = per_send, got: list[int] = got, now: list[float] = now) -> None:
+            got.append(item)
+            now[0] += per_send  # the client's turn-around, on the buffer's clock
+
+        def clock(now: list[float] = now) -> float:
+            return now[0]
+
+        buffer: ProgressBuffer[int] = ProgressBuffer(send, clock=clock)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(buffer.pump)
+                buffer.put(-1)
+                while got != [-1]:
+                    await anyio.lowlevel.checkpoint()  # one update sent: the pace is known
+                for i in range(20):  # a burst the client has not taken yet
+                    buffer.put(i)
+                await buffer.drain()
+        assert got == [-1, *expected], per_send
