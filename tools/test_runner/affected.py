@@ -23,6 +23,7 @@ from typing import Any
 from tools.test_runner import preimports
 from tools.test_runner.environment import config_files, digest
 from tools.test_runner.selection import store
+from tools.test_runner.selection.blocks import VERSION as BLOCKS_VERSION
 from tools.test_runner.selection.blocks import FileBlocks, parse_blocks
 from tools.test_runner.selection.plan import Plan, make_plan
 from tools.test_runner.selection.snapshot import Snapshot, signature, take
@@ -52,7 +53,7 @@ class Selection:
 
     def env(self, others_digest: str) -> str:
         config = digest(f"{path} {sig}" for path, sig in sorted(self.config.items()))
-        return f"{self.env_fp}|{config}|{others_digest}"
+        return f"{self.env_fp}|{config}|{others_digest}|blocks{BLOCKS_VERSION}"
 
     def command(self) -> dict[str, Any]:
         command: dict[str, Any] = {"record": self.record and self.db is not None}

@@ -3,6 +3,8 @@ assignment, merging the shards' records. No processes (the behaviour is in test_
 
 from __future__ import annotations
 
+import pytest
+
 from tools.test_runner.affected import merge_records
 from tools.test_runner.recorder import assign_shards
 from tools.test_runner.selection.blocks import parse_blocks
@@ -107,3 +109,25 @@ def test_merge_records_reindexes() -> None:
     }
     assert merged["selected"] == ["t::1", "t::2"] and merged["collected"] == one["collected"]
     assert merge_records([None]) is None
+
+
+def test_an_inner_functions_body_is_its_own_block_only() -> None:
+    source = b"def outer(a=1):\n    b = a\n\n    @wrap(b)\n    def inner(x=b):\n        return x\n\n    return inner\n"
+    blocks = parse_blocks(source)
+    body = parse_blocks(source.replace(b"return x", b"return x + 1"))
+    assert body.spans[0][2] == blocks.spans[0][2] and body.module == blocks.module
+    assert body.spans[1][2] != blocks.spans[1][2]
+    for old, new in ((b"b = a", b"b = a + 0"), (b"@wrap(b)", b"@wrap(a)"), (b"x=b", b"x=a")):
+        changed = parse_blocks(source.replace(old, new))
+        assert changed.spans[0][2] != blocks.spans[0][2], new
+
+
+def test_blocks_of_another_version_are_not_reused() -> None:
+    import json
+
+    from tools.test_runner.selection.blocks import FileBlocks
+
+    blocks = parse_blocks(SOURCE)
+    assert FileBlocks.from_json(json.loads(json.dumps(blocks.to_json()))) == blocks
+    with pytest.raises(ValueError):
+        FileBlocks.from_json(blocks.to_json()[:3])

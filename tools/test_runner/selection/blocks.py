@@ -3,7 +3,13 @@ module level (everything outside function bodies), and the whole file.
 
 A test depends on the checksums of the blocks it executed. Editing one function changes that
 function's checksum only, so only the tests that ran it are selected; moving code (line shifts)
-changes nothing (checksums come from the syntax tree without positions). A file that does not
+changes nothing (checksums come from the syntax tree without positions). A function's checksum
+leaves out the bodies of the functions defined in it, as the module level leaves out every
+function body: running the outer function only creates the inner one (its decorators, defaults
+and signature stay in the outer checksum), and whoever calls the inner one executes, and is
+charged, the inner block. So editing a method that a class factory defines (attrs' `__ge__`
+inside `_make_order`) selects the tests that compared instances, not every test that built a
+class. A file that does not
 parse has only its whole-file checksum, so any edit selects every test that touched it.
 """
 
@@ -13,6 +19,9 @@ import ast
 import hashlib
 from dataclasses import dataclass, field
 
+VERSION = 2
+"""Bumped when checksums are computed differently: records and parse-cache entries made by
+another version are not used."""
 FILE_PREFIX = "F:"
 MODULE_PREFIX = "M:"
 
@@ -50,11 +59,14 @@ class FileBlocks:
         return found or self.module
 
     def to_json(self) -> list[object]:
-        return [self.file_hash, self.module, [list(s) for s in self.spans]]
+        return [self.file_hash, self.module, [list(s) for s in self.spans], VERSION]
 
     @classmethod
     def from_json(cls, data: list[object]) -> FileBlocks:
-        file_hash, module, spans = data
+        """Raises ValueError for blocks parsed by another version (a stale parse cache entry)."""
+        file_hash, module, spans, version = data
+        if version != VERSION:
+            raise ValueError(f"blocks of version {version}")
         assert isinstance(spans, list)
         parsed = tuple((int(s[0]), int(s[1]), str(s[2])) for s in spans)
         return cls.build(str(file_hash), str(module), parsed)
@@ -65,15 +77,29 @@ class FileBlocks:
         return cls(file_hash, module, spans, checksums)
 
 
-class _StripBodies(ast.NodeTransformer):
-    """The module level: function bodies replaced by `...` (signatures, decorators, class bodies stay)."""
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_ELIDED: list[ast.stmt] = [ast.Expr(ast.Constant(...))]
 
-    def _strip(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.AST:
-        node.body = [ast.Expr(ast.Constant(...))]
-        return node
 
-    visit_FunctionDef = _strip
-    visit_AsyncFunctionDef = _strip
+def _dump_without_inner_bodies(node: ast.AST) -> str:
+    """`ast.dump(node)` with the bodies of the functions it contains (not its own) as `...`:
+    signatures, decorators and class bodies stay. The tree is restored before returning."""
+    inner: list[ast.FunctionDef | ast.AsyncFunctionDef] = []
+    stack = list(ast.iter_child_nodes(node))
+    while stack:
+        child = stack.pop()
+        if isinstance(child, _FUNCTIONS):
+            inner.append(child)
+        else:
+            stack.extend(ast.iter_child_nodes(child))
+    saved = [function.body for function in inner]
+    try:
+        for function in inner:
+            function.body = _ELIDED
+        return ast.dump(node)
+    finally:
+        for function, body in zip(inner, saved, strict=True):
+            function.body = body
 
 
 def parse_blocks(source: bytes) -> FileBlocks:
@@ -93,7 +119,7 @@ def parse_blocks(source: bytes) -> FileBlocks:
                 seen[qualname] = n + 1
                 start = min([child.lineno, *(d.lineno for d in child.decorator_list)])
                 end = getattr(child, "end_lineno", None) or child.lineno
-                dump = ast.dump(child)
+                dump = _dump_without_inner_bodies(child)
                 spans.append((start, end, _hash(f"{qualname}#{n}\n{dump}".encode())))
                 visit(child, qualname + ".<locals>.")
             elif isinstance(child, ast.ClassDef):
@@ -103,7 +129,7 @@ def parse_blocks(source: bytes) -> FileBlocks:
 
     try:
         visit(tree, "")
-        module = MODULE_PREFIX + _hash(ast.dump(_StripBodies().visit(tree)).encode())
+        module = MODULE_PREFIX + _hash(_dump_without_inner_bodies(tree).encode())
     except RecursionError:
         return FileBlocks.build(file_hash, FILE_PREFIX + file_hash, ())
     spans.sort()
