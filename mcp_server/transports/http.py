@@ -45,6 +45,7 @@ from starlette.types import Message, Receive, Scope, Send
 from mcp_server.connections import CONNECTION_STATE_KEY, http_connection, http_session_owner
 from mcp_server.netpolicy import LOOPBACK_NAMES, ConnectionCounter, NetPolicy, Refusal
 from mcp_server.server import CodeToolsServer
+from mcp_server.transports.http_replies import PlainReply
 from mcp_server.transports.http_sessions import HttpSessions
 from mcp_server.transports.http_sockets import CappedListener, ConnectionLedger, CorkedReply
 from mcp_server.transports.network import (
@@ -88,10 +89,9 @@ def _security_settings(policy: NetPolicy) -> TransportSecuritySettings:
     )
 
 
-def _may_open_a_session(scope: Scope, headers: Headers) -> bool:
-    """A POST without a session id on the handshake era (the modern era has no sessions)."""
+def _handshake_era(headers: Headers) -> bool:
     version = headers.get("mcp-protocol-version")
-    return scope["method"] == "POST" and (version is None or version in HANDSHAKE_PROTOCOL_VERSIONS)
+    return version is None or version in HANDSHAKE_PROTOCOL_VERSIONS
 
 
 class _CorkedSend:
@@ -219,12 +219,22 @@ class HttpFront:
 
     async def _mcp(self, scope: Scope, receive: Receive, send: Send, headers: Headers, client: str) -> None:
         session_id = headers.get(MCP_SESSION_ID_HEADER)
+        handshake_post = scope["method"] == "POST" and _handshake_era(headers)
         if session_id:
-            await self._in_session(session_id, scope, receive, send)
-        elif _may_open_a_session(scope, headers):
+            await self._in_session(session_id, scope, receive, send, handshake_post)
+        elif handshake_post:  # a POST that may open a session (the modern era has none)
             await self._opening(client, scope, receive, send)
         else:
             await self.manager.handle_request(scope, receive, send)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, handshake_post: bool) -> None:
+        """The manager answers; a handshake-era POST whose reply is only its response gets it as JSON."""
+        if not handshake_post:
+            await self.manager.handle_request(scope, receive, send)
+            return
+        reply = PlainReply(send)
+        await self.manager.handle_request(scope, receive, reply)
+        await reply.close()
 
     async def _opening(self, client: str, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.sessions.has_room(client):
@@ -251,11 +261,13 @@ class HttpFront:
 
         self.sessions.begin_opening(client)
         try:
-            await self.manager.handle_request(scope, receive, watch)
+            await self._handle(scope, receive, watch, True)
         finally:
             self.sessions.end_opening(client, opened or None)
 
-    async def _in_session(self, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _in_session(
+        self, session_id: str, scope: Scope, receive: Receive, send: Send, handshake_post: bool
+    ) -> None:
         status = 0
 
         async def watch(message: Message) -> None:
@@ -266,7 +278,7 @@ class HttpFront:
 
         self.sessions.started(session_id)
         try:
-            await self.manager.handle_request(scope, receive, watch)
+            await self._handle(scope, receive, watch, handshake_post)
         finally:
             self.sessions.finished(session_id)
             deleted = scope["method"] == "DELETE" and 200 <= status < 300
