@@ -35,7 +35,7 @@ from mcp_server.paths import (
     resolve_root,
     safe_walk,
 )
-from mcp_server.pool import PoolPolicy, PoolWorker, WarmPool
+from mcp_server.pool import PooledService, PoolPolicy, PoolWorker, WarmPool
 from mcp_server.run_queue import RunSlots, SlotTicket
 from mcp_server.runs import RunContext, RunLog, RunStore
 from mcp_server.telemetry import past_span, trace_env
@@ -60,6 +60,7 @@ __all__ = [
     "PolicyRefused",
     "PoolPolicy",
     "PoolWorker",
+    "PooledService",
     "ProcessResult",
     "ResolvedPath",
     "RunContext",

@@ -23,15 +23,20 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
+import inspect
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 
 import anyio
 import anyio.abc
+
+if TYPE_CHECKING:
+    from mcp_server.api import AppState
 
 logger = logging.getLogger("mcp_server.pool")
 
@@ -58,25 +63,28 @@ class PoolWorker(Protocol):
 
 K = TypeVar("K")
 W = TypeVar("W", bound=PoolWorker)
-Check = Callable[[W], Awaitable[str | None]]
-"""Why a worker must be replaced before this lease (None: it is fine)."""
+Check = Callable[[W], Awaitable[str | None] | str | None]
+"""Why a worker must be replaced before this lease (None: it is fine); plain or a coroutine."""
 
 
 class PoolPolicy(abc.ABC, Generic[K, W]):
-    """What a kind of worker brings to its pool. A subclass names it in its class line:
-    `class RuffServerPool(PoolPolicy[Key, RuffServer], name="ruff server", workers_key="servers")`."""
+    """What a kind of worker brings to its pool. A subclass names it in its class line
+    (`class RuffServerPool(PoolPolicy[Key, RuffServer], name="ruff server", workers_key="servers")`);
+    the class attributes below may also be set in its body."""
 
     name = "worker"
     """What the workers are, for messages and logs."""
     workers_key = "workers"
     """The key of the worker list in `status()`."""
     start_timeout_s = 60.0
+    """How long a start may take before the pool gives up on it."""
+    error: type[Exception] = RuntimeError
+    """What `gone` raises."""
 
-    def __init_subclass__(
-        cls, *, name: str = "worker", workers_key: str = "workers", start_timeout_s: float = 60.0, **kwargs: Any
-    ) -> None:
+    def __init_subclass__(cls, *, name: str | None = None, workers_key: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.name, cls.workers_key, cls.start_timeout_s = name, workers_key, start_timeout_s
+        cls.name = name or cls.name
+        cls.workers_key = workers_key or cls.workers_key
 
     @abc.abstractmethod
     async def new_worker(self, key: K) -> W:
@@ -86,9 +94,15 @@ class PoolPolicy(abc.ABC, Generic[K, W]):
         """Called once `worker` is up, before its first lease."""
         return None
 
+    async def check_beside(self, worker: W) -> str | None:
+        """Why `worker` went stale, found by a check run beside a use rather than before it (a slow
+        one): the use goes on, the worker is retired, the next lease gets a fresh one. At most one
+        runs per worker at a time. Not overridden: no such check."""
+        return None
+
     def gone(self, message: str) -> Exception:
         """The error raised when no worker can be had (the pool is closed, a start failed)."""
-        return RuntimeError(message)
+        return self.error(message)
 
 
 @dataclass(eq=False)
@@ -97,6 +111,7 @@ class _Entry(Generic[W]):
     leases: int = 0
     last_used: float = field(default_factory=time.monotonic)
     retiring: bool = False
+    checking: bool = False
 
 
 class WarmPool(Generic[K, W]):
@@ -112,6 +127,7 @@ class WarmPool(Generic[K, W]):
         self._closing = anyio.Event()
         self._closed = anyio.Event()
         self._wake = anyio.Event()
+        self._checks_beside = type(policy).check_beside is not PoolPolicy.check_beside
         self.started = 0
         self.restarts = 0
         self.evictions = 0
@@ -171,6 +187,9 @@ class WarmPool(Generic[K, W]):
         Raises the pool's `gone` error when none can be started."""
         entry = await self._acquire(key, check)
         try:
+            if self._checks_beside and not entry.checking and self._tg is not None:
+                entry.checking = True
+                self._tg.start_soon(self._check_beside, entry)
             yield entry.worker
         finally:
             entry.leases -= 1
@@ -205,7 +224,19 @@ class WarmPool(Generic[K, W]):
         worker = entry.worker
         if not worker.alive:
             return f"it died ({worker.error})" if worker.error else "it stopped"
-        return None if check is None else await check(worker)
+        why = None if check is None else check(worker)
+        return await why if inspect.isawaitable(why) else why
+
+    async def _check_beside(self, entry: _Entry[W]) -> None:
+        try:
+            why = await self.policy.check_beside(entry.worker)
+        except Exception:
+            logger.exception("checking the %s failed", self.name)
+            why = None
+        finally:
+            entry.checking = False
+        if why is not None:
+            self.retire_where(lambda key, worker: worker is entry.worker, why)
 
     def _take(self, key: K, entry: _Entry[W]) -> _Entry[W]:
         self._entries.move_to_end(key)
@@ -318,3 +349,67 @@ class WarmPool(Generic[K, W]):
                 for e in self._entries.values()
             ],
         }
+
+
+class PooledService(PoolPolicy[K, W]):
+    """A policy that owns its `WarmPool` and is one of the server's services: made on first use
+    (`get(app)`, once per process), its host task in the server's task group, closed with the server.
+    A subclass names its service key in its class line (`service_key="ruff_pool"`) and gives its
+    `bounds`; without the server's task group, `get` raises the policy's `gone` error."""
+
+    service_key = "pool"
+    """Its key among the server's services (and in health and metrics readings)."""
+
+    def __init_subclass__(cls, *, service_key: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.service_key = service_key or cls.service_key
+
+    def __init__(self, app: AppState) -> None:
+        self.app = app
+        max_size, idle_ttl_s = self.bounds()
+        self.pool: WarmPool[K, W] = WarmPool(self, max_size=max_size, idle_ttl_s=idle_ttl_s)
+
+    @abc.abstractmethod
+    def bounds(self) -> tuple[int, float]:
+        """The pool's (max_size, idle_ttl_s), from `self.app.settings`."""
+
+    @classmethod
+    async def get(cls, app: AppState) -> Self:
+        """The server's one pool of this kind (made, and its host task started, on first use)."""
+        return await app.services.get(cls.service_key, functools.partial(cls._create, app))
+
+    @classmethod
+    async def _create(cls, app: AppState) -> Self:
+        self = cls(app)
+        await self.pool.start(app.task_group)
+        await self.on_start()
+        return self
+
+    async def on_start(self) -> None:
+        """Called once the host task runs: start what lives beside the workers (`pool.start_task`)."""
+        return None
+
+    @property
+    def started(self) -> int:
+        return self.pool.started
+
+    @property
+    def restarts(self) -> int:
+        return self.pool.restarts
+
+    def workers(self) -> list[W]:
+        return self.pool.workers()
+
+    def prune(self) -> int:
+        return self.pool.prune()
+
+    def status(self) -> dict[str, Any]:
+        """The pool's `status()` with the policy's own fields (`extra_status`)."""
+        return {**self.pool.status(), **self.extra_status()}
+
+    def extra_status(self) -> dict[str, Any]:
+        return {}
+
+    async def aclose(self) -> None:
+        """Stop every worker (bounded), then end the host task."""
+        await self.pool.aclose()

@@ -7,13 +7,15 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import pytest
 
-from mcp_server.api import PoolPolicy, ToolError, WarmPool
+from mcp_server.api import AppState, PooledService, PoolPolicy, Services, ToolError, WarmPool
 
 pytestmark = pytest.mark.anyio
 
@@ -49,7 +51,9 @@ class FakeWorker:
         return {"key": self.key, "alive": self.alive}
 
 
-class FakePolicy(PoolPolicy[str, FakeWorker], name="fake worker", workers_key="fakes", start_timeout_s=5):
+class FakePolicy(PoolPolicy[str, FakeWorker], name="fake worker", workers_key="fakes"):
+    start_timeout_s = 5
+
     def __init__(self) -> None:
         self.created: list[FakeWorker] = []
         self.gates: dict[str, anyio.Event] = {}
@@ -73,9 +77,9 @@ class FakePolicy(PoolPolicy[str, FakeWorker], name="fake worker", workers_key="f
 
 @asynccontextmanager
 async def warm_pool(
-    max_size: int = 4, idle_ttl_s: float = 600
+    max_size: int = 4, idle_ttl_s: float = 600, policy: FakePolicy | None = None
 ) -> AsyncIterator[tuple[WarmPool[str, FakeWorker], FakePolicy]]:
-    policy = FakePolicy()
+    policy = policy or FakePolicy()
     pool = WarmPool(policy, max_size=max_size, idle_ttl_s=idle_ttl_s)
     async with anyio.create_task_group() as tg:
         await pool.start(tg)
@@ -223,3 +227,110 @@ async def test_a_start_that_outlives_the_pools_host_is_refused_cleanly() -> None
             policy.gates["k"].set()
     assert len(errors) == 1 and isinstance(errors[0], ToolError), errors
     assert "closed" in str(errors[0])
+
+
+class CheckedPolicy(FakePolicy, name="checked worker"):
+    """A slow staleness check beside each use (pytest's configuration for zygotes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checks: list[FakeWorker] = []
+        self.verdict: str | None = None
+        self.release = anyio.Event()
+
+    async def check_beside(self, worker: FakeWorker) -> str | None:
+        self.checks.append(worker)
+        await self.release.wait()
+        if self.verdict == "raise":
+            raise OSError("unreadable config")
+        return self.verdict
+
+
+async def test_a_check_beside_the_use_never_delays_it_and_a_stale_verdict_retires_the_worker() -> None:
+    with anyio.fail_after(10):
+        async with warm_pool(policy=(policy := CheckedPolicy())) as (pool, _):
+            async with pool.lease("k") as first:  # the check is still waiting: the use goes on
+                await until(lambda: policy.checks == [first])
+                async with pool.lease("k") as same:
+                    assert same is first
+                await anyio.wait_all_tasks_blocked()
+                assert policy.checks == [first], "at most one check per worker at a time"
+                policy.verdict = "its pytest configuration changed"
+                policy.release.set()
+                await until(lambda: pool.workers() == [])
+                assert first.alive, "retired, but never stopped under its user"
+            await first.stopped.wait()
+            async with pool.lease("k") as fresh:
+                assert fresh is not first
+            assert pool.restarts == 1 and pool.started == 2
+
+
+async def test_a_check_beside_that_fails_is_logged_and_keeps_the_worker(caplog: pytest.LogCaptureFixture) -> None:
+    with anyio.fail_after(10):
+        async with warm_pool(policy=(policy := CheckedPolicy())) as (pool, _):
+            policy.verdict = "raise"
+            policy.release.set()
+            async with pool.lease("k") as first:
+                pass
+            await until(lambda: "checking the checked worker failed" in caplog.text)
+            async with pool.lease("k") as again:
+                assert again is first and pool.restarts == 0
+
+
+async def test_a_plain_function_is_a_check_too() -> None:
+    with anyio.fail_after(10):
+        async with warm_pool() as (pool, _policy):
+            async with pool.lease("k") as first:
+                pass
+            async with pool.lease("k", lambda worker: None) as same:
+                assert same is first
+            async with pool.lease("k", lambda worker: "stale" if worker is first else None) as fresh:
+                assert fresh is not first and pool.restarts == 1
+
+
+class FakeService(PooledService[str, FakeWorker], name="fake worker", service_key="fakes"):
+    error = ToolError
+
+    def __init__(self, app: AppState) -> None:
+        super().__init__(app)
+        self.extras = {"spares": 0}
+
+    def bounds(self) -> tuple[int, float]:
+        return 2, 600
+
+    async def new_worker(self, key: str) -> FakeWorker:
+        return FakeWorker(key, key == "bad")
+
+    def extra_status(self) -> dict[str, Any]:
+        return self.extras
+
+
+@dataclass
+class FakeApp:
+    services: Services
+    task_group: anyio.abc.TaskGroup | None
+
+
+async def test_a_pooled_service_is_made_once_reports_one_status_and_closes_with_the_services() -> None:
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            app = cast(AppState, FakeApp(Services(), tg))
+            service, again = await FakeService.get(app), await FakeService.get(app)
+            assert service is again and app.services.peek("fakes") is service
+            async with service.pool.lease("a") as a:
+                pass
+            with pytest.raises(ToolError, match="cannot start"):  # the error named in its class line
+                async with service.pool.lease("bad"):
+                    raise AssertionError("not reached")
+            status = service.status()
+            assert status["size"] == 1 and status["max_size"] == 2 and status["spares"] == 0
+            assert service.workers() == [a] and service.started == 1 and service.restarts == 0
+            await app.services.aclose()
+            assert a.stopped.is_set()
+
+
+async def test_a_pooled_service_without_the_servers_task_group_raises_its_error() -> None:
+    app = cast(AppState, FakeApp(Services(), None))
+    with anyio.fail_after(10), pytest.raises(ToolError, match="no task group"):
+        await FakeService.get(app)
+    assert app.services.peek("fakes") is None

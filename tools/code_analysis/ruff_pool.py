@@ -7,94 +7,65 @@ caller uses the CLI (`note_fallback` counts it). Bounds: settings `ruff_pool_siz
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 
-from mcp_server.api import AppState, PoolPolicy, WarmPool
-from tools.code_analysis.cli_runner import ruff_binary
+from mcp_server.api import PooledService
+from tools.code_analysis.cli_runner import RuffBinary, ruff_binary
 from tools.code_analysis.lsp import LinterGone
 from tools.code_analysis.ruff_server import START_TIMEOUT_S, RuffServer
 from tools.code_analysis.selection import Selection
 from tools.code_analysis.workspace import ConfigState, scan_tree
 
-SERVICE_KEY = "ruff_pool"
-PoolKey = tuple[Path, Selection]
+Key = tuple[Path, Selection]
+CHANGED = "its config changed"
 
 
 class RuffServerPool(
-    PoolPolicy[PoolKey, RuffServer], name="ruff server", workers_key="servers", start_timeout_s=START_TIMEOUT_S + 5
+    PooledService[Key, RuffServer], name="ruff server", workers_key="servers", service_key="ruff_pool"
 ):
-    def __init__(self, app: AppState) -> None:
-        self._app = app
-        self.binary = ruff_binary()
-        self.fallbacks = 0
-        self.pool = WarmPool(self, max_size=app.settings.ruff_pool_size, idle_ttl_s=app.settings.ruff_idle_ttl_s)
+    error = LinterGone
+    start_timeout_s = START_TIMEOUT_S + 5
+    fallbacks = 0
 
-    @classmethod
-    async def create(cls, app: AppState) -> RuffServerPool:
-        self = cls(app)  # without the server's task group: LinterGone, and callers use the CLI
-        await self.pool.start(app.task_group)
-        return self
+    @functools.cached_property
+    def binary(self) -> RuffBinary:
+        return ruff_binary()
 
-    def gone(self, message: str) -> Exception:
-        return LinterGone(message)
+    def bounds(self) -> tuple[int, float]:
+        return self.app.settings.ruff_pool_size, self.app.settings.ruff_idle_ttl_s
 
-    async def new_worker(self, key: PoolKey) -> RuffServer:
+    async def new_worker(self, key: Key) -> RuffServer:
         root, selection = key
         taken_ns = time.time_ns()
-        scan = await anyio.to_thread.run_sync(scan_tree, root, [root])
+        configs = (await anyio.to_thread.run_sync(scan_tree, root, [root])).configs
         return RuffServer(
             root=root,
             selection=selection,
-            executor=self._app.executor,
+            executor=self.app.executor,
             ruff_bin=self.binary.path,
-            configs=scan.configs,
+            configs=configs,
             configs_taken_ns=taken_ns,
         )
 
-    @contextlib.asynccontextmanager
-    async def lease(self, root: Path, selection: Selection, observed: ConfigState) -> AsyncIterator[RuffServer]:
+    def lease(self, root: Path, selection: Selection, observed: ConfigState) -> AbstractAsyncContextManager[RuffServer]:
         """A live server for `root` and `selection` whose configs match `observed`."""
-
-        async def changed(server: RuffServer) -> str | None:
-            return "its config changed" if server.stale(observed) else None
-
-        async with self.pool.lease((root, selection), changed) as server:
-            yield server
+        return self.pool.lease((root, selection), lambda server: CHANGED if server.stale(observed) else None)
 
     def invalidate(self, root: Path, observed: ConfigState) -> int:
         """Stop the servers of `root` whose configs changed (seen by a tree walk). Returns how many."""
-        return self.pool.retire_where(
-            lambda key, server: key[0] == root and server.stale(observed), "its config changed"
-        )
+        return self.pool.retire_where(lambda key, server: key[0] == root and server.stale(observed), CHANGED)
 
     def note_fallback(self) -> None:
         self.fallbacks += 1
 
-    def servers(self) -> list[RuffServer]:
-        return self.pool.workers()
-
-    def prune(self) -> int:
-        return self.pool.prune()
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "ruff": self.binary.path,
-            "ruff_version": self.binary.version,
-            **self.pool.status(),
-            "fallbacks": self.fallbacks,
-        }
-
-    async def aclose(self) -> None:
-        """Shut every server down (bounded), then end the host task."""
-        await self.pool.aclose()
+    def extra_status(self) -> dict[str, Any]:
+        return {"ruff": self.binary.path, "ruff_version": self.binary.version, "fallbacks": self.fallbacks}
 
 
-async def get_pool(app: AppState) -> RuffServerPool:
-    return await app.services.get(SERVICE_KEY, functools.partial(RuffServerPool.create, app))
+get_pool = RuffServerPool.get

@@ -20,7 +20,6 @@ from mcp_server.api import AppState, FileChecker, FileSkipped
 from tools.code_analysis.cache import LruDict, ResultCache, ResultKey
 from tools.code_analysis.cli_runner import RuffBinary, RuffCli, ruff_binary
 from tools.code_analysis.diagnostics import rel_path
-from tools.code_analysis.ruff_pool import SERVICE_KEY as POOL_SERVICE_KEY
 from tools.code_analysis.ruff_pool import RuffServerPool
 from tools.code_analysis.selection import Selection
 from tools.code_analysis.targets import Document, Tree
@@ -143,7 +142,7 @@ class AnalysisState:
             await anyio.to_thread.run_sync(check_configs, scan.linked_configs, checker)
         if self.note_configs(tree.root, scan.configs):
             logger.info("ruff config changed under %s: cached results dropped", tree.root)
-        pool = app.services.peek(POOL_SERVICE_KEY)
+        pool = app.services.peek(RuffServerPool.service_key)
         if isinstance(pool, RuffServerPool):
             pool.invalidate(tree.root, scan.configs)
         if discovered is not None:

@@ -52,7 +52,7 @@ async def test_reuse_and_rebuild_on_config_change(tmp_path: Path) -> None:
             async with pool.lease(root, PY) as first:
                 pass
             async with pool.lease(root, PY) as same:
-                assert same is first and pool.rebuilds == 0
+                assert same is first and pool.restarts == 0
             seen = [first]
             for change in (
                 lambda: (root / "tests" / "conftest.py").write_text("# new conftest\n"),
@@ -68,7 +68,7 @@ async def test_reuse_and_rebuild_on_config_change(tmp_path: Path) -> None:
                 async with pool.lease(root, PY) as zygote:
                     assert zygote not in seen and zygote.alive
                 seen.append(zygote)
-            assert pool.rebuilds == 3 and pool.started == 4
+            assert pool.restarts == 3 and pool.started == 4
             status = pool.status()
             assert status["size"] == 1 and status["zygotes"][0]["pid"] == seen[-1].pid
 
@@ -90,7 +90,7 @@ async def test_an_install_rebuilds_before_the_next_run_and_spares_running_ones(t
                 touch_site(old, site)
                 (site / "newplugin-1.0.dist-info").mkdir()  # a package was installed
                 async with pool.lease(root, PY) as new:
-                    assert new is not old and pool.rebuilds == 1
+                    assert new is not old and pool.restarts == 1
                 assert old.alive, "a zygote in use is not stopped under its run"
             await old.stopped.wait()
 
@@ -130,14 +130,14 @@ async def test_lru_cap_and_idle_ttl(tmp_path: Path) -> None:
             async with pool.lease(b, PY) as zb:
                 pass
             await za.stopped.wait()  # least recently used, over the cap
-            assert pool.zygotes() == [zb]
+            assert pool.workers() == [zb]
         async with app_state(tmp_path, zygote_idle_ttl_s=0.2) as app:
             pool = await get_pool(app)
             async with pool.lease(a, PY) as zygote:
                 pass
             await zygote.stopped.wait()  # idle past the TTL
             pool.prune()
-            assert pool.zygotes() == []
+            assert pool.workers() == []
 
 
 async def test_a_dead_zygote_is_replaced_and_its_run_reports_it(tmp_path: Path, signals: Signals) -> None:
@@ -150,7 +150,7 @@ async def test_a_dead_zygote_is_replaced_and_its_run_reports_it(tmp_path: Path, 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(run.execute)
                 await signals.wait()
-                (zygote,) = pool.zygotes()
+                (zygote,) = pool.workers()
                 assert zygote.pid is not None
                 os.kill(zygote.pid, signal.SIGKILL)
             status, message = run.outcome()
