@@ -189,6 +189,7 @@ def finish(
     refs: dict[str, list[int]] = event.get("refs", {})
     fixtures: dict[str, list[int]] = event.get("fixtures", {})
     uses: dict[str, list[str]] = event.get("uses", {})
+    shared: list[int] = event.get("shared", [-1])
     writes: list[store.TestWrite] = []
     for nodeid, keys in event.get("tests", {}).items():
         if nodeid not in outcomes:
@@ -196,7 +197,7 @@ def finish(
         outcome, duration = outcomes[nodeid]
         rel = file_of.get(nodeid, nodeid.split("::")[0])
         deps: dict[str, set[str]] = defaultdict(set)
-        ok = add(deps, keys) and add(deps, modules.get(rel, []))
+        ok = add(deps, keys) and add(deps, modules.get(rel, [])) and add(deps, shared)
         for name in uses.get(nodeid, []):
             ok = ok and add(deps, fixtures.get(name, []))
         own = file_blocks.get(rel) if rel in file_blocks else blocks_for(rel)
@@ -287,6 +288,7 @@ def merge_records(events: list[dict[str, Any] | None]) -> dict[str, Any] | None:
         "fixtures": {},
         "uses": {},
         "modules": {},
+        "shared": [],
         "refs": {},
         "collected": first.get("collected", {}),
         "selected": [],
@@ -313,6 +315,7 @@ def merge_records(events: list[dict[str, Any] | None]) -> dict[str, Any] | None:
         merged["uses"].update(event.get("uses", {}))
         for rel, ks in event.get("modules", {}).items():
             merged["modules"].setdefault(rel, keys(ks))
+        merged["shared"] = sorted(set(merged["shared"]) | set(keys(event.get("shared", [-1]))))
         for rel, ks in event.get("refs", {}).items():
             merged["refs"].setdefault(rel, [tables.file(files[int(k)]) for k in ks])
         merged["selected"] += list(event.get("selected", []))

@@ -30,26 +30,72 @@ OUTSIDE = frozenset({"site-packages", "dist-packages", ".venv", "venv", ".tox", 
 TOOL_IDS = (4, 3, 5)  # sys.monitoring tool ids to try (1 is coverage's, 0 the debugger's)
 
 
+class _Imports:
+    """Where code runs while a module is being imported: a stack of target sets.
+
+    A test module's own `<module>` frame (the one being collected, `expect`) charges what runs
+    inside it to that module (its tests depend on it); any other `.py` module's import (conftest,
+    a helper or library module, at collection or lazily during a test) charges `shared`, which
+    every test depends on: a module imported once is found in `sys.modules` by every later
+    importer, which then depends on its import-time execution without re-running it.
+    """
+
+    def __init__(self) -> None:
+        self.stack: List[Set[Any]] = []
+        self.shared: Set[Any] = set()
+        self.expect: Optional[str] = None
+        self.modules: Dict[str, Set[Any]] = {}
+
+    def target(self, code: Any) -> Optional[Set[Any]]:
+        """The set a `<module>` code object's frame charges, or None (exec'd text, not an import)."""
+        filename = code.co_filename
+        if filename == self.expect:
+            return self.modules.setdefault(filename, set())
+        if isinstance(filename, str) and filename.endswith(".py"):
+            return self.shared
+        return None
+
+
 class _SetTrace:
     name = "settrace"
 
     def __init__(self) -> None:
         self.seen: Set[Any] = set()
+        self.imports = _Imports()
         self.tracer: Optional[Callable[..., Any]] = None
 
     def _install(self, seen: Set[Any]) -> None:
         add = seen.add
+        stack = self.imports.stack
+        target = self.imports.target
 
-        def tracer(frame: Any, event: str, arg: Any) -> None:
-            add(frame.f_code)
+        def local(frame: Any, event: str, arg: Any) -> Any:
+            if event == "return" and stack:
+                stack.pop()
+            return local
+
+        def tracer(frame: Any, event: str, arg: Any) -> Any:
+            code = frame.f_code
+            if code.co_name == "<module>":
+                into = target(code)
+                if into is not None:
+                    into.add(code)
+                    stack.append(into)
+                    frame.f_trace_lines = False
+                    return local
+            if stack:
+                stack[-1].add(code)
+            else:
+                add(code)
+            return None
 
         self.tracer = tracer
         self.seen = seen
         sys.settrace(tracer)
         threading.settrace(tracer)
 
-    def start(self) -> Set[Any]:
-        self._install(set())
+    def start(self, seen: Optional[Set[Any]] = None) -> Set[Any]:
+        self._install(set() if seen is None else seen)
         return self.seen
 
     def push(self) -> Set[Any]:
@@ -66,11 +112,15 @@ class _SetTrace:
         self._install(saved)
         return inner, intact
 
+    def intact(self) -> bool:
+        return sys.gettrace() is self.tracer
+
     def stop(self) -> bool:
         """Stop; False if someone replaced our tracer meanwhile (the record is not complete)."""
         intact = sys.gettrace() is self.tracer
         sys.settrace(None)
         threading.settrace(None)  # type: ignore[arg-type]
+        del self.imports.stack[:]
         return intact
 
 
@@ -81,18 +131,37 @@ class _Monitoring:
         self.mon = sys.monitoring  # type: ignore[attr-defined]
         self.tool = tool
         self.seen: Set[Any] = set()
+        self.imports = _Imports()
+        events = self.mon.events
         disable = self.mon.DISABLE
+        stack = self.imports.stack
+        target = self.imports.target
+        ends = events.PY_RETURN | events.PY_UNWIND
 
         def on_start(code: Any, offset: int) -> Any:
-            self.seen.add(code)
+            if code.co_name == "<module>":
+                into = target(code)
+                if into is not None:
+                    into.add(code)
+                    stack.append(into)
+                    self.mon.set_local_events(tool, code, ends)
+                    return None
+            (stack[-1] if stack else self.seen).add(code)
             return disable
 
-        self.mon.register_callback(tool, self.mon.events.PY_START, on_start)
+        def on_end(code: Any, offset: int, value: Any) -> Any:
+            if code.co_name == "<module>" and stack:
+                stack.pop()
+            return None
 
-    def start(self) -> Set[Any]:
-        self.seen = set()
+        self.mon.register_callback(tool, events.PY_START, on_start)
+        self.mon.register_callback(tool, events.PY_RETURN, on_end)
+        self.mon.register_callback(tool, events.PY_UNWIND, on_end)
+
+    def start(self, seen: Optional[Set[Any]] = None) -> Set[Any]:
+        self.seen = set() if seen is None else seen
         self.mon.set_events(self.tool, self.mon.events.PY_START)
-        self.mon.restart_events()
+        self.mon.restart_events()  # each code object is reported again, once, into the new set
         return self.seen
 
     def push(self) -> Set[Any]:
@@ -107,10 +176,14 @@ class _Monitoring:
         self.seen = saved
         return inner, bool(self.mon.get_tool(self.tool) == "mcp-code-tools")
 
+    def intact(self) -> bool:
+        return bool(self.mon.get_tool(self.tool) == "mcp-code-tools")
+
     def stop(self) -> bool:
         intact = bool(self.mon.get_tool(self.tool) == "mcp-code-tools")
         if intact:
             self.mon.set_events(self.tool, 0)
+        del self.imports.stack[:]
         return intact
 
 
@@ -204,6 +277,13 @@ class Recorder:
         self.shard = options.get("shard")
         self.baseline = set(sys.modules)
         """What the zygote had imported: the rest is what this run imported (learned pre-imports)."""
+        self.shared_lost = False
+        """The tracer was replaced while code every test depends on ran: no test has a record."""
+        self._unseen_imports = False
+        self._module_count = 0
+        self._startup = self.tracer is not None
+        if self.tracer is not None:  # start-up: conftest files and what they import
+            self.tracer.start(self.tracer.imports.shared)
 
     def pytest_configure(self, config: Any) -> None:
         shard = self.shard
@@ -263,19 +343,30 @@ class Recorder:
         return None
 
     def pytest_collectstart(self, collector: Any) -> None:
-        if self.tracer is None or self._collecting is not None:
+        if self.tracer is None or self._collecting is not None or not isinstance(collector, pytest.Module):
             return
-        if isinstance(collector, pytest.Module):
-            self._collecting = collector
-            self.tracer.start()
+        self._collecting = collector
+        imports = self.tracer.imports
+        imports.expect = str(collector.path)
+        self._retarget(imports.modules.setdefault(imports.expect, set()))
+
+    def _retarget(self, seen: Set[Any]) -> None:
+        """Charge what runs from now on (outside module imports) to `seen`."""
+        if self.tracer is not None:
+            if not self.tracer.intact():
+                self.shared_lost = True
+            self.tracer.start(seen)
 
     def pytest_collectreport(self, report: Any) -> None:
         collector = self._collecting
         if collector is None or report.nodeid != collector.nodeid or self.tracer is None:
             return
         self._collecting = None
-        seen = self.tracer.seen
+        imports = self.tracer.imports
+        seen = imports.modules.pop(str(collector.path), set())
+        imports.expect = None
         intact = self.tracer.stop()
+        self.tracer.start(imports.shared)
         rel = self._rel(collector.path)
         if rel is None:
             return
@@ -314,6 +405,14 @@ class Recorder:
 
     def pytest_collection_finish(self, session: Any) -> None:
         self.selected = [item.nodeid for item in session.items]
+        self._end_startup()
+
+    def _end_startup(self) -> None:
+        """Collection is over: stop the tracer that ran since start-up (once)."""
+        if self.tracer is not None and self._startup:
+            self._startup = False
+            if not self.tracer.stop():
+                self.shared_lost = True
 
     # --- tests -----------------------------------------------------------------------------------
 
@@ -351,21 +450,34 @@ class Recorder:
         self._tracing = self.tracer is not None and nodeid not in self.no_trace
         if self._tracing:
             self.tracer.start()  # type: ignore[union-attr]
+        self._module_count = len(sys.modules)
 
     def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
         if self.tracer is None:
             return
         if not self._tracing:
             self.untraced.append(nodeid)
+            if len(sys.modules) != self._module_count and not self._unseen_imports:
+                self._unseen_imports = self._imported_project_code()
             return
         self._tracing = False
         seen = self.tracer.seen
-        if self.tracer.stop():
+        if self.tracer.stop() and not self._unseen_imports:
             self.tests[nodeid] = self._keys(seen)
         else:
             self.lost.append(nodeid)
 
+    def _imported_project_code(self) -> bool:
+        """Whether an untraced test imported a project module: what that import ran is unknown,
+        so the tests after it, which may use the module, get no record (they run next time)."""
+        count = len(sys.modules)
+        if count < self._module_count:
+            return True
+        new = list(sys.modules.values())[self._module_count :]  # insertion order: the new ones
+        return any(self._file(str(getattr(m, "__file__", None) or "")) is not None for m in new)
+
     def event(self) -> Dict[str, Any]:
+        self._end_startup()  # collection failed (no collection_finish): the tracer still runs
         return {
             "e": "record",
             "tracer": self.tracer.name if self.tracer is not None else None,
@@ -377,6 +489,7 @@ class Recorder:
             "fixtures": {name: sorted(keys) for name, keys in self.fixtures.items()},
             "uses": {nodeid: [n for n in names if n in self.fixtures] for nodeid, names in self.uses.items()},
             "modules": self.modules,
+            "shared": [-1] if self.shared_lost else self._keys(self.tracer.imports.shared) if self.tracer else [],
             "refs": self.refs,
             "collected": self.collected,
             "selected": self.selected,
