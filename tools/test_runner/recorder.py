@@ -136,7 +136,8 @@ class _Monitoring:
         disable = self.mon.DISABLE
         stack = self.imports.stack
         target = self.imports.target
-        ends = events.PY_RETURN | events.PY_UNWIND
+        codes: List[Any] = []  # the `<module>` code objects whose frames pushed `stack`
+        self.events = events.PY_START | events.PY_UNWIND  # PY_UNWIND cannot be a local event
 
         def on_start(code: Any, offset: int) -> Any:
             if code.co_name == "<module>":
@@ -144,23 +145,26 @@ class _Monitoring:
                 if into is not None:
                     into.add(code)
                     stack.append(into)
-                    self.mon.set_local_events(tool, code, ends)
+                    codes.append(code)
+                    self.mon.set_local_events(tool, code, events.PY_RETURN)
                     return None
             (stack[-1] if stack else self.seen).add(code)
             return disable
 
         def on_end(code: Any, offset: int, value: Any) -> Any:
-            if code.co_name == "<module>" and stack:
+            if codes and codes[-1] is code and stack:
+                codes.pop()
                 stack.pop()
             return None
 
+        self.codes = codes
         self.mon.register_callback(tool, events.PY_START, on_start)
         self.mon.register_callback(tool, events.PY_RETURN, on_end)
         self.mon.register_callback(tool, events.PY_UNWIND, on_end)
 
     def start(self, seen: Optional[Set[Any]] = None) -> Set[Any]:
         self.seen = set() if seen is None else seen
-        self.mon.set_events(self.tool, self.mon.events.PY_START)
+        self.mon.set_events(self.tool, self.events)
         self.mon.restart_events()  # each code object is reported again, once, into the new set
         return self.seen
 
@@ -184,6 +188,7 @@ class _Monitoring:
         if intact:
             self.mon.set_events(self.tool, 0)
         del self.imports.stack[:]
+        del self.codes[:]
         return intact
 
 
