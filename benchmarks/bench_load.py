@@ -16,17 +16,30 @@ connection is in quick-ack mode. Fixed in transports/network.py. The mirror case
 measured here: a client that writes a request's head and body apart without TCP_NODELAY waits for
 the server's delayed ACK; only the client can fix that (every mainstream HTTP client does).
 
-Where the rest of the handshake era's round trip goes (measured with variant servers, server CPU per
-trivial call on one kept-alive connection, this 2-core machine): hypercorn with a trivial ASGI app
-0.24 ms; the SDK's session manager answering with SSE (what the handshake era does for every POST)
-1.20 ms; the same manager with `json_response=True` 0.76 ms; our front adds ~0.07 ms; WebSocket, the
-whole call, 0.36-0.40 ms. So most of the gap is the SDK's SSE reply (sse-starlette starts five tasks
-per response: stream, ping, exit-signal and disconnect listeners, the SDK's writer). JSON replies
-would bring it to ~2x, but the SDK offers them only per session manager, not per request, and in
-that mode it drops every notification tied to a request: progress would be lost, so we keep SSE.
-What is ours to fix is fixed: each reply's head, event and chunked end leave in one packet (TCP_CORK
-in transports/http_sockets.py) instead of three wake-ups of the client. The rows "server CPU per
-trivial call" report the CPU side, which a loaded machine disturbs less than round-trip medians.
+The round trips are measured interleaved: the three servers run at once, one kept-alive client each,
+and every round calls them in a fresh random order (a busy moment of the shared machine falls on all
+three alike). The ratio moves with the machine's load: on a quiet machine WebSocket's round trip
+shrinks more than HTTP's (2026-12-02, quiet: 0.4 ms against 1.1 / 0.8 ms; load average ~5, where
+this run's figures come from: 0.80-0.89 ms against 1.57-1.67 / 1.31-1.41 ms). The rows "server CPU
+per trivial call" are steadier: 0.57 ms WebSocket, 1.42-1.50 ms handshake era, 1.12-1.20 ms
+2026-07-28 era (load ~5).
+
+Where the HTTP round trip goes (variant servers measured interleaved against WebSocket, load ~4):
+hypercorn with our front answering the POST itself (no SDK) takes 0.83-0.87x of the WHOLE WebSocket
+call; the SDK then adds ~0.6 ms in the 2026-07-28 era and ~0.9 ms in the handshake era, where its
+session transport answers every POST with an SSE stream (sse-starlette starts five tasks per reply:
+stream, ping, exit-signal and disconnect listeners, the SDK's writer) so that progress and log
+entries tied to the request can travel before the answer. A manager with `json_response=True` saves
+~0.3 ms, but the SDK offers JSON replies only per session manager, and in that mode it drops every
+notification tied to a request (progress, log entries) and refuses requests to the client: not
+acceptable. What we do instead, on the wire (transports/http_replies.py, `PlainReply`): the SSE head
+is held until the stream's first event, and when that event is the answer the reply goes out as
+`application/json`, complete at once (no chunked framing, no wait for the SDK to wind the stream
+down); a reply whose first event is anything else stays SSE. That is a few per cent of the round
+trip (1.65 -> 1.61 ms median over three interleaved runs at load ~5); the SDK's SSE machinery still
+runs for every handshake-era request, which is why this era stays near or above 2x. Our front (door,
+caps, session ledger, body timer, cork) measured at ~0.05-0.09 ms per call. Each reply's bytes leave
+in one packet (TCP_CORK in transports/http_sockets.py).
 
 The clients are bare (websockets, raw HTTP/1.1 on asyncio streams): client-side SDK parsing would
 compete with the server for the same 2 cores.
@@ -42,6 +55,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -438,29 +452,39 @@ TRIVIAL = {"name": "get_run", "arguments": {"run_id": "run_x"}}
 
 
 async def kept_alive_rtts(root: Path, n: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {}
-    for kind in ("ws", "http", "http-modern"):
-        transport, opener = OPENERS[kind]
-        server = await ServerProcess.start(root, transport)
-        try:
-            client = await opener(server.url)
+    """Round trips of a trivial call, one kept-alive connection per transport, interleaved: the three
+    servers run at once and each round calls them in a fresh random order, so a busy moment of the
+    shared machine falls on all of them alike. Also each server's CPU over the same rounds."""
+    kinds = ("ws", "http", "http-modern")
+    servers: dict[str, ServerProcess] = {}
+    clients: dict[str, Any] = {}
+    out: dict[str, list[float]] = {kind: [] for kind in kinds}
+    try:
+        for kind in kinds:
+            transport, opener = OPENERS[kind]
+            servers[kind] = await ServerProcess.start(root, transport)
+            clients[kind] = await opener(servers[kind].url)
             for _ in range(20):
-                await client.request("tools/call", TRIVIAL)
-            samples = []
-            cpu_before = process_cpu_s(server.proc.pid)
-            for _ in range(n):
+                await clients[kind].request("tools/call", TRIVIAL)
+        cpu_before = {kind: process_cpu_s(servers[kind].proc.pid) for kind in kinds}
+        order = list(kinds)
+        shuffle = random.Random(0).shuffle
+        for _ in range(n):
+            shuffle(order)
+            for kind in order:
                 started = time.perf_counter()
-                reply = await client.request("tools/call", TRIVIAL)
-                samples.append(time.perf_counter() - started)
+                reply = await clients[kind].request("tools/call", TRIVIAL)
+                out[kind].append(time.perf_counter() - started)
                 assert reply.get("result", {}).get("isError"), reply
-            out[kind] = samples
-            out[f"{kind}-server-cpu"] = [(process_cpu_s(server.proc.pid) - cpu_before) / n]
+        for kind in kinds:
+            out[f"{kind}-server-cpu"] = [(process_cpu_s(servers[kind].proc.pid) - cpu_before[kind]) / n]
+        for client in clients.values():
             await client.close()
-            if kind == "http-modern":
-                out["http-modern-two-segments"] = await asyncio.to_thread(
-                    nagle_client_rtts, server.url, max(10, n // 10)
-                )
-        finally:
+        out["http-modern-two-segments"] = await asyncio.to_thread(
+            nagle_client_rtts, servers["http-modern"].url, max(10, n // 10)
+        )
+    finally:
+        for server in servers.values():
             await server.stop()
     return out
 
@@ -565,7 +589,7 @@ async def run(
     clients = clients or opts.n(50, 8)
     calls = calls or opts.n(100, 10)
     root = sample_root(opts)
-    results = rtt_results(await kept_alive_rtts(root, opts.n(300, 60)))
+    results = rtt_results(await kept_alive_rtts(root, opts.n(600, 200)))
     for kind in kinds:
         figures, server = await load(root, kind, clients, calls)
         results += load_results(kind, figures, server, clients, calls)
