@@ -241,24 +241,37 @@ class RunState:
     # --- shards ----------------------------------------------------------------------------------
 
     @classmethod
-    def merged(cls, parts: list[tuple[RunState, bool]], root: Path, redact: Callable[[str], str]) -> RunState:
-        """The children of a sharded run as one run. `parts` are (state, first): every shard's
-        first child collected everything, so collection errors and `-k` deselections come from
-        the first shard's only; a replacement child (after a crash) adds its tests, not its total.
-        The exit code is the worst one (a shard with no tests does not make the run empty)."""
+    def merged(
+        cls,
+        parts: list[tuple[RunState, bool]],
+        root: Path,
+        redact: Callable[[str], str],
+        *,
+        shared_collection: bool = True,
+    ) -> RunState:
+        """The children of a sharded run as one run. `parts` are (state, first): the first child of
+        each shard, and the replacements of one that died (they add their tests, not their total,
+        nor their collection's deselections). `shared_collection`: every first child collected
+        everything (`-k`/`-m` deselections are the lead's); else each collected its own files
+        (deselections add up). A collection error that several children met (a `conftest.py`,
+        or a replacement collecting again) counts once. The exit code is the worst one (a shard
+        with no tests does not make the run empty)."""
         merged = cls(root, redact)
         firsts = [state for state, first in parts if first]
         lead = firsts[0] if firsts else (parts[0][0] if parts else None)
         totals = [state.total for state in firsts]
         merged.total = sum(t for t in totals if t is not None) if totals and None not in totals else None
         codes: list[int] = []
+        seen_errors: set[str] = set()
         for state, _ in parts:
-            extra_errors = 0 if state is lead else len(state.collect_errors)
+            repeated = [e for e in state.collect_errors if e["nodeid"] in seen_errors]
+            merged.collect_errors += [e for e in state.collect_errors if e["nodeid"] not in seen_errors]
+            seen_errors |= {e["nodeid"] for e in state.collect_errors}
             for key, value in state.counts.items():
                 merged.counts[key] = merged.counts.get(key, 0) + value
-            merged.counts["errors"] -= extra_errors
+            merged.counts["errors"] -= len(repeated)
             for failure in state.failures:
-                if state is lead or not any(failure is e for e in state.collect_errors):
+                if not any(failure is e for e in repeated):
                     merged._add_failure(failure)
             merged.failures_dropped += state.failures_dropped
             merged.done += state.done
@@ -273,9 +286,11 @@ class RunState:
                 merged.elapsed = max(merged.elapsed or 0.0, state.elapsed)
             if state.exit_code is not None:
                 codes.append(state.exit_code)
+        if shared_collection:
+            merged.counts["deselected"] = lead.counts["deselected"] if lead is not None else 0
+        else:
+            merged.counts["deselected"] = sum(state.counts["deselected"] for state in firsts)
         if lead is not None:
-            merged.counts["deselected"] = lead.counts["deselected"]
-            merged.collect_errors = list(lead.collect_errors)
             merged.nodeids = list(lead.nodeids)
         merged.session_finished = all(state.session_finished for state, _ in parts)
         if parts and len(codes) == len(parts):

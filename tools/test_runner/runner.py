@@ -14,7 +14,7 @@ import json
 import logging
 import shlex
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -79,7 +79,77 @@ async def _ignore_test(finished: TestFinished) -> None:
     return None
 
 
-class TestRun:
+RECORD_WRITES = "test_runner_record_writes"
+WRITE_WAIT_S = 60.0
+
+
+class RecordWrites:
+    """The affected-test records of finished runs, written off the answer's path.
+
+    A run hands its write (`affected.finish`: a snapshot of the root, block checksums, one SQLite
+    transaction) to the server's task group and answers; the write is shielded (once started, it
+    ends, also when the server stops: `aclose` waits for it, bounded). Writes of one root's
+    folder run one at a time, in order, and the next run of that root (`settled`) waits for them
+    before it reads the database: no run ever plans from records older than the last answer.
+    A write that failed is said in the next run's warnings (and logged)."""
+
+    def __init__(self, app: AppState) -> None:
+        self._app = app
+        self._tails: dict[Path, anyio.Event] = {}
+        self._failed: dict[Path, str] = {}
+
+    async def aclose(self) -> None:
+        with anyio.move_on_after(WRITE_WAIT_S, shield=True):
+            for done in list(self._tails.values()):
+                await done.wait()
+
+    async def settled(self, folder: Path) -> str | None:
+        """Wait (bounded) for the writes of `folder` handed off so far; a failed one's warning."""
+        tail = self._tails.get(folder)
+        if tail is not None:
+            with anyio.move_on_after(WRITE_WAIT_S):
+                await tail.wait()
+        return self._failed.pop(folder, None)
+
+    async def submit(self, folder: Path, write: Callable[[], None]) -> None:
+        """Run `write` (blocking) in a thread after the folder's earlier writes; in the server's
+        task group when there is one, else now."""
+        before = self._tails.get(folder)
+        done = self._tails[folder] = anyio.Event()
+
+        async def run() -> None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    if before is not None:
+                        with anyio.move_on_after(WRITE_WAIT_S):
+                            await before.wait()
+                    await anyio.to_thread.run_sync(write)
+                except Exception as exc:  # the run's answer is gone: say it in the next one
+                    logger.exception("recording the affected-test data in %s failed", folder)
+                    self._failed[folder] = f"the affected-test data of an earlier run was not recorded: {exc}"
+                finally:
+                    done.set()
+                    if self._tails.get(folder) is done:
+                        del self._tails[folder]
+
+        if self._app.task_group is None:
+            await run()
+        else:
+            self._app.task_group.start_soon(run)
+
+
+async def record_writes(app: AppState) -> RecordWrites:
+    async def factory() -> RecordWrites:
+        return RecordWrites(app)
+
+    return await app.services.get(RECORD_WRITES, factory)
+
+
+class RunBase:
+    """What a run and a sharded run (`shards.ShardedRun`) share: the zygote lease with learned
+    pre-imports, the affected-test selection (planned before, recorded after) and the result's
+    extra fields."""
+
     __test__ = False  # not a pytest test class, whatever its name
 
     def __init__(
@@ -99,72 +169,42 @@ class TestRun:
         self.connection = connection
         self.state = RunState(request.root, app.redactor.redact)
         self._write_log = write_log
-        self._progress = ProgressBuffer(on_test)  # bounded, coalescing: a slow client never stalls the parser
+        self._on_test = on_test
         self._on_update = on_update
-        self.started = False
-        self.ending: Ending | None = None
-        self.handle: ChildHandle | None = None
         self.queued_s = 0.0
         self.duration_s = 0.0
-        self._eofs = 0
-        self._drained = anyio.Event()
-        self._wrapping_up = anyio.Event()
-        """The child said its last word (or is gone): no more spacing of reads."""
-        self._finished = anyio.Event()
-        """The child is gone, or finished pytest and closed its streams (it is reaped meanwhile)."""
-        self._event_bytes = 0
         self.selection: Selection | None = None
         self.ticket: SlotTicket | None = None
         """A place in the run queue taken when the call was accepted (wait=false); else one is
         taken when the run starts."""
         self.selection_info: dict[str, Any] | None = None
-        self.select: dict[str, Any] | None = None
         self.warnings: list[str] = []
-        """What the child's recorder gets, when set by a sharded run (its share, what to skip)."""
+        self._init()
 
-    # --- the run ---------------------------------------------------------------------------------
+    def _init(self) -> None:
+        """A kind of run's own state."""
 
-    async def execute(self) -> None:
-        """Run to the end. Raises `ToolError` if no child could be started (busy, no pytest, ...);
-        when cancelled, kills the child and re-raises once it is gone."""
-        try:
-            await self._execute()
-        finally:
-            if self.selection is not None:
-                self.selection.close()
-
-    async def _execute(self) -> None:
-        async with self.ticket or self.app.executor.slots.reserve() as queued_s:
-            self.queued_s = queued_s
-            past_span("queue wait", queued_s)
-            pool = await get_pool(self.app)
-            await self.preimport(pool)
-            leasing = time.monotonic()  # a cold (root, interpreter) starts its zygote in the lease
-            async with (
-                pool.lease(self.request.root, self.request.interpreter) as zygote,
-                pool.rendezvous.expect() as (token, arrivals),
-            ):
-                past_span("zygote lease", time.monotonic() - leasing, {"zygote.pid": zygote.pid or 0})
-                await self._prepare_selection(zygote)
-                await self._run_child(zygote, token, pool.rendezvous.path, arrivals)
-        await self._finish_selection()
-
-    async def preimport(self, pool: Any) -> None:
-        """The zygote imports what this project's runs imported last time (`preimports.py`). A
-        lease of its own: a module that made the zygote unsafe had it stopped, and the run's
-        lease then starts a fresh one."""
+    @contextlib.asynccontextmanager
+    async def lease(self, pool: Any) -> AsyncIterator[Zygote]:
+        """The zygote of (root, interpreter), once it has imported what this project's runs
+        imported last time (`preimports.py`). A module that made it unsafe had it stopped: the
+        run then leases a fresh one (which gets the list without that module)."""
         request = self.request
-        if request.cache is None or request.mode != "run":
-            return
-        async with pool.lease(request.root, request.interpreter) as zygote:
-            warning = await preimports.ensure(zygote, request.cache, request.root)
-        if warning is not None:
-            self.warnings.append(warning)
-
-    async def run_on(self, zygote: Zygote, rendezvous: Rendezvous) -> None:
-        """Run one child on a zygote the caller leased (one shard of a sharded run)."""
-        async with rendezvous.expect() as (token, arrivals):
-            await self._run_child(zygote, token, rendezvous.path, arrivals)
+        learn = request.cache is not None and request.mode == "run"
+        if request.cache is not None:
+            note = await (await record_writes(self.app)).settled(request.cache)  # the last run's records
+            if note is not None:
+                self.warnings.append(note)
+        for attempt in range(2):
+            async with pool.lease(request.root, request.interpreter) as zygote:
+                if learn and attempt == 0 and request.cache is not None:
+                    warning = await preimports.ensure(zygote, request.cache, request.root)
+                    if warning is not None:
+                        self.warnings.append(warning)
+                    if not zygote.alive:
+                        continue
+                yield zygote
+                return
 
     async def _prepare_selection(self, zygote: Zygote) -> None:
         request = self.request
@@ -181,23 +221,92 @@ class TestRun:
             )
         )
 
-    async def _finish_selection(self) -> None:
-        """Write the run's records (one transaction, in a thread) and say what was selected."""
-        selection = self.selection
+    async def _finish_selection(self, event: dict[str, Any] | None, complete: bool) -> None:
+        """Say what was selected, and hand the run's records (`event`, when the run ran to its
+        end: `complete`) to the root's record writes, off the answer's path."""
+        selection, self.selection = self.selection, None
         if selection is None:
             return
         try:
             state = self.state
-            if self.ending == "exited" and state.exit_code is not None:
-                call = functools.partial(finish, selection, state.record, state.outcomes, partial=self.request.partial)
+            self.selection_info = selection_result(selection, event, state.nodeids or list(state.outcomes))
+            if selection.warning:
+                self.warnings.append(selection.warning)
+            if not complete or selection.db is None or not selection.record or self.request.cache is None:
+                return
+            owned = selection
+            write = functools.partial(finish, owned, event, dict(state.outcomes), partial=self.request.partial)
+
+            def write_and_close() -> None:
                 try:
-                    await anyio.to_thread.run_sync(call)
-                except Exception as exc:  # the run's result matters more than its record
-                    logger.exception("recording the affected-test data of %s failed", self.request.root)
-                    selection.warning = selection.warning or f"the affected-test data was not recorded: {exc}"
-            self.selection_info = selection_result(selection, state.record, state.nodeids or list(state.outcomes))
+                    write()
+                finally:
+                    owned.close()
+
+            await (await record_writes(self.app)).submit(self.request.cache, write_and_close)
+            selection = None  # the write closes it
         finally:
-            selection.close()
+            if selection is not None:
+                selection.close()
+
+    def close_selection(self) -> None:
+        if self.selection is not None:
+            self.selection.close()
+            self.selection = None
+
+    def extra(self) -> dict[str, Any]:
+        """Beyond the pinned fields: time spent queued, the child's own run time, what was selected."""
+        extra: dict[str, Any] = {"queued_s": round(self.queued_s, 4)}
+        if self.state.elapsed is not None:
+            extra["worker_s"] = round(self.state.elapsed, 4)
+        if self.selection_info is not None:
+            extra["selection"] = self.selection_info
+        warnings = [*self.warnings, *([self.selection.warning] if self.selection and self.selection.warning else [])]
+        if warnings:
+            extra["warnings"] = warnings
+        return extra
+
+
+class TestRun(RunBase):
+    def _init(self) -> None:
+        self._progress = ProgressBuffer(self._on_test)  # bounded, coalescing: a slow client never stalls the parser
+        self.started = False
+        self.ending: Ending | None = None
+        self.handle: ChildHandle | None = None
+        self._eofs = 0
+        self._drained = anyio.Event()
+        self._wrapping_up = anyio.Event()
+        """The child said its last word (or is gone): no more spacing of reads."""
+        self._finished = anyio.Event()
+        """The child is gone, or finished pytest and closed its streams (it is reaped meanwhile)."""
+        self._event_bytes = 0
+        self.select: dict[str, Any] | None = None
+        """What the child's recorder gets, when set by a sharded run (its share, what to skip)."""
+
+    # --- the run ---------------------------------------------------------------------------------
+
+    async def execute(self) -> None:
+        """Run to the end. Raises `ToolError` if no child could be started (busy, no pytest, ...);
+        when cancelled, kills the child and re-raises once it is gone."""
+        try:
+            async with self.ticket or self.app.executor.slots.reserve() as queued_s:
+                self.queued_s = queued_s
+                past_span("queue wait", queued_s)
+                pool = await get_pool(self.app)
+                leasing = time.monotonic()  # a cold (root, interpreter) starts its zygote in the lease
+                async with self.lease(pool) as zygote, pool.rendezvous.expect() as (token, arrivals):
+                    past_span("zygote lease", time.monotonic() - leasing, {"zygote.pid": zygote.pid or 0})
+                    await self._prepare_selection(zygote)
+                    await self._run_child(zygote, token, pool.rendezvous.path, arrivals)
+            state = self.state
+            await self._finish_selection(state.record, self.ending == "exited" and state.exit_code is not None)
+        finally:
+            self.close_selection()
+
+    async def run_on(self, zygote: Zygote, rendezvous: Rendezvous) -> None:
+        """Run one child on a zygote the caller leased (one shard of a sharded run)."""
+        async with rendezvous.expect() as (token, arrivals):
+            await self._run_child(zygote, token, rendezvous.path, arrivals)
 
     async def _run_child(
         self, zygote: Zygote, token: str, sock: str, arrivals: MemoryObjectReceiveStream[Arrival]
@@ -410,15 +519,3 @@ class TestRun:
             outcome=outcome,
         )
         self.app.audit_soon(record)
-
-    def extra(self) -> dict[str, Any]:
-        """Beyond the pinned fields: time spent queued, and the forked child's own run time."""
-        extra: dict[str, Any] = {"queued_s": round(self.queued_s, 4)}
-        if self.state.elapsed is not None:
-            extra["worker_s"] = round(self.state.elapsed, 4)
-        if self.selection_info is not None:
-            extra["selection"] = self.selection_info
-        warnings = [*self.warnings, *([self.selection.warning] if self.selection and self.selection.warning else [])]
-        if warnings:
-            extra["warnings"] = warnings
-        return extra

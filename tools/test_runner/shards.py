@@ -1,34 +1,44 @@
 """A sharded run: one zygote forks several children, each runs a share of the tests.
 
-Every child collects the same tests (the same selection, `-k`/`-m` and affected skip included)
-and keeps its own share (`recorder.ShardFilter`): longest recorded tests first, each to the least
-loaded shard. Their events merge into one result with the counts, failures and progress of a
-serial run. A child that dies while running a test is, like a pytest-xdist worker, reported as
-a failure of that test and replaced (a bounded number of times) by one that runs the rest of its
-share. Session- and module-scoped fixtures run once per child, as with pytest-xdist.
+When the root's records know its test files (a run recorded them), each child collects only its
+share of them (`file_shares`): files are dealt out by their recorded durations, heaviest first to
+the least loaded share, and a child is told to ignore every other file under the root
+(`pytest_ignore_collect`, the recorder's `skip_files`). The first share also takes whatever the
+records do not know (a new test file), so every test is collected by exactly one child. With no
+usable records, a node-id selection, or files too few or too uneven to share, every child
+collects everything and keeps its share of the tests (`recorder.ShardFilter`). Either way the
+children's events merge into one result with the counts, failures and progress of a serial run.
+A child that dies while running a test is, like a pytest-xdist worker, reported as a failure of
+that test and replaced (a bounded number of times) by one that runs the rest of its share.
+Session- and module-scoped fixtures run once per child, as with pytest-xdist.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
-import anyio.to_thread
 
-from mcp_server.api import AppState, SlotTicket
-from tools.test_runner.affected import Selection, finish, merge_records, prepare, selection_result
+from tools.test_runner.affected import Selection, merge_records
 from tools.test_runner.pool import get_pool
 from tools.test_runner.reports import RunState, TestFinished, worst_exit
-from tools.test_runner.runner import RunRequest, TestRun, _ignore_test
+from tools.test_runner.runner import RunBase, TestRun
 from tools.test_runner.zygote import Zygote
 
 MAX_REPLACEMENTS = 4
 """Per run: children started again after a crash (a suite that crashes everywhere stops)."""
+PER_TEST_S = 0.0003
+"""What pytest and the reporting spend on a test beyond its recorded duration (for balancing)."""
+BALANCE_SLACK = 1.25
+"""Files are shared only if the busiest share stays within this of an even split of the tests."""
+MAX_IGNORED = 20_000
+"""More files under the root than this (each share ignores the others'): every child collects all."""
+NEVER_IGNORED = frozenset({"conftest.py", "__init__.py"})
+"""Files every child sees as a serial run would (configuration, packages)."""
 
 
 def effective_workers(requested: int) -> int:
@@ -36,41 +46,66 @@ def effective_workers(requested: int) -> int:
     return max(1, min(requested, os.cpu_count() or 1))
 
 
-class ShardedRun:
+def deal_files(weights: Mapping[str, float], count: int) -> list[list[str]]:
+    """Files into `count` shares: heaviest first to the least loaded (ties: the lower index, then
+    the file name), so that equal inputs always give equal shares."""
+    loads = [0.0] * count
+    shares: list[list[str]] = [[] for _ in range(count)]
+    for rel in sorted(weights, key=lambda rel: (-weights[rel], rel)):
+        target = min(range(count), key=lambda k: (loads[k], k))
+        shares[target].append(rel)
+        loads[target] += weights[rel]
+    return shares
+
+
+def file_shares(selection: Selection | None, workers: int, explicit: bool) -> list[list[str]] | None:
+    """Per child, the root-relative files it ignores (beside the selection's own `skip_files`);
+    None: every child collects everything (item shares). `explicit`: the call named paths or
+    node ids (pytest collects those whatever a plugin says)."""
+    if selection is None or selection.db is None or explicit or not selection.snapshot.complete:
+        return None
+    collected = selection.stored.collected
+    present = selection.snapshot.python.keys() | selection.snapshot.others.keys()
+    if not collected or len(present) > MAX_IGNORED:
+        return None
+    plan = selection.plan
+    skipped_files = set(plan.skip_files) if plan is not None else set()
+    skipped_tests = plan.skip_nodeids if plan is not None else set()
+    records = selection.stored.records
+    known = sorted(float(r.duration) for r in records.values())
+    default = known[len(known) // 2] if known else 0.01
+    weights: dict[str, float] = {}
+    for rel, nodeids in collected.items():
+        if rel not in present or rel in skipped_files:
+            continue
+        running = [n for n in nodeids if n not in skipped_tests]
+        if running:
+            weights[rel] = sum(records[n].duration if n in records else default for n in running)
+            weights[rel] += PER_TEST_S * len(running)
+    if len(weights) < workers:
+        return None
+    shares = deal_files(weights, workers)
+    busiest = max(sum(weights[rel] for rel in share) for share in shares)
+    if busiest > BALANCE_SLACK * sum(weights.values()) / workers:
+        return None
+    others = {rel for rel in present if os.path.basename(rel) not in NEVER_IGNORED}
+    ignored = [sorted(rel for share in shares[1:] for rel in share)]  # the first share: the rest
+    ignored += [sorted(others - set(share)) for share in shares[1:]]
+    return ignored
+
+
+class ShardedRun(RunBase):
     """The interface of `TestRun` (execute, state, outcome, finish_log, extra) over N children."""
 
-    __test__ = False
-
-    def __init__(
-        self,
-        app: AppState,
-        request: RunRequest,
-        workers: int,
-        *,
-        tool: str,
-        connection: str,
-        write_log: Callable[[str], None] = lambda text: None,
-        on_test: Callable[[TestFinished], Awaitable[None]] = _ignore_test,
-        on_update: Callable[[RunState], None] = lambda state: None,
-    ) -> None:
-        self.app = app
-        self.request = request
-        self.workers = workers
-        self._kw: dict[str, Any] = {"tool": tool, "connection": connection, "write_log": write_log}
-        self._write_log = write_log
-        self._on_test = on_test
-        self._on_update = on_update
-        self.ticket: SlotTicket | None = None  # as TestRun.ticket
-        self.attempts: list[list[TestRun]] = [[] for _ in range(workers)]
-        self.state = RunState(request.root, app.redactor.redact)
-        self.selection: Selection | None = None
-        self.selection_info: dict[str, Any] | None = None
-        self.queued_s = 0.0
-        self.duration_s = 0.0
+    def _init(self) -> None:
+        self.workers = self.request.workers
+        self._kw: dict[str, Any] = {"tool": self.tool, "connection": self.connection, "write_log": self._write_log}
+        self.attempts: list[list[TestRun]] = [[] for _ in range(self.workers)]
         self.replacements = 0
         self.crashes: list[str] = []
+        self.ignored: list[list[str]] | None = None
+        """Per child, the files it does not collect (file shares); None: item shares."""
         self._done = 0
-        self.warnings: list[str] = []
 
     @property
     def started(self) -> bool:
@@ -83,11 +118,9 @@ class ShardedRun:
             async with self.ticket or self.app.executor.slots.reserve() as queued_s:
                 self.queued_s = queued_s
                 pool = await get_pool(self.app)
-                warm = TestRun(self.app, self.request, **self._kw)
-                await warm.preimport(pool)
-                self.warnings = warm.warnings
-                async with pool.lease(self.request.root, self.request.interpreter) as zygote:
-                    await self._prepare(zygote)
+                async with self.lease(pool) as zygote:
+                    await self._prepare_selection(zygote)
+                    self.ignored = file_shares(self.selection, self.workers, "--" in self.request.args)
                     started = time.monotonic()
                     try:
                         async with anyio.create_task_group() as tg:
@@ -96,26 +129,16 @@ class ShardedRun:
                     finally:
                         self.duration_s = time.monotonic() - started
                         self.state = self._merge()
-            await self._finish()
+            runs = [run for attempts in self.attempts for run in attempts]
+            await self._finish_selection(self._merge_records(), all(run.ending == "exited" for run in runs))
         finally:
-            if self.selection is not None:
-                self.selection.close()
-
-    async def _prepare(self, zygote: Zygote) -> None:
-        request = self.request
-        self.selection = await anyio.to_thread.run_sync(
-            functools.partial(
-                prepare,
-                request.cache,
-                request.root,
-                zygote.env_fingerprint,
-                affected=request.affected,
-                record=request.record,
-            )
-        )
+            self.close_selection()
 
     def _select(self, index: int, skip: set[str]) -> dict[str, Any]:
         base: dict[str, Any] = self.selection.command() if self.selection is not None else {"record": False}
+        if self.ignored is not None:  # file shares: ignore the others' files; skip what already ran
+            skip_files = [*base.get("skip_files", []), *self.ignored[index]]
+            return {**base, "skip_files": skip_files, "skip_nodeids": [*base.get("skip_nodeids", []), *sorted(skip)]}
         records = self.selection.stored.records if self.selection is not None else {}
         durations = {n: r.duration for n, r in records.items()}
         shard = {"index": index, "count": self.workers, "durations": durations, "done": sorted(skip)}
@@ -157,7 +180,9 @@ class ShardedRun:
 
     def _merge(self) -> RunState:
         parts = [(run.state, i == 0) for runs in self.attempts for i, run in enumerate(runs)]
-        merged = RunState.merged(parts, self.request.root, self.app.redactor.redact)
+        merged = RunState.merged(
+            parts, self.request.root, self.app.redactor.redact, shared_collection=self.ignored is None
+        )
         finals = [runs[-1].state.exit_code for runs in self.attempts if runs]
         codes = [code for code in finals if code is not None]
         merged.exit_code = worst_exit(codes) if codes and len(codes) == len(finals) else None
@@ -165,19 +190,21 @@ class ShardedRun:
             merged.exit_code = worst_exit(codes)
         return merged
 
-    async def _finish(self) -> None:
-        selection = self.selection
-        if selection is None:
-            return
-        runs = [run for attempts in self.attempts for run in attempts]
-        if all(run.ending == "exited" for run in runs):
-            event = merge_records([run.state.record for run in runs])
-            call = functools.partial(finish, selection, event, self.state.outcomes, partial=self.request.partial)
-            try:
-                await anyio.to_thread.run_sync(call)
-            except Exception as exc:  # the run's result matters more than its record
-                selection.warning = selection.warning or f"the affected-test data was not recorded: {exc}"
-            self.selection_info = selection_result(selection, event, list(self.state.outcomes))
+    def _merge_records(self) -> dict[str, Any] | None:
+        """The children's `record` events as one. With file shares each first child collected its
+        own files: their collections add up, and only the selection's own skips count as skipped
+        (not the files a child left to the others, nor what a replacement skipped as done)."""
+        events = [run.state.record for runs in self.attempts for run in runs]
+        merged = merge_records(events)
+        if merged is None or self.ignored is None:
+            return merged
+        firsts = [runs[0].state.record for runs in self.attempts if runs and runs[0].state.record is not None]
+        plan = self.selection.plan if self.selection is not None else None
+        own_skips = set(plan.skip_files) if plan is not None else set()
+        merged["collected"] = {rel: ids for event in firsts for rel, ids in dict(event.get("collected", {})).items()}
+        merged["ignored"] = sorted({str(f) for e in firsts for f in e.get("ignored", []) if str(f) in own_skips})
+        merged["unaffected"] = sum(int(event.get("unaffected", 0)) for event in firsts)
+        return merged
 
     # --- the end ---------------------------------------------------------------------------------
 
@@ -197,14 +224,7 @@ class ShardedRun:
         self._write_log(f"\n[run ended: {status} after {self.duration_s:.2f}s on {self.workers} workers]\n")
 
     def extra(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {"queued_s": round(self.queued_s, 4), "workers": self.workers}
-        if self.state.elapsed is not None:
-            extra["worker_s"] = round(self.state.elapsed, 4)
+        extra = {**super().extra(), "workers": self.workers}
         if self.replacements:
             extra["replaced_workers"] = self.replacements
-        if self.selection_info is not None:
-            extra["selection"] = self.selection_info
-        warnings = [*self.warnings, *([self.selection.warning] if self.selection and self.selection.warning else [])]
-        if warnings:
-            extra["warnings"] = warnings
         return extra

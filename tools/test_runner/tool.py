@@ -93,7 +93,7 @@ async def _execute(
         summary["queued_s"] = round(test_run.queued_s, 4)
         run.summary = summary
 
-    run_class: Any = TestRun if request.workers <= 1 else functools.partial(ShardedRun, workers=request.workers)
+    run_class: Any = TestRun if request.workers <= 1 else ShardedRun
     test_run = run_class(
         ctx.app,
         request,

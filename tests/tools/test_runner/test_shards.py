@@ -4,6 +4,7 @@ a child that dies replaced for the rest of its share, workers capped at the CPU 
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,47 @@ async def test_a_sharded_run_records_for_affected_selection(memory_client: Any, 
             second = await run(client, {"workers": 2, "affected": True})
             assert second["counts"]["passed"] == 1
             assert second["selection"]["selected"] == 1 and second["selection"]["skipped_unaffected"] == 1
+
+
+def imports_of(root: Path) -> list[str]:
+    log = root / "imports.log"
+    return sorted(log.read_text().split()) if log.exists() else []
+
+
+async def test_each_child_collects_only_its_share_of_the_files(memory_client: Any, tmp_path: Path) -> None:
+    """Once a run recorded the test files, each child imports only the files of its share (a
+    module is imported by one child, not by every one), a file the records do not know yet is
+    collected by one child too, and the counts stay those of a serial run."""
+    module = """
+        import os
+
+        with open("imports.log", "a") as log:  # one line per import of this module, whoever imports it
+            log.write(__name__.rsplit(".", 1)[-1] + "\\n")
+
+        import pytest
+
+        @pytest.mark.parametrize("i", range({n}))
+        def test_case(i):
+            assert i >= 0
+    """
+    files = {f"tests/test_{name}.py": module.format(n=n) for name, n in (("a", 9), ("b", 7), ("c", 5), ("d", 3))}
+    root = write_project(tmp_path / "proj", files)
+    with anyio.fail_after(120):
+        async with memory_client(root) as client:
+            serial = await run(client, {})  # records which files hold which tests
+            assert serial["counts"]["passed"] == 24
+            assert imports_of(root) == ["test_a", "test_b", "test_c", "test_d"]
+            (root / "imports.log").unlink()
+
+            sharded = await run(client, {"workers": 2})
+            assert sharded["workers"] == 2 and sharded["counts"] == serial["counts"]
+            assert imports_of(root) == ["test_a", "test_b", "test_c", "test_d"]  # not twice each
+            (root / "imports.log").unlink()
+
+            (root / "tests/test_e.py").write_text(textwrap.dedent(module.format(n=4)))  # unknown to the records
+            keyword = await run(client, {"workers": 2, "keyword": "not test_case[0]"})
+            assert imports_of(root) == ["test_a", "test_b", "test_c", "test_d", "test_e"]
+            (root / "imports.log").unlink()
+            serial_keyword = await run(client, {"keyword": "not test_case[0]"})
+            assert keyword["counts"] == serial_keyword["counts"]
+            assert keyword["counts"]["passed"] == 23 and keyword["counts"]["deselected"] == 5
