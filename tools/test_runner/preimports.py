@@ -1,7 +1,7 @@
 """Learned pre-imports: the zygote imports, before it forks, what the project's runs imported.
 
 After each run the child reports the modules it imported from outside the root (third-party
-packages, the standard library; `recorder.imported_modules`). They are kept per root and per
+packages, the standard library; `preload.imported_modules`). They are kept per root and per
 environment fingerprint in the test database, and the next run asks its zygote to import the
 ones it has not (`preload.py`, in the zygote). Every later fork finds them in `sys.modules`.
 

@@ -1,5 +1,6 @@
 # ruff: noqa: UP006, UP031, UP035, UP045  (this file runs in any Python >= 3.8)
-"""In the zygote: import the modules a project's runs imported last time, before forking them.
+"""In the zygote: import the modules a project's runs imported last time, before forking them
+(and, in each run, `imported_modules`: what it imported, for the server to learn).
 
 Loaded by `worker.py` (the project's interpreter, standard library only, Python 3.8 syntax). The
 server sends the list it learned (`preimports.py`); each module is imported once here, so every
@@ -51,6 +52,27 @@ def project_names(root: str) -> Set[str]:
             elif os.path.isdir(os.path.join(base, entry)) and entry.isidentifier():
                 names.add(entry)
     return names
+
+
+def imported_modules(root: str, baseline: Set[str]) -> List[str]:
+    """In a forked run, after it: the modules imported since `baseline` (what the zygote had)
+    that are not the project's: neither under the root nor named like one of its top-level files
+    or packages; only ones importable by name. The server learns them for the next zygote."""
+    prefix = os.path.abspath(root).rstrip(os.sep) + os.sep
+    own = project_names(root)
+    found: List[str] = []
+    for name, module in list(sys.modules.items()):
+        if name in baseline or module is None or name.startswith(SKIP_PREFIXES):
+            continue
+        if name.split(".")[0] in own or _under(getattr(module, "__file__", None), prefix):
+            continue
+        spec = getattr(module, "__spec__", None)
+        if spec is None or getattr(spec, "name", None) != name:
+            continue
+        found.append(name)
+        if len(found) >= MAX_MODULES:
+            break
+    return sorted(found)
 
 
 def preimport(modules: List[str], root: str) -> Dict[str, Any]:

@@ -205,50 +205,6 @@ def make_tracer() -> Any:
     return _SetTrace()
 
 
-SKIP_PREFIXES = ("_mcp_code_tools", "__main__", "__mp_main__", "conftest")
-MAX_MODULES = 3000
-
-
-def project_names(root: str) -> Set[str]:
-    """Top-level import names the project itself provides (its files and packages, src/ too)."""
-    names: Set[str] = set()
-    for base in (root, os.path.join(root, "src")):
-        try:
-            entries = os.listdir(base)
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.endswith(".py"):
-                names.add(entry[:-3])
-            elif os.path.isdir(os.path.join(base, entry)) and entry.isidentifier():
-                names.add(entry)
-    return names
-
-
-def _under(path: Optional[str], prefix: str) -> bool:
-    return isinstance(path, str) and os.path.abspath(path).startswith(prefix)
-
-
-def imported_modules(root: str, baseline: Set[str]) -> List[str]:
-    """Modules imported since `baseline` that are not the project's: neither under the root nor
-    named like one of its top-level files or packages; only ones importable by name."""
-    prefix = os.path.abspath(root).rstrip(os.sep) + os.sep
-    own = project_names(root)
-    found: List[str] = []
-    for name, module in list(sys.modules.items()):
-        if name in baseline or module is None or name.startswith(SKIP_PREFIXES):
-            continue
-        if name.split(".")[0] in own or _under(getattr(module, "__file__", None), prefix):
-            continue
-        spec = getattr(module, "__spec__", None)
-        if spec is None or getattr(spec, "name", None) != name:
-            continue
-        found.append(name)
-        if len(found) >= MAX_MODULES:
-            break
-    return sorted(found)
-
-
 class Recorder:
     def __init__(self, root: str, send: Callable[[List[Dict[str, Any]]], None], options: Dict[str, Any]) -> None:
         self.root = os.path.abspath(root)
@@ -280,8 +236,6 @@ class Recorder:
         self.unaffected = 0
         self._collecting: Optional[Any] = None
         self.shard = options.get("shard")
-        self.baseline = set(sys.modules)
-        """What the zygote had imported: the rest is what this run imported (learned pre-imports)."""
         self.shared_lost = False
         """The tracer was replaced while code every test depends on ran: no test has a record."""
         self._unseen_imports = False
@@ -500,7 +454,6 @@ class Recorder:
             "selected": self.selected,
             "ignored": self.ignored,
             "unaffected": self.unaffected,
-            "imported": imported_modules(self.root, self.baseline),
         }
 
 

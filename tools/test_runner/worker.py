@@ -357,12 +357,16 @@ def child_main(cmd: Event, inherited_fds: List[int], forked_at: float, parent: i
             args = ["--collect-only", "-q", *args]
         plugins: List[Any] = [Reporter(send, str(cmd.get("mode", "run")))]
         recorder = None
+        baseline = set(sys.modules)  # what the zygote had: the rest is what this run imports
         if RECORDER is not None and isinstance(cmd.get("select"), dict):
             recorder = RECORDER.Recorder(root, send, cmd["select"])
             plugins.append(recorder)
         code = int(pytest.main(args, plugins=plugins))
         if recorder is not None:
-            send([recorder.event()])
+            event = recorder.event()
+            if PRELOAD is not None:
+                event["imported"] = PRELOAD.imported_modules(root, baseline)
+            send([event])
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
