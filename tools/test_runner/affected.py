@@ -50,6 +50,9 @@ class Selection:
     """A full run's tests whose record is still valid: they run, untraced (their dependencies
     cannot have changed; only their outcome is updated)."""
     parsed: dict[str, tuple[str, FileBlocks]] = field(default_factory=dict)
+    all_unaffected: bool = False
+    """A full run in which every test collected last time is unaffected: nothing is traced, not
+    even collection (a test that was not there last time gets no record, and runs next time)."""
 
     def env(self, others_digest: str) -> str:
         config = digest(f"{path} {sig}" for path, sig in sorted(self.config.items()))
@@ -61,6 +64,7 @@ class Selection:
             command.update(self.plan.command())
         if self.unaffected and command["record"]:
             command["no_trace"] = sorted(self.unaffected)
+            command["trace_collection"] = not self.all_unaffected
         return command
 
     def blocks(self, rel: str, sig: str | None = None) -> FileBlocks | None:
@@ -139,6 +143,8 @@ def prepare(folder: Path | None, root: Path, env_fp: str, *, affected: bool, rec
         sel.plan = plan
     else:
         sel.unaffected = plan.skip_nodeids
+        known = [nodeid for nodeids in stored.collected.values() for nodeid in nodeids]
+        sel.all_unaffected = plan.mode == "affected" and bool(known) and plan.skip_nodeids.issuperset(known)
     return sel
 
 

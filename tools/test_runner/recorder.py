@@ -240,8 +240,12 @@ class Recorder:
         """The tracer was replaced while code every test depends on ran: no test has a record."""
         self._unseen_imports = False
         self._module_count = 0
-        self._startup = self.tracer is not None
-        if self.tracer is not None:  # start-up: conftest files and what they import
+        self.trace_collection = bool(options.get("trace_collection", True))
+        """False when the server expects every test to run untraced (a full run, nothing changed):
+        start-up and collection then run untraced too, and a test it did not expect (new) gets
+        no record (it runs, and is recorded, next time)."""
+        self._startup = self.tracer is not None and self.trace_collection
+        if self.tracer is not None and self._startup:  # start-up: conftest files and what they import
             self.tracer.start(self.tracer.imports.shared)
 
     def pytest_configure(self, config: Any) -> None:
@@ -302,7 +306,9 @@ class Recorder:
         return None
 
     def pytest_collectstart(self, collector: Any) -> None:
-        if self.tracer is None or self._collecting is not None or not isinstance(collector, pytest.Module):
+        if self.tracer is None or not self.trace_collection or self._collecting is not None:
+            return
+        if not isinstance(collector, pytest.Module):
             return
         self._collecting = collector
         imports = self.tracer.imports
@@ -380,7 +386,7 @@ class Recorder:
         """A class/module/session fixture runs once for many tests: what its setup executes is
         recorded apart and added to every test that uses it (not only to the first one)."""
         tracer = self.tracer
-        if tracer is None or str(getattr(fixturedef, "scope", "function")) == "function":
+        if tracer is None or not self.trace_collection or str(getattr(fixturedef, "scope", "function")) == "function":
             yield
             return
         if not self._tracing:  # an untraced test: its shared fixtures are still traced (others use them)
@@ -406,7 +412,7 @@ class Recorder:
             self.uses[item.nodeid] = list(getattr(item, "fixturenames", ()))
 
     def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
-        self._tracing = self.tracer is not None and nodeid not in self.no_trace
+        self._tracing = self.tracer is not None and self.trace_collection and nodeid not in self.no_trace
         if self._tracing:
             self.tracer.start()  # type: ignore[union-attr]
         self._module_count = len(sys.modules)
@@ -415,6 +421,9 @@ class Recorder:
         if self.tracer is None:
             return
         if not self._tracing:
+            if nodeid not in self.no_trace:
+                self.lost.append(nodeid)  # not expected by a run that traces nothing: no record
+                return
             self.untraced.append(nodeid)
             if len(sys.modules) != self._module_count and not self._unseen_imports:
                 self._unseen_imports = self._imported_project_code()

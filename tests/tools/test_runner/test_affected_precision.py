@@ -210,3 +210,30 @@ async def test_a_module_imported_inside_a_test_counts_for_the_later_importers(
             )
             assert await plan(client) == {"tests/test_lazy_a.py::test_a", "tests/test_lazy_b.py::test_b"}
             assert (await run(client))["counts"]["failed"] == 2
+
+
+async def test_a_full_run_with_nothing_changed_traces_nothing(memory_client: Any, tmp_path: Path) -> None:
+    """Every recorded test is unaffected: start-up, collection and tests run untraced (the speed
+    of a plain run). A test that was not there last time then has no record: it is selected by
+    the next affected run, which records it."""
+    root = write_project(
+        tmp_path / "proj",
+        {"pkg/__init__.py": "", "pkg/registry.py": REGISTRY, "tests/test_plain.py": TEST_BUILD},
+    )
+    (root / "pkg/factory.py").write_text(FACTORY)
+    with anyio.fail_after(120):
+        async with memory_client(root) as client:
+            assert (await run(client))["counts"]["passed"] == 1
+            edit(
+                root / "tests/test_new.py",
+                "",
+                "from pkg.registry import unrelated\n\n\ndef test_new():\n    assert not unrelated()\n",
+            )
+            full = await client.call_tool("run_tests", {})
+            assert (full.structured_content or {})["counts"]["passed"] == 2
+            assert await plan(client) == {"tests/test_new.py::test_new"}
+            again = await run(client)
+            assert again["counts"]["passed"] == 1 and again["selection"]["reasons"]["no_data"] == 1
+            assert await plan(client) == set()
+            edit(root / "pkg/registry.py", "return 0", "return 0 * 1")
+            assert await plan(client) == {"tests/test_new.py::test_new"}
