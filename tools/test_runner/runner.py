@@ -179,6 +179,9 @@ class RunBase:
         taken when the run starts."""
         self.selection_info: dict[str, Any] | None = None
         self.warnings: list[str] = []
+        self.on_ran: Callable[[RunState], Awaitable[None]] | None = None
+        """Called once the children are done, before the records are handed off (the test
+        history's write: the two writes to the root's database never meet)."""
         self._init()
 
     def _init(self) -> None:
@@ -224,6 +227,8 @@ class RunBase:
     async def _finish_selection(self, event: dict[str, Any] | None, complete: bool) -> None:
         """Say what was selected, and hand the run's records (`event`, when the run ran to its
         end: `complete`) to the root's record writes, off the answer's path."""
+        if self.on_ran is not None:
+            await self.on_ran(self.state)
         selection, self.selection = self.selection, None
         if selection is None:
             return

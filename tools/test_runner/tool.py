@@ -33,7 +33,7 @@ from mcp_server.api import (
 from tools.test_runner.args import ListTestsArgs, RunTestsArgs, pytest_args
 from tools.test_runner.environment import find_interpreter
 from tools.test_runner.history import Recorded, Report, failed_first_request, get_history
-from tools.test_runner.reports import COUNT_KEYS, TestFinished
+from tools.test_runner.reports import COUNT_KEYS, RunState, TestFinished
 from tools.test_runner.runner import RunRequest, TestRun
 from tools.test_runner.shards import ShardedRun, effective_workers
 
@@ -106,10 +106,15 @@ async def _execute(
     test_run.ticket = ticket  # the place in the queue the call took (wait=false)
     error: str | None = None
     recorded = Recorded()
+
+    async def on_ran(state: RunState) -> None:
+        nonlocal recorded
+        reports = [Report(nodeid, outcome, duration) for nodeid, (outcome, duration) in state.outcomes.items()]
+        recorded = await (await get_history(ctx.app)).record(ctx, request.root, reports)  # one transaction
+
+    test_run.on_ran = on_ran  # before the affected-test records are handed off
     try:
         await test_run.execute()
-        reports = [Report(nodeid, outcome, duration) for nodeid, (outcome, duration) in test_run.state.outcomes.items()]
-        recorded = await (await get_history(ctx.app)).record(ctx, request.root, reports)  # one transaction
     except ToolError as exc:
         error = str(exc)
         if waiting:
