@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from mcp_server.errors import ToolError
 
@@ -120,8 +121,9 @@ class FileSkipped(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class CheckedFile:
+class CheckedFile(NamedTuple):
+    """A file that passed the check (a named tuple: made for every file of every tree call)."""
+
     path: str
     """As reached (the walk's or discovery's name for it; may be a link inside a root)."""
     real: str
@@ -141,6 +143,12 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _normal_absolute(path: str) -> bool:
+    """Whether `os.path.abspath(path)` is `path` itself (no `.`/`..` part, no doubled or trailing
+    slash); conservative: a name starting with a dot says False and takes the slow way."""
+    return path[:1] == "/" and "/." not in path and "//" not in path and path[-1:] != "/"
+
+
 class FileChecker:
     """The path check for files a walk reached: inside an allowed root once resolved, a regular
     file, at most `max_bytes` on disk. Blocking (stat, open); one per call, in a worker thread.
@@ -155,6 +163,7 @@ class FileChecker:
         self._prefixes = [r.rstrip("/") + "/" for r in self.roots]
         self.max_bytes = max_bytes
         self._dirs: dict[str, str | None] = {}
+        self._resolved: dict[str, str] = {}
 
     def _inside(self, real: str) -> bool:
         return real in self.roots or any(real.startswith(p) for p in self._prefixes)
@@ -163,10 +172,33 @@ class FileChecker:
         """The resolved directory, or None if it lies outside every root (memoized per call)."""
         if directory in self._dirs:
             return self._dirs[directory]
-        real = os.path.realpath(directory)
+        real = self._realpath(directory)
         found = real if self._inside(real) else None
         self._dirs[directory] = found
         return found
+
+    def _realpath(self, directory: str) -> str:
+        """`os.path.realpath(directory)`, memoized per call: below a folder already resolved, each
+        further part costs one `lstat` (realpath would look at every part from `/` again)."""
+        if not _normal_absolute(directory):
+            return os.path.realpath(directory)
+        known = self._resolved
+        parts: list[tuple[str, str]] = []  # (the name up to a part, the part), deepest first
+        top = directory
+        while top not in known and top != "/":
+            parent, _, name = top.rpartition("/")
+            parts.append((top, name))
+            top = parent or "/"
+        real = known.get(top, "/")
+        for name_so_far, part in reversed(parts):
+            candidate = f"{real}/{part}" if real != "/" else f"/{part}"
+            try:
+                link = stat.S_ISLNK(os.lstat(candidate).st_mode)
+            except OSError:  # as realpath: a missing part is kept as it is
+                link = False
+            real = os.path.realpath(candidate) if link else candidate
+            known[name_so_far] = real
+        return real
 
     def _size_ok(self, st: os.stat_result) -> None:
         if not stat.S_ISREG(st.st_mode):
@@ -175,15 +207,23 @@ class FileChecker:
             raise FileSkipped(f"{st.st_size} bytes, over the limit of {self.max_bytes} (setting max_source_bytes)")
 
     def check(self, path: str) -> CheckedFile:
-        """Stat `path` (never open it); raise `FileSkipped` unless it may be read."""
+        """Stat `path` (never open it); raise `FileSkipped` unless it may be read.
+
+        One `lstat` for a plain file whose folder was seen before in this call (a hot loop: every
+        file of a tree, on every tree call); links are resolved and checked again."""
         if "\x00" in path:
             raise FileSkipped("the name contains a NUL byte")
-        path = os.path.abspath(path)
-        directory, name = os.path.split(path)
-        real_dir = self._real_dir(directory)
+        if not _normal_absolute(path):
+            path = os.path.abspath(path)
+        directory, _, name = path.rpartition("/")
+        directory = directory or "/"
+        try:
+            real_dir = self._dirs[directory]
+        except KeyError:
+            real_dir = self._real_dir(directory)
         if real_dir is None:
             raise FileSkipped("outside every allowed root")
-        real = os.path.join(real_dir, name)
+        real = f"{real_dir}/{name}" if real_dir != "/" else f"/{name}"
         try:
             st = os.lstat(real)
             if stat.S_ISLNK(st.st_mode):

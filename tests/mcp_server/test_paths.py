@@ -238,6 +238,89 @@ def test_file_checker_never_blocks_on_a_fifo_and_bounds_sizes(workspace: tuple[P
         checker.check(str(root / "outdir" / "secret.txt"))
 
 
+def test_file_checker_gives_every_spelling_of_a_path_the_verdict_of_its_resolved_form(
+    workspace: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`check` takes a fast way for names already absolute and normal: other spellings (dots,
+    doubled or trailing slashes, relative names, dot-folders, a folder link out) are resolved first."""
+    root, _ = workspace
+    outside = root.parent / "outside"
+    (root / ".hidden").mkdir()
+    (root / ".hidden" / "h.py").write_text("h = 1\n")
+    (root / "outdir").symlink_to(outside)
+    monkeypatch.chdir(root / "pkg")
+    checker = FileChecker([root], max_bytes=64)
+    same = {
+        str(root / "pkg" / "mod.py"): str(root / "pkg" / "mod.py"),
+        f"{root}/pkg/./mod.py": str(root / "pkg" / "mod.py"),
+        f"{root}//pkg//mod.py": str(root / "pkg" / "mod.py"),
+        f"{root}/pkg/../top.py": str(root / "top.py"),
+        f"{root}/.hidden/h.py": str(root / ".hidden" / "h.py"),
+        f"{root}/.hidden/../pkg/mod.py": str(root / "pkg" / "mod.py"),
+        "mod.py": str(root / "pkg" / "mod.py"),
+        "../top.py": str(root / "top.py"),
+        f"{root}/pkg/mod.py/": str(root / "pkg" / "mod.py"),  # as os.path.abspath has it
+    }
+    for raw, real in same.items():
+        assert checker.check(raw).real == real, raw
+    refused = {
+        f"{root}/../outside/secret.txt": "outside every allowed root",
+        f"{root}/pkg/../../outside/secret.txt": "outside every allowed root",
+        "../../outside/secret.txt": "outside every allowed root",
+        f"{root}/outdir/secret.txt": "outside every allowed root",
+        f"{root}/./outdir/secret.txt": "outside every allowed root",
+        f"{root}/pkg/": "a directory",
+        f"{root}/pkg/.": "a directory",
+        "/": "outside every allowed root",
+    }
+    for raw, reason in refused.items():
+        with pytest.raises(FileSkipped, match=reason):
+            checker.check(raw)
+    assert FileChecker([Path("/")], max_bytes=64).check("/etc/hostname").real == "/etc/hostname"
+
+
+def test_file_checker_resolves_folders_as_realpath_does(workspace: tuple[Path, Path]) -> None:
+    """Folders are resolved part by part (one lstat a part, memoized in a call): links in the middle,
+    links to links, relative and upward targets, links out and back in, missing parts and loops
+    give what `os.path.realpath` gives."""
+    root, other = workspace
+    outside = root.parent / "outside"
+    (root / "a" / "b" / "c").mkdir(parents=True)
+    (root / "a" / "b" / "c" / "f.py").write_text("")
+    (root / "a" / "up").symlink_to("..")  # relative, upward: root/
+    (root / "a" / "to_b").symlink_to("b")  # relative: root/a/b
+    (root / "a" / "to_to_b").symlink_to(root / "a" / "to_b")  # a link to a link
+    (root / "a" / "b" / "other").symlink_to(other)  # into another allowed root
+    (root / "a" / "b" / "out").symlink_to(outside)
+    (outside / "back").symlink_to(root / "a")  # out and back in
+    (root / "a" / "loop").symlink_to("loop")
+    (root / "a" / "gone").symlink_to(root / "nothing")
+    names = [
+        "a/b/c/f.py",
+        "a/up/a/b/c/f.py",
+        "a/up/top.py",
+        "a/to_b/c/f.py",
+        "a/to_to_b/c/f.py",
+        "a/to_to_b/other/lib.py",
+        "a/b/out/secret.txt",
+        "a/b/out/back/b/c/f.py",
+        "a/loop/x/f.py",
+        "a/gone/f.py",
+        "a/missing/deeper/f.py",
+        "a/to_b/c/../c/f.py",
+    ]
+    checker = FileChecker([root, other], max_bytes=64)
+    for name in [*names, *reversed(names)]:  # the second time through, from the memo
+        path = str(root / name)
+        real = os.path.realpath(path)
+        inside = any(real == str(r) or real.startswith(f"{r}/") for r in (root, other))
+        if inside and os.path.isfile(real):
+            assert checker.check(path).real == real, name
+        else:
+            with pytest.raises(FileSkipped):
+                checker.check(path)
+
+
 def test_safe_walk_never_follows_directory_links_and_is_bounded(workspace: tuple[Path, Path]) -> None:
     root, _ = workspace
     (root / "up").symlink_to("..")  # a loop, if it were followed
