@@ -44,30 +44,33 @@ NEGATIVE_RECHECK_S = 10.0
 CHECK_CODE = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('pytest') else 1)"
 
 
+def _locate(ctx: ToolContext, root: Path, cached: bool) -> tuple[Path, Path | None]:
+    """Blocking (stats): the root's interpreter, and (`cached`) its server-owned folder, where the
+    affected-test data lives (None if unavailable)."""
+    interpreter = find_interpreter(root, ctx.settings.python)
+    if not cached:
+        return interpreter, None
+    try:
+        return interpreter, ctx.cache_path(root)
+    except CacheDirUnavailable:
+        return interpreter, None
+
+
 async def _request(ctx: ToolContext, args: ListTestsArgs, mode: str, timeout_s: float | None) -> RunRequest:
     root = ctx.root(args.root)
     if len(args.select or ()) > INLINE_SELECTIONS:
         argv = await anyio.to_thread.run_sync(pytest_args, ctx, root, args)  # many path checks: off the loop
     else:
         argv = pytest_args(ctx, root, args)
+    cached = mode != "collect" or args.affected
+    interpreter, cache = await anyio.to_thread.run_sync(_locate, ctx, root, cached)  # one hop for the stats
     ceiling = ctx.settings.run_timeout_max_s
     timeout = min(timeout_s, ceiling) if timeout_s is not None else ceiling
-    interpreter = await anyio.to_thread.run_sync(find_interpreter, root, ctx.settings.python)  # stats: off the loop
     partial = any("::" in item for item in args.select or ())
-    return RunRequest(
-        root, interpreter, argv, "collect" if mode == "collect" else "run", timeout, args.affected, None, partial
+    request = RunRequest(
+        root, interpreter, argv, "collect" if mode == "collect" else "run", timeout, args.affected, cache, partial
     )
-
-
-async def _with_cache(ctx: ToolContext, request: RunRequest) -> RunRequest:
-    """The root's server-owned folder, where the affected-test data lives (none if unavailable)."""
-    if request.mode == "collect" and not request.affected:
-        return request
-    try:
-        cache = await anyio.to_thread.run_sync(ctx.cache_path, request.root)
-    except CacheDirUnavailable:
-        return request
-    return dataclasses.replace(request, cache=cache, record=ctx.settings.record_tests)
+    return dataclasses.replace(request, record=ctx.settings.record_tests) if cache is not None else request
 
 
 # --- run_tests -----------------------------------------------------------------------------------
@@ -152,7 +155,6 @@ def _output(run: RunContext) -> ToolOutput:
 
 async def run_tests(ctx: ToolContext, args: RunTestsArgs) -> ToolOutput:
     request = await _request(ctx, args, "run", args.timeout_s)
-    request = await _with_cache(ctx, request)
     workers = effective_workers(args.workers or ctx.settings.test_workers)
     if workers > 1:
         request = dataclasses.replace(request, workers=workers)
@@ -177,7 +179,6 @@ async def run_tests(ctx: ToolContext, args: RunTestsArgs) -> ToolOutput:
 
 async def list_tests(ctx: ToolContext, args: ListTestsArgs) -> ToolOutput:
     request = await _request(ctx, args, "collect", None)
-    request = await _with_cache(ctx, request)
     log = ctx.new_log()
     test_run = TestRun(ctx.app, request, tool=ctx.tool, connection=ctx.connection_id, write_log=log.write)
     await test_run.execute()
