@@ -13,7 +13,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 COUNT_KEYS = ("passed", "failed", "skipped", "xfailed", "xpassed", "errors", "deselected")
 SUBTEST_KEYS = ("subtests_passed", "subtests_failed")
@@ -115,6 +115,12 @@ def worst_exit(codes: list[int]) -> int:
         return EXIT_NO_TESTS
     known = [c for c in codes if c not in (EXIT_OK, EXIT_NO_TESTS)]
     return known[0] if known else EXIT_OK
+
+
+class Summary(Protocol):
+    """What a run shows while it goes (`RunState`, or a sharded run's `PartsSummary`)."""
+
+    def running_summary(self, run_id: str) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,19 +263,15 @@ class RunState:
         or a replacement collecting again) counts once. The exit code is the worst one (a shard
         with no tests does not make the run empty)."""
         merged = cls(root, redact)
-        firsts = [state for state, first in parts if first]
-        lead = firsts[0] if firsts else (parts[0][0] if parts else None)
-        totals = [state.total for state in firsts]
-        merged.total = sum(t for t in totals if t is not None) if totals and None not in totals else None
+        summary = PartsSummary(parts, redact, shared_collection=shared_collection)
+        merged.counts, merged.total, merged.done, merged.current = summary.counts(), summary.total(), 0, None
+        lead = summary.lead
         codes: list[int] = []
         seen_errors: set[str] = set()
         for state, _ in parts:
             repeated = [e for e in state.collect_errors if e["nodeid"] in seen_errors]
             merged.collect_errors += [e for e in state.collect_errors if e["nodeid"] not in seen_errors]
             seen_errors |= {e["nodeid"] for e in state.collect_errors}
-            for key, value in state.counts.items():
-                merged.counts[key] = merged.counts.get(key, 0) + value
-            merged.counts["errors"] -= len(repeated)
             for failure in state.failures:
                 if not any(failure is e for e in repeated):
                     merged._add_failure(failure)
@@ -286,10 +288,6 @@ class RunState:
                 merged.elapsed = max(merged.elapsed or 0.0, state.elapsed)
             if state.exit_code is not None:
                 codes.append(state.exit_code)
-        if shared_collection:
-            merged.counts["deselected"] = lead.counts["deselected"] if lead is not None else 0
-        else:
-            merged.counts["deselected"] = sum(state.counts["deselected"] for state in firsts)
         if lead is not None:
             merged.nodeids = list(lead.nodeids)
         merged.session_finished = all(state.session_finished for state, _ in parts)
@@ -401,4 +399,50 @@ class RunState:
             "done": self.done,
             "total": self.total,
             "current": self._redact(self.current) if self.current else None,
+        }
+
+
+class PartsSummary:
+    """The counts and progress of a sharded run's children, as `RunState.merged` adds them up,
+    without merging their outcomes and failures: what `get_run` shows while the run goes, cheap
+    enough to build on every finished test."""
+
+    def __init__(
+        self, parts: list[tuple[RunState, bool]], redact: Callable[[str], str], *, shared_collection: bool
+    ) -> None:
+        self.parts = parts
+        self._redact = redact
+        self.shared_collection = shared_collection
+        self.firsts = [state for state, first in parts if first]
+        self.lead = self.firsts[0] if self.firsts else (parts[0][0] if parts else None)
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(COUNT_KEYS, 0)
+        seen_errors: set[str] = set()
+        for state, _ in self.parts:
+            for key, value in state.counts.items():
+                counts[key] = counts.get(key, 0) + value
+            counts["errors"] -= sum(1 for e in state.collect_errors if e["nodeid"] in seen_errors)
+            seen_errors |= {e["nodeid"] for e in state.collect_errors}
+        if self.shared_collection:
+            counts["deselected"] = self.lead.counts["deselected"] if self.lead is not None else 0
+        else:
+            counts["deselected"] = sum(state.counts["deselected"] for state in self.firsts)
+        return counts
+
+    def total(self) -> int | None:
+        totals = [state.total for state in self.firsts]
+        return sum(t for t in totals if t is not None) if totals and None not in totals else None
+
+    def running_summary(self, run_id: str) -> dict[str, Any]:
+        current = None
+        for state, _ in self.parts:
+            current = state.current or current
+        return {
+            "run_id": run_id,
+            "status": "running",
+            "counts": self.counts(),
+            "done": sum(state.done for state, _ in self.parts),
+            "total": self.total(),
+            "current": self._redact(current) if current else None,
         }

@@ -39,7 +39,7 @@ from tools.test_runner.affected import Selection, finish, prepare, selection_res
 from tools.test_runner.pool import get_pool
 from tools.test_runner.progress import ProgressBuffer
 from tools.test_runner.rendezvous import Arrival, Rendezvous
-from tools.test_runner.reports import RunState, TestFinished
+from tools.test_runner.reports import RunState, Summary, TestFinished
 from tools.test_runner.zygote import FORK_TIMEOUT_S, ChildHandle, Zygote
 
 logger = logging.getLogger("mcp_server.test_runner")
@@ -161,7 +161,7 @@ class RunBase:
         connection: str,
         write_log: Callable[[str], None] = lambda text: None,
         on_test: Callable[[TestFinished], Awaitable[None]] = _ignore_test,
-        on_update: Callable[[RunState], None] = lambda state: None,
+        on_update: Callable[[Summary], None] = lambda state: None,
     ) -> None:
         self.app = app
         self.request = request

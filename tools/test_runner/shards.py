@@ -25,7 +25,7 @@ import anyio
 
 from tools.test_runner.affected import Selection, merge_records
 from tools.test_runner.pool import get_pool
-from tools.test_runner.reports import RunState, TestFinished, worst_exit
+from tools.test_runner.reports import PartsSummary, RunState, TestFinished, worst_exit
 from tools.test_runner.runner import RunBase, TestRun
 from tools.test_runner.zygote import Zygote
 
@@ -154,7 +154,7 @@ class ShardedRun(RunBase):
                 dataclasses.replace(self.request, timeout_s=remaining),
                 **self._kw,
                 on_test=self._progress,
-                on_update=lambda state: self._on_update(self._merge()),
+                on_update=lambda state: self._on_update(self._summary()),
             )
             run.select = self._select(index, skip)
             self.attempts[index].append(run)
@@ -178,8 +178,15 @@ class ShardedRun(RunBase):
         known = all(runs and runs[0].state.total is not None for runs in self.attempts)
         await self._on_test(dataclasses.replace(finished, done=self._done, total=total if known else None))
 
+    def _parts(self) -> list[tuple[RunState, bool]]:
+        return [(run.state, i == 0) for runs in self.attempts for i, run in enumerate(runs)]
+
+    def _summary(self) -> PartsSummary:
+        """For `get_run` while the run goes: counts added up on each finished test (no merge)."""
+        return PartsSummary(self._parts(), self.app.redactor.redact, shared_collection=self.ignored is None)
+
     def _merge(self) -> RunState:
-        parts = [(run.state, i == 0) for runs in self.attempts for i, run in enumerate(runs)]
+        parts = self._parts()
         merged = RunState.merged(
             parts, self.request.root, self.app.redactor.redact, shared_collection=self.ignored is None
         )

@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from tests.tools.test_runner.conftest import write_project
+from tools.test_runner.reports import PartsSummary, RunState
 
 pytestmark = pytest.mark.anyio
 
@@ -168,3 +169,31 @@ async def test_each_child_collects_only_its_share_of_the_files(memory_client: An
             serial_keyword = await run(client, {"keyword": "not test_case[0]"})
             assert keyword["counts"] == serial_keyword["counts"]
             assert keyword["counts"]["passed"] == 23 and keyword["counts"]["deselected"] == 5
+
+
+@pytest.mark.parametrize("shared_collection", [True, False])
+def test_the_running_summary_adds_up_as_the_merged_result(shared_collection: bool) -> None:
+    """What get_run shows while a sharded run goes is built on every finished test without
+    merging outcomes (PartsSummary); it must say what the merged state says."""
+
+    def child(tests: list[tuple[str, str]], deselected: int, errors: list[str], current: str | None) -> RunState:
+        state = RunState(Path("/root"))
+        state.feed({"e": "collected", "total": len(tests) + 1, "deselected": deselected})
+        for nodeid in errors:
+            state.feed({"e": "collect_error", "nodeid": nodeid, "longrepr": "boom", "message": "boom"})
+        for nodeid, category in tests:
+            state.feed({"e": "start", "nodeid": nodeid})
+            state.feed({"e": "test", "nodeid": nodeid, "categories": [category], "duration": 0.01})
+        if current is not None:
+            state.feed({"e": "start", "nodeid": current})
+        return state
+
+    a = child([("t.py::a", "passed"), ("t.py::b", "failed")], 2, ["conftest.py"], None)
+    b = child([("u.py::c", "passed"), ("u.py::d", "skipped")], 1, ["conftest.py", "u.py"], "u.py::e")
+    again = child([("u.py::f", "passed")], 1, ["conftest.py", "u.py"], None)  # a replacement of b
+    parts = [(a, True), (b, True), (again, False)]
+    merged = RunState.merged(parts, Path("/root"), lambda text: text, shared_collection=shared_collection)
+    running = PartsSummary(parts, lambda text: text, shared_collection=shared_collection)
+    assert running.running_summary("r") == merged.running_summary("r")
+    assert merged.counts["errors"] == 2 and merged.counts["deselected"] == (2 if shared_collection else 3)
+    assert merged.done == 5 and merged.total == 6 and merged.current == "u.py::e"
