@@ -142,9 +142,9 @@ def prepare(folder: Path | None, root: Path, env_fp: str, *, affected: bool, rec
     if affected:
         sel.plan = plan
     else:
-        sel.unaffected = plan.skip_nodeids
+        sel.unaffected = plan.valid
         known = [nodeid for nodeids in stored.collected.values() for nodeid in nodeids]
-        sel.all_unaffected = plan.mode == "affected" and bool(known) and plan.skip_nodeids.issuperset(known)
+        sel.all_unaffected = plan.mode == "affected" and bool(known) and plan.valid.issuperset(known)
     return sel
 
 

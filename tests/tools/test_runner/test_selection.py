@@ -72,6 +72,7 @@ def test_plan() -> None:
     plan = make_plan(records, depsets, current.get, "E", collected)
     assert plan.mode == "affected"
     assert plan.skip_nodeids == {"t.py::a", "w.py::e"}  # b: a file is gone; c failed; d has no data
+    assert plan.valid == {"t.py::a", "w.py::e", "u.py::c"}  # c's record holds: a full run need not trace it
     assert plan.skip_files == ["w.py"]
     assert plan.changed_files == ["gone.py", "m.py"]
     assert plan.command() == {"skip_files": ["w.py"], "skip_nodeids": ["t.py::a"]}

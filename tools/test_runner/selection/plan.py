@@ -41,6 +41,9 @@ class Plan:
     """"affected" (records were used) or "all" (no usable record: everything runs)."""
     skip_files: list[str] = field(default_factory=list)
     skip_nodeids: set[str] = field(default_factory=set)
+    valid: set[str] = field(default_factory=set)
+    """Tests whose record still holds (nothing they executed changed), failing ones included: a
+    full run runs them untraced (only their outcome is new)."""
     changed_files: list[str] = field(default_factory=list)
     records: dict[str, TestRecord] = field(default_factory=dict)
     collected: dict[str, list[str]] = field(default_factory=dict)
@@ -111,17 +114,17 @@ def make_plan(
             verdicts[depset] = verdict
         return verdict
 
-    skip: set[str] = set()
+    valid: set[str] = set()
     for record in usable:
-        if record.outcome in FAILING or record.depset is None:
-            continue
-        if unaffected(record.depset):
-            skip.add(record.nodeid)
+        if record.depset is not None and unaffected(record.depset):
+            valid.add(record.nodeid)
+    skip = {nodeid for nodeid in valid if records[nodeid].outcome not in FAILING}
     skip_files = sorted(f for f, ids in collected.items() if ids and all(i in skip for i in ids))
     return Plan(
         mode="affected",
         skip_files=skip_files,
         skip_nodeids=skip,
+        valid=valid,
         changed_files=sorted(c for c in changed if c),
         records=dict(records),
         collected=dict(collected),
