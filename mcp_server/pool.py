@@ -3,7 +3,9 @@
 One pool per kind of worker (`ruff server`s per root and rule selection, pytest zygotes per root
 and interpreter); a tool supplies only its `PoolPolicy`: how to create a worker for a key, what to
 do once it is ready, the error to raise when none can be started; and, per lease, what makes a
-worker stale.
+worker stale (checked before the use, or beside it when the check is slow: `check_beside`). A
+`PooledService` is a policy that owns its pool and is one of the server's services (made on first
+use, closed with the server): the ruff server and zygote pools are each one.
 
 - Leasing: `lease(key)` yields a live, fresh worker for one use. Starts are serialized per key (a
   slow start of one key never holds up another); a leased worker is never stopped under its user.
