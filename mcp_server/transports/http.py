@@ -35,16 +35,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from mcp_server.connections import CONNECTION_STATE_KEY, http_connection, http_session_owner
 from mcp_server.netpolicy import LOOPBACK_NAMES, ConnectionCounter, NetPolicy, Refusal
 from mcp_server.server import CodeToolsServer
+from mcp_server.transports.http_exchange import Envelope, Exchanges
 from mcp_server.transports.http_replies import PlainReply
 from mcp_server.transports.http_sessions import HttpSessions
 from mcp_server.transports.http_sockets import CappedListener, ConnectionLedger, CorkedReply
@@ -60,6 +62,8 @@ from mcp_server.transports.network import (
 logger = logging.getLogger("mcp_server.http")
 
 SHUTDOWN_TIMEOUT_S = 10.0
+ENVELOPE_MAX_BYTES = 64 * 1024
+"""The most of an opening request's body kept to read the client's `initialize` envelope."""
 HttpEndpoint = NetworkEndpoint
 
 
@@ -130,6 +134,9 @@ class HttpFront:
         )
         self.requests = ConnectionCounter(settings.max_requests_per_client)
         self.body_timeout_s = settings.http_body_timeout_s
+        self.max_body_bytes = settings.max_message_bytes
+        self.exchanges = Exchanges(app.server, app)
+        """Handshake-era `tools/call`s served as one exchange each (http_exchange.py)."""
 
     def _has_running_runs(self, session_id: str) -> bool:
         return any(run.running for run in self.app.app.runs.list(http_session_owner(session_id)))
@@ -250,18 +257,27 @@ class HttpFront:
             logger.info("client %s at its session cap: ending its least recently used session", client)
             await self.end_session(victim)
         opened: str | None = None
+        body = bytearray()
+
+        async def keep(message: Message) -> Message:
+            if message["type"] == "http.request" and len(body) <= ENVELOPE_MAX_BYTES:
+                body.extend(message.get("body", b""))
+            return message
+
+        async def capture() -> Message:
+            return await keep(await receive())
 
         async def watch(message: Message) -> None:
             nonlocal opened
             if message["type"] == "http.response.start" and message["status"] < 400:
                 opened = Headers(raw=message.get("headers", [])).get(MCP_SESSION_ID_HEADER)
                 if opened:
-                    self.sessions.opened(client, opened)
+                    self.sessions.opened(client, opened, Envelope.of_initialize(bytes(body)))
             await send(message)
 
         self.sessions.begin_opening(client)
         try:
-            await self._handle(scope, receive, watch, True)
+            await self._handle(scope, capture, watch, True)
         finally:
             self.sessions.end_opening(client, opened or None)
 
@@ -278,16 +294,61 @@ class HttpFront:
 
         self.sessions.started(session_id)
         try:
-            await self._handle(scope, receive, watch, handshake_post)
+            envelope = self.sessions.envelope(session_id) if handshake_post else None
+            if envelope is not None and self._exchangeable(scope):
+                await self._exchange(session_id, envelope, scope, receive, watch)
+            else:
+                await self._handle(scope, receive, watch, handshake_post)
         finally:
             self.sessions.finished(session_id)
             deleted = scope["method"] == "DELETE" and 200 <= status < 300
             if deleted or status == 404:  # ended by its client, or already gone in the SDK
                 self._ended(session_id)
 
+    def _exchangeable(self, scope: Scope) -> bool:
+        """Whether a session's POST may be read here first: a JSON body of a known length under the
+        limit, from a client that accepts both reply types (anything else goes to the SDK as is)."""
+        request = Request(scope)
+        headers = request.headers
+        length = headers.get("content-length", "")
+        if not length.isdigit() or int(length) > self.max_body_bytes:
+            return False
+        if headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            return False
+        return all(check_accept_headers(request))
+
+    async def _exchange(self, session_id: str, envelope: Envelope, scope: Scope, receive: Receive, send: Send) -> None:
+        """A `tools/call` is served as one exchange; anything else goes on to the SDK (a
+        `notifications/cancelled` first cancels the exchange it names)."""
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before its request was whole
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        request = Exchanges.request_of(body)
+        if request is not None:
+            await self.exchanges.serve(session_id, request, envelope, scope, send)
+            return
+        self.exchanges.cancelled(session_id, body)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self._handle(scope, replay, send, True)
+
     # --- ending sessions --------------------------------------------------------------------------
 
     def _ended(self, session_id: str) -> None:
+        self.exchanges.end_session(session_id)
         if self.sessions.ended(session_id) is None:
             return
         try:
@@ -383,6 +444,7 @@ async def http_server(
         async with front.manager.run(), anyio.create_task_group() as tg:
             tg.start_soon(run_hypercorn)
             tg.start_soon(front.sweep_idle_sessions)
+            tg.start_soon(front.exchanges.keep_alive)
             try:
                 yield listener.endpoint("http")
             finally:

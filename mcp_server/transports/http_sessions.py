@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 BUSY_RECHECK_S = 60.0
 
@@ -25,6 +26,8 @@ class HttpSession:
     client: str
     last_used: float
     in_flight: int = 0
+    envelope: Any = None
+    """What the client said in its `initialize` (`http_exchange.Envelope`), when read."""
 
 
 class HttpSessions:
@@ -63,10 +66,14 @@ class HttpSessions:
     def begin_opening(self, client: str) -> None:
         self._opening[client] += 1
 
-    def opened(self, client: str, session_id: str) -> None:
+    def opened(self, client: str, session_id: str, envelope: Any = None) -> None:
         """The opening request's response named its new session (the request is still in progress)."""
         self._drop_opening(client)
-        self._sessions[session_id] = HttpSession(session_id, client, self._clock(), in_flight=1)
+        self._sessions[session_id] = HttpSession(session_id, client, self._clock(), in_flight=1, envelope=envelope)
+
+    def envelope(self, session_id: str) -> Any:
+        session = self._sessions.get(session_id)
+        return session.envelope if session is not None else None
 
     def end_opening(self, client: str, session_id: str | None) -> None:
         """An opening request is done; `session_id` is the session it opened, if any."""

@@ -167,11 +167,11 @@ async def test_a_call_that_sends_nothing_first_is_answered_with_plain_json(tmp_p
 async def test_progress_and_log_entries_still_arrive_before_the_answer(tmp_path: Path) -> None:
     """A call that sends progress (it gave a progressToken) and log entries (the level allows them)
     is still answered with an SSE stream that carries them, through the SDK's own client."""
-    progress: list[tuple[float, float | None, str | None]] = []
+    seen: list[tuple[float, float | None, str | None]] = []
     logged: list[types.LoggingMessageNotificationParams] = []
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append((value, total, message))
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
 
     async def on_log(params: types.LoggingMessageNotificationParams) -> None:
         logged.append(params)
@@ -181,5 +181,5 @@ async def test_progress_and_log_entries_still_arrive_before_the_answer(tmp_path:
             async with Client(endpoint.url, mode="legacy", logging_callback=on_log) as client:
                 assert "not found" in error_text(await client.call_tool("get_run", {"run_id": "run_nope"}))
                 assert structured(await client.call_tool("chatty", {}, progress_callback=on_progress))["done"]
-                assert progress == [(1, 2, "half way")]
+                assert seen == [(1, 2, "half way")]
                 assert any(isinstance(m.data, dict) and "chatty says hello" in json.dumps(m.data) for m in logged)
