@@ -11,7 +11,8 @@ import functools
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -32,6 +33,9 @@ MAX_ARGV_CHARS = 512 * 1024
 _CODE_FIELD = re.compile(r'"code":(?:"([^"\\]*)"|null)')
 """A record's top-level `"code"` (JSON-escaped strings inside a record cannot contain it unescaped)."""
 _UNKNOWN_SELECTOR = re.compile(r"Unknown rule selector `([^`]*)` in `(\w+)`")
+RUFF_ENV: ContextVar[Callable[[], Mapping[str, str] | None] | None] = ContextVar("RUFF_ENV", default=None)
+"""Extra environment for the current task's ruff CLI runs, asked at each start (`check` caps
+ruff's threads with it while its tests phase runs beside: tools/workflow/check.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +246,7 @@ class RuffCli:
                 stdin=stdin.encode("utf-8") if stdin is not None else None,
                 max_output=max_output,
                 on_output=on_output,
+                env_extra=extra() if (extra := RUFF_ENV.get()) else None,
                 redact=False,  # parsed raw (JSON, source text): the result pipeline redacts what leaves
             )
 

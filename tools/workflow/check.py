@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from mcp_server.api import RunContext, ToolContext, ToolError, ToolOutput, trace_span
+from tools.code_analysis.cli_runner import RUFF_ENV
 from tools.workflow.args import CheckArgs
 from tools.workflow.history import CheckHistory, get_history
 from tools.workflow.phases import PHASE_FNS, PhaseResult
@@ -49,6 +51,36 @@ class PhaseRun:
         }
 
 
+def ruff_threads_beside_tests(cpus: int) -> int | None:
+    """ruff's thread count while a tests phase runs beside it: one core left to the test worker
+    (ruff takes every core, and the tests are the check's critical path); None on one core."""
+    return cpus - 1 if cpus > 1 else None
+
+
+def ruff_env(tests_running: bool, threads: int | None) -> dict[str, str] | None:
+    """The extra environment of a ruff run in a phase: its threads capped (rayon's
+    `RAYON_NUM_THREADS`, which ruff honours) while the tests phase runs, ruff's default otherwise.
+    The cap changes how fast ruff is, never what it finds."""
+    if tests_running and threads is not None:
+        return {"RAYON_NUM_THREADS": str(threads)}
+    return None
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def launch_order(phases: list[PhaseRun]) -> list[PhaseRun]:
+    """The order the phases start in: the tests first. They are the long phase (the check's critical
+    path) and mostly wait on their worker; started first, the worker is forked before the other
+    phases' in-process work (listing, hashing, parsing ruff's output) holds the event loop.
+    Progress keeps phase order whatever the launch order (`OrderedEvents`)."""
+    return sorted(phases, key=lambda p: p.name != "tests")
+
+
 def overall_status(statuses: list[str], cancelled: bool) -> str:
     if cancelled:
         return "cancelled"
@@ -69,6 +101,13 @@ class Check:
         self._sent = 0
         self.started = time.monotonic()
         self.failed_first: str | None = None
+        self.tests_running = False
+        self._ruff_threads = ruff_threads_beside_tests(usable_cpus())
+
+    def _ruff_env(self) -> dict[str, str] | None:
+        """For `RUFF_ENV`: asked as each ruff run of a phase starts, so a run after the tests
+        phase finished gets every core again."""
+        return ruff_env(self.tests_running, self._ruff_threads)
 
     # --- progress, in order ------------------------------------------------------------------------
 
@@ -99,6 +138,17 @@ class Check:
 
     async def _phase(self, phase: PhaseRun) -> None:
         started = time.monotonic()
+        if phase.name == "tests":
+            self.tests_running = True
+        else:
+            RUFF_ENV.set(self._ruff_env)  # this phase's task (and what it starts) only
+        try:
+            await self._run_phase(phase, started)
+        finally:
+            if phase.name == "tests":
+                self.tests_running = False
+
+    async def _run_phase(self, phase: PhaseRun, started: float) -> None:
         self._queue(self.events.push(phase.name, f"{phase.name}: started"))
         result: PhaseResult | None = None
         with trace_span(f"check {phase.name}", {"mcp_code_tools.run_id": self.run.run_id}) as span:
@@ -138,7 +188,7 @@ class Check:
             outer.start_soon(emit)
             try:
                 async with anyio.create_task_group() as tg:
-                    for phase in self.phases:
+                    for phase in launch_order(self.phases):
                         tg.start_soon(self._phase, phase)
             finally:
                 self._send.close()
