@@ -1,16 +1,16 @@
-"""The server with telemetry on and in-memory sinks (for bench_telemetry): the SDK's tracer provider
-with a batching span processor and a meter provider with a manual reader, nothing exported."""
+"""The server with telemetry on and in-memory sinks (for bench_telemetry): the providers exactly as
+the server configures them (`telemetry.install_providers`: a batching span processor, metrics
+without exemplars unless asked), around an exporter that only counts the spans and a metric
+reader that is never collected."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
 
-from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 
 class CountingExporter(SpanExporter):
@@ -25,14 +25,10 @@ class CountingExporter(SpanExporter):
 
 
 def main() -> int:
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(CountingExporter()))
-    trace.set_tracer_provider(provider)
-    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
     from mcp_server import telemetry
     from mcp_server.cli import main as serve
 
-    telemetry.set_enabled(True)
+    telemetry.install_providers(CountingExporter(), InMemoryMetricReader())
     return serve(sys.argv[1:])
 
 

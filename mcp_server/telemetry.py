@@ -56,6 +56,8 @@ OPERATION_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 
 SHUTDOWN_S = 5.0
 """At most this long at exit for the last export (a collector that is down must not hold the exit)."""
 SESSION_BUCKETS = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200, 28800, 86400)
+MAX_ATTRIBUTE_SETS = 256
+"""Attribute sets of the operation histogram kept for reuse (method x version x tool x error)."""
 
 
 @dataclass
@@ -171,8 +173,33 @@ def _session_id(ctx: Any) -> str | None:
     return info.id if info is not None else None
 
 
+AttributeKey = tuple[str, Any, str | None, str | None]
+
+
 class TelemetryMiddleware:
-    """After the SDK's span middleware: session id and run_id on its span, the operation histogram."""
+    """After the SDK's span middleware: session id and run_id on its span, the operation histogram.
+
+    It runs on every message, so it keeps to the minimum: one attribute on the SDK's span (two
+    more for a run), and one histogram point whose attribute set is built once per (method,
+    protocol version, tool, error) and reused (the SDK copies what it keeps).
+    """
+
+    def __init__(self) -> None:
+        self._histogram = instruments().operation_duration
+        self._attribute_sets: dict[AttributeKey, dict[str, Any]] = {}
+
+    def _attributes(self, key: AttributeKey) -> dict[str, Any]:
+        attributes = self._attribute_sets.get(key)
+        if attributes is None:
+            method, version, tool, error = key
+            attributes = {"mcp.method.name": method, "mcp.protocol.version": version}
+            if tool is not None:
+                attributes["gen_ai.tool.name"] = tool
+            if error is not None:
+                attributes["error.type"] = error
+            if len(self._attribute_sets) < MAX_ATTRIBUTE_SETS:  # a client names any tool it likes
+                self._attribute_sets[key] = attributes
+        return attributes
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
         started = time.perf_counter()
@@ -182,16 +209,16 @@ class TelemetryMiddleware:
             current.set_attribute("mcp.session.id", session)
             if session not in _state.sessions and len(_state.sessions) < MAX_SESSIONS:
                 _state.sessions[session] = time.monotonic()
-        attributes: dict[str, Any] = {"mcp.method.name": ctx.method, "mcp.protocol.version": ctx.protocol_version}
-        name = ctx.params.get("name") if ctx.params else None
-        if ctx.method == "tools/call" and isinstance(name, str):
-            attributes["gen_ai.tool.name"] = name
+        method = ctx.method
+        name = ctx.params.get("name") if method == "tools/call" and ctx.params else None
+        tool = name if isinstance(name, str) else None
         try:
             result = await call_next(ctx)
         except BaseException as exc:
             code = getattr(getattr(exc, "error", None), "code", None)
-            attributes["error.type"] = str(code) if code is not None else type(exc).__qualname__
-            instruments().operation_duration.record(time.perf_counter() - started, attributes)
+            error = str(code) if code is not None else type(exc).__qualname__
+            key: AttributeKey = (method, ctx.protocol_version, tool, error)
+            self._histogram.record(time.perf_counter() - started, self._attributes(key))
             raise
         if isinstance(result, dict):
             structured, is_error = result.get("structuredContent"), result.get("isError") is True
@@ -204,9 +231,8 @@ class TelemetryMiddleware:
             engine = structured.get("engine")
             if isinstance(engine, str):
                 current.set_attribute("mcp_code_tools.ruff.engine", engine)
-        if is_error:
-            attributes["error.type"] = "tool_error"
-        instruments().operation_duration.record(time.perf_counter() - started, attributes)
+        key = (method, ctx.protocol_version, tool, "tool_error" if is_error else None)
+        self._histogram.record(time.perf_counter() - started, self._attributes(key))
         return result
 
 
@@ -505,29 +531,44 @@ def configure_telemetry(settings: Settings) -> bool:
         return False
     traces = _exporter_choice("OTEL_TRACES_EXPORTER", settings.otel_exporter)
     metric_kind = _exporter_choice("OTEL_METRICS_EXPORTER", settings.otel_exporter)
+    span_exporter = _span_exporter(traces) if traces != "none" else None
+    reader = None
+    if metric_kind != "none":
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        reader = PeriodicExportingMetricReader(_metric_exporter(metric_kind))
+    install_providers(span_exporter, reader)
+    if _state.enabled:
+        atexit.register(shutdown)
+    return _state.enabled
+
+
+def install_providers(span_exporter: Any | None, metric_reader: Any | None) -> None:
+    """The SDK's providers as the server sets them up, around the given sinks (the benchmark's
+    in-memory ones come through here too, so it measures this configuration).
+
+    Spans: a batching processor (export in the SDK's thread). Metrics: no exemplars unless
+    `OTEL_METRICS_EXEMPLAR_FILTER` asks for them; the SDK's default (trace-based) would sample
+    one for the operation histogram on every request, inside its span.
+    """
     resource = _resource()
-    if traces != "none":
+    if span_exporter is not None:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         tracer_provider = TracerProvider(resource=resource)
-        tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(traces)))
+        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
         trace.set_tracer_provider(tracer_provider)
         _state.shutdown.append(tracer_provider)
-    if metric_kind != "none":
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
-        reader = PeriodicExportingMetricReader(_metric_exporter(metric_kind))
-        meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+    if metric_reader is not None:
         from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 
+        exemplars = None if os.environ.get("OTEL_METRICS_EXEMPLAR_FILTER") else AlwaysOffExemplarFilter()
+        meter_provider = MeterProvider(resource=resource, metric_readers=[metric_reader], exemplar_filter=exemplars)
         metrics.set_meter_provider(meter_provider)
         _state.shutdown.append(meter_provider)
-    _state.enabled = traces != "none" or metric_kind != "none"
-    if _state.enabled:
-        atexit.register(shutdown)
-    return _state.enabled
+    _state.enabled = span_exporter is not None or metric_reader is not None
 
 
 def shutdown(timeout_s: float = SHUTDOWN_S) -> None:

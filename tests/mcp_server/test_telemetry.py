@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -319,6 +320,48 @@ def test_off_the_clients_trace_context_still_reaches_the_test_process(tmp_path: 
     answer = replies(proc)[1]["result"]
     assert answer["structuredContent"]["status"] == "passed", answer
     assert (tmp_path / "traceparent.txt").read_text().split("-")[1] == TRACE_ID
+
+
+EXEMPLARS = """
+from opentelemetry import trace
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from mcp_server import telemetry
+
+reader = InMemoryMetricReader()
+telemetry.install_providers(InMemorySpanExporter(), reader)
+with trace.get_tracer("t").start_as_current_span("request"):
+    telemetry.instruments().operation_duration.record(0.01, {"mcp.method.name": "ping"})
+data = reader.get_metrics_data()
+points = [p for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics for p in m.data.data_points]
+print(telemetry.enabled(), len(points), sum(len(p.exemplars) for p in points))
+"""
+
+
+@pytest.mark.parametrize(("variable", "exemplars"), [(None, "0"), ("trace_based", "1")])
+def test_the_servers_providers_keep_no_exemplars_unless_asked(variable: str | None, exemplars: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    if variable is not None:
+        env["OTEL_METRICS_EXEMPLAR_FILTER"] = variable
+    out = subprocess.run([sys.executable, "-c", EXEMPLARS], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "1", exemplars]
+
+
+def test_operation_attribute_sets_are_built_once_and_bounded() -> None:
+    middleware = telemetry.TelemetryMiddleware()
+    first = middleware._attributes(("tools/call", "2025-11-25", "lint", None))
+    assert first == {"mcp.method.name": "tools/call", "mcp.protocol.version": "2025-11-25", "gen_ai.tool.name": "lint"}
+    assert middleware._attributes(("tools/call", "2025-11-25", "lint", None)) is first
+    assert middleware._attributes(("ping", "2025-11-25", None, "-32601")) == {
+        "mcp.method.name": "ping",
+        "mcp.protocol.version": "2025-11-25",
+        "error.type": "-32601",
+    }
+    for i in range(telemetry.MAX_ATTRIBUTE_SETS + 50):  # tool names come from clients: any number of them
+        attributes = middleware._attributes(("tools/call", "2025-11-25", f"tool{i}", "tool_error"))
+        assert attributes["gen_ai.tool.name"] == f"tool{i}" and attributes["error.type"] == "tool_error"
+    assert len(middleware._attribute_sets) == telemetry.MAX_ATTRIBUTE_SETS
 
 
 def test_off_by_default_imports_nothing_of_the_sdk(tmp_path: Path) -> None:
