@@ -3,7 +3,8 @@
 It lives in the operator's `cache_dir` (`ToolContext.cache_path(root)`), never in the repository.
 Each feature declares its own tables with `CREATE TABLE IF NOT EXISTS` in `SCHEMAS` order. A file
 that is not a readable database (truncated, garbage, another program's) is moved aside and rebuilt;
-`TestDB.warning` then says so, for the result. All calls are blocking: use them from a worker thread.
+`TestDB.warning` then says so, for the result (the check reads the whole file: it is skipped when
+the file is unchanged since it last passed in this process). All calls are blocking: use them from a worker thread.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ DB_NAME = "tests.sqlite3"
 
 SCHEMAS: dict[str, str] = {}
 """Feature name -> DDL (idempotent). A feature registers its tables at import time."""
+
+
+_checked: dict[Path, tuple[int, int, int, int]] = {}
+"""Database file -> its (device, inode, size, mtime) when it last passed `quick_check` in this
+process: opened again unchanged (a run opens it three times), it is not read through again. A
+file changed since (truncated, replaced, checkpointed) is checked again."""
 
 
 def register_schema(feature: str, ddl: str) -> None:
@@ -47,13 +54,25 @@ class TestDB:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return conn
 
+    def _signature(self) -> tuple[int, int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
     def _open(self) -> sqlite3.Connection:
         try:
+            before = self._signature()
             conn = self._connect()
-            (ok,) = conn.execute("PRAGMA quick_check").fetchone()
-            if ok != "ok":
-                conn.close()
-                raise sqlite3.DatabaseError(f"quick_check: {ok}")
+            if before is None or _checked.get(self.path) != before:
+                (ok,) = conn.execute("PRAGMA quick_check").fetchone()  # reads the whole file
+                if ok != "ok":
+                    conn.close()
+                    raise sqlite3.DatabaseError(f"quick_check: {ok}")
+                signature = self._signature()
+                if signature is not None:
+                    _checked[self.path] = signature
             return conn
         except sqlite3.DatabaseError as exc:
             aside = self.path.with_name(f"{DB_NAME}.corrupt-{int(time.time())}")
