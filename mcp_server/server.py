@@ -182,7 +182,13 @@ class CodeToolsServer:
     # --- tools/list and list_changed -----------------------------------------------------------
 
     def _track(self, ctx: Any, info: ConnectionInfo) -> None:
-        if info.owner is not None and ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        # A call served as one HTTP exchange (transports/http_exchange.py) has a per-call session
+        # that cannot reach the client: the session's own, tracked from its other requests, stays.
+        if (
+            info.owner is not None
+            and ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS
+            and ctx.session.can_send_request
+        ):
             self._legacy_sessions[info.owner] = ctx.session
 
     async def _list_tools(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:

@@ -11,10 +11,12 @@ from typing import Any
 
 import anyio
 import httpx2
+import mcp_types as types
 import pytest
+from mcp.client import Client
 from starlette.types import Message
 
-from mcp_server.api import ToolArgs, ToolContext, ToolOutput, ToolSpec
+from mcp_server.api import AppState, ToolArgs, ToolContext, ToolOutput, ToolSpec
 from mcp_server.server import CodeToolsServer
 from mcp_server.transports import http_exchange
 from mcp_server.transports.http import http_server
@@ -155,6 +157,51 @@ async def test_bad_arguments_are_answered_as_on_the_sdk_path(tmp_path: Path) -> 
         bad_reply, unknown_reply = answer_of(bad), answer_of(unknown)
         assert bad_reply["id"] == 5 and (bad_reply.get("error") or bad_reply["result"]["isError"])
         assert unknown_reply["id"] == 6 and (unknown_reply.get("error") or unknown_reply["result"]["isError"])
+
+
+class Backend:
+    def __init__(self) -> None:
+        self.on = False
+
+    async def available(self, app: AppState) -> str | None:
+        return None if self.on else "backend missing"
+
+
+async def test_tools_list_changed_still_reaches_a_session_whose_calls_are_exchanged(tmp_path: Path) -> None:
+    """The session a client listed tools on keeps getting `tools/list_changed` after calls served
+    as exchanges (their per-call connection has no channel for it)."""
+    backend = Backend()
+    changed = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    def extra() -> list[ToolSpec[Any]]:
+        description = "Appears with its backend."
+        return [
+            ToolSpec(
+                name="late",
+                title="Late",
+                description=description,
+                args=ToolArgs,
+                handler=waits_handler,
+                available=backend.available,
+            )
+        ]
+
+    settings = make_settings(tmp_path, tmp_path, transport="http", port=0, tool_poll_interval_s=0.05)
+    app = CodeToolsServer(settings, loaders=[*loaders(), extra])
+    with anyio.fail_after(30):
+        async with (
+            http_server(app) as endpoint,
+            Client(endpoint.url, mode="legacy", message_handler=on_message) as client,
+        ):
+            assert "late" not in [t.name for t in (await client.list_tools(cache_mode="bypass")).tools]
+            assert (await client.call_tool("get_run", {"run_id": "run_nope"})).is_error
+            backend.on = True
+            await changed.wait()
+            assert "late" in [t.name for t in (await client.list_tools(cache_mode="bypass")).tools]
 
 
 # --- the reply on its own ----------------------------------------------------------------------------
