@@ -28,6 +28,7 @@ cancel a call (neither does the SDK in this era).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,10 +36,11 @@ from typing import Any, Final
 
 import anyio
 from mcp.server.connection import Connection
-from mcp.server.runner import modern_error_data, serve_one
+from mcp.server.runner import serve_one
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import NoBackChannelError
+from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data
 from mcp.shared.message import MessageMetadata, ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
 from mcp_types import (
@@ -53,6 +55,8 @@ from mcp_types import (
 )
 from starlette.requests import Request
 from starlette.types import Scope, Send
+
+logger = logging.getLogger("mcp_server.http")
 
 EXCHANGED_METHODS: Final = frozenset({"tools/call"})
 KEEPALIVE_S: Final = 15.0
@@ -191,6 +195,15 @@ def _progress_token(params: Mapping[str, Any] | None) -> ProgressToken | None:
     return token if isinstance(token, str | int) and not isinstance(token, bool) else None
 
 
+def _error_data(exc: Exception, method: str) -> ErrorData:
+    """A handler's exception on the wire, as the SDK's dispatcher answers it in this era."""
+    error = handler_exception_to_error_data(exc)
+    if error is None:
+        logger.exception("handler for %r raised", method)
+        error = ErrorData(code=0, message=str(exc))
+    return error
+
+
 def _key(request_id: object) -> str:
     return json.dumps(request_id)
 
@@ -252,7 +265,7 @@ class Exchanges:
                     )
                     outcome = JSONRPCResponse(jsonrpc="2.0", id=request.id, result=result)
                 except Exception as exc:
-                    outcome = JSONRPCError(jsonrpc="2.0", id=request.id, error=modern_error_data(exc))
+                    outcome = JSONRPCError(jsonrpc="2.0", id=request.id, error=_error_data(exc, request.method))
         finally:
             if self._calls.get(key) is call:
                 del self._calls[key]

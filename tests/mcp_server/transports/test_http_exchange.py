@@ -4,6 +4,7 @@ keep-alive comments (transports/http_exchange.py), over real sockets and through
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -130,6 +131,27 @@ async def test_ending_the_session_cancels_its_calls(tmp_path: Path) -> None:
             await WAITING.cancelled.wait()
         reply = answer_of(replies[0])
         assert reply["id"] == 3 and reply["error"]["code"] == -32000
+
+
+async def test_a_client_that_goes_away_does_not_cancel_its_call(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As on the SDK's path in this era: the call runs on, its answer has nowhere to go, no error."""
+    async with session(tmp_path) as (url, http, headers):
+        with anyio.fail_after(30):
+            async with httpx2.AsyncClient(timeout=30) as other, anyio.create_task_group() as tg:
+
+                async def waiting_call() -> None:
+                    await other.post(url, content=call(9, "waits"), headers=headers)
+
+                tg.start_soon(waiting_call)
+                await WAITING.started.wait()
+                tg.cancel_scope.cancel()  # the client gives up and closes its connection
+            WAITING.release.set()
+            after = await http.post(url, content=call(10, "get_run", {"run_id": "run_nope"}), headers=headers)
+            assert answer_of(after)["result"]["isError"] is True
+        assert not WAITING.cancelled.is_set()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 async def test_a_silent_call_gets_keep_alive_comments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
