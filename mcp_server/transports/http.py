@@ -307,9 +307,12 @@ class HttpFront:
 
     def _exchangeable(self, scope: Scope) -> bool:
         """Whether a session's POST may be read here first: a JSON body of a known length under the
-        limit, from a client that accepts both reply types (anything else goes to the SDK as is)."""
+        limit, from a client that names its protocol version and accepts both reply types (anything
+        else goes to the SDK as is)."""
         request = Request(scope)
         headers = request.headers
+        if headers.get("mcp-protocol-version") not in HANDSHAKE_PROTOCOL_VERSIONS:
+            return False  # the version the client negotiated is the exchange's (absent: the SDK knows it)
         length = headers.get("content-length", "")
         if not length.isdigit() or int(length) > self.max_body_bytes:
             return False

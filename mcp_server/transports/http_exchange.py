@@ -246,7 +246,7 @@ class Exchanges:
             reply=reply,
             progress_token=_progress_token(request.params),
         )
-        version = http.headers.get("mcp-protocol-version") or envelope.protocol_version
+        version = http.headers.get("mcp-protocol-version") or envelope.protocol_version  # the negotiated one
         connection = Connection.from_envelope(version, envelope.client_info, envelope.capabilities)
         call = _Call(session_id, reply, anyio.CancelScope())
         key = (session_id, _key(request.id))
