@@ -10,7 +10,10 @@ body limit `max_message_bytes` as 413, the DNS-rebinding check). In front of it,
 - the ledger of HTTP sessions (`HttpSessions`): a client at `max_connections_per_client` sessions
   has its least recently used idle session ended to make room (429 only when all are busy); a
   session idle for `http_session_idle_s` ends; an ended session's runs are purged and their work
-  cancelled. We end a session the way a client does: a DELETE with its id, through the manager.
+  cancelled. We end a session the way a client does: a DELETE with its id, through the manager;
+- in the handshake era, a session's `tools/call` is served as one exchange through the SDK's public
+  single-exchange driver (`http_exchange.py`: JSON unless progress or a log entry comes first), and
+  any other POST's SSE reply that holds only its answer goes out as JSON (`http_replies.py`).
 
 Each request's `ConnectionInfo` (session owner, token-aware client, rate-limit bucket) is attached
 to its ASGI scope state, where `connection_for_request` finds it, as stream transports set
