@@ -1,18 +1,15 @@
 """Interoperability with the WebSocket client of the 1.x SDK (`mcp.client.websocket.websocket_client`).
 
 The 1.x SDK cannot live beside the 2.x one, so it gets its own virtual environment, built once and
-cached in `.venv-sdk1` at the top of the checkout (git-ignored). Where no package registry is
+cached in `.venv-sdk1` at the top of the checkout (git-ignored; tests/sdk1_venv.py). Where no package registry is
 reachable the test is skipped with the reason; under CI (`CI` set) that is a failure instead,
 since CI has the registry.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -20,14 +17,10 @@ import anyio
 import pytest
 
 from mcp_server.transports.websocket import websocket_server
+from tests import sdk1_venv
 from tests.mcp_server.transports.conftest import ClosedConnections, make_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.sdk1]
-
-REPO = Path(__file__).resolve().parents[3]
-SDK1_VENV = REPO / ".venv-sdk1"
-SDK1_REQUIREMENTS = ["mcp<2", "websockets>=14"]
-BUILD_TIMEOUT_S = 600
 
 CLIENT_SCRIPT = textwrap.dedent(
     """
@@ -68,36 +61,14 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _works(python: Path) -> bool:
-    if not python.exists():
-        return False
-    probe = [str(python), "-c", "import mcp.client.websocket, importlib.metadata as m; assert m.version('mcp') < '2'"]
-    return subprocess.run(probe, capture_output=True, timeout=120).returncode == 0
-
-
 @pytest.fixture(scope="session")
 def sdk1_python() -> Path:
-    """The Python of a virtual environment with `mcp<2`, built once (under a lock) and reused."""
-    python = SDK1_VENV / "bin" / "python"
-    with open(REPO / ".venv-sdk1.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another test session may be building it right now
-        if _works(python):
-            return python
-        steps = [
-            [sys.executable, "-m", "venv", "--clear", str(SDK1_VENV)],
-            [str(python), "-m", "pip", "install", "--quiet", *SDK1_REQUIREMENTS],
-        ]
-        for step in steps:
-            try:
-                done = subprocess.run(step, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                _unavailable(f"building the 1.x SDK venv timed out after {BUILD_TIMEOUT_S} s: {' '.join(step)}")
-            if done.returncode != 0:
-                tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-                _unavailable(f"cannot build the 1.x SDK venv (is a package registry reachable?): {tail}")
-        if not _works(python):
-            _unavailable("the 1.x SDK venv was built but `mcp.client.websocket` does not import")
-    return python
+    """The Python of a virtual environment with `mcp<2`, built once (under a lock) and reused
+    (tests/sdk1_venv.py; scripts/setup builds it beside the main install)."""
+    reason = sdk1_venv.build()
+    if reason:
+        _unavailable(reason)
+    return sdk1_venv.sdk1_python()
 
 
 async def test_the_1x_sdk_websocket_client_talks_to_our_server(tmp_path: Path, sdk1_python: Path) -> None:
