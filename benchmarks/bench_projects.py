@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 from benchmarks.common import Options, Result, interleave, median_ms, time_command
 from benchmarks.jsonrpc_client import StdioJsonRpc, bench_env
 from mcp_server.cachedir import root_key
+from tools.test_runner.selection.store import ID_TYPE
 
 SEED = 13
 EDIT_MARK = "_bench_edit = None"
@@ -115,10 +117,12 @@ def executed_functions(db: Path, root: Path, source: str) -> list[tuple[str, int
     affected-test records (block checksums present in a dependency set)."""
     conn = sqlite3.connect(db)
     try:
-        executed: set[tuple[str, str]] = set()
-        for (deps,) in conn.execute("SELECT deps FROM aff_depsets"):
-            for file, checksums in json.loads(deps).items():
-                executed.update((file, c) for c in checksums)
+        used: set[int] = set()
+        for (blob,) in conn.execute("SELECT blocks FROM aff_deps"):
+            ids = array(ID_TYPE)
+            ids.frombytes(blob)
+            used.update(ids)
+        executed = {(f, c) for i, f, c in conn.execute("SELECT id, file, checksum FROM aff_blocks") if i in used}
         found = []
         for path, blocks in conn.execute("SELECT path, blocks FROM aff_files"):
             if not path.startswith(source + "/"):

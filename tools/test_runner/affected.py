@@ -134,6 +134,7 @@ def prepare(folder: Path | None, root: Path, env_fp: str, *, affected: bool, rec
     plan = make_plan(
         stored.records,
         stored.depsets,
+        stored.blocks,
         current,
         sel.env(sel.snapshot.others_digest()),
         stored.collected,

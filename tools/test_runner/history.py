@@ -234,7 +234,7 @@ def _code_files(db: TestDB, nodeids: Sequence[str]) -> dict[str, list[str]]:
         for start in range(0, len(nodeids), 500):
             batch = list(nodeids[start : start + 500])
             sql = (
-                "SELECT t.nodeid, d.deps FROM aff_tests t JOIN aff_depsets d ON d.id = t.depset "
+                "SELECT t.nodeid, d.files FROM aff_tests t JOIN aff_deps d ON d.id = t.depset "
                 f"WHERE t.nodeid IN ({','.join('?' * len(batch))})"
             )
             for nodeid, deps in db.conn.execute(sql, batch):

@@ -66,10 +66,11 @@ def test_plan() -> None:
         "v.py::d": record("v.py::d", None),
         "w.py::e": record("w.py::e", 1),
     }
-    depsets = {1: {"m.py": ["x"]}, 2: {"m.py": ["y"], "gone.py": ["z"]}}
+    blocks = {10: ("m.py", "x"), 11: ("m.py", "y"), 12: ("gone.py", "z")}
+    depsets = {1: [10], 2: [11, 12]}
     current = {"m.py": frozenset({"x", "q"})}
     collected = {"t.py": ["t.py::a", "t.py::b"], "w.py": ["w.py::e"], "v.py": ["v.py::d"]}
-    plan = make_plan(records, depsets, current.get, "E", collected)
+    plan = make_plan(records, depsets, blocks, current.get, "E", collected)
     assert plan.mode == "affected"
     assert plan.skip_nodeids == {"t.py::a", "w.py::e"}  # b: a file is gone; c failed; d has no data
     assert plan.valid == {"t.py::a", "w.py::e", "u.py::c"}  # c's record holds: a full run need not trace it
@@ -78,7 +79,7 @@ def test_plan() -> None:
     assert plan.command() == {"skip_files": ["w.py"], "skip_nodeids": ["t.py::a"]}
     reasons = plan.reasons(["t.py::b", "u.py::c", "v.py::d", "new.py::n"])
     assert (reasons["new_tests"], reasons["failed_last"], reasons["no_data"]) == (1, 1, 1)
-    other = make_plan(records, depsets, current.get, "another environment", collected)
+    other = make_plan(records, depsets, blocks, current.get, "another environment", collected)
     assert other.mode == "all" and not other.skip_nodeids
 
 

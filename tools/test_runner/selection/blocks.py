@@ -19,7 +19,7 @@ import ast
 import hashlib
 from dataclasses import dataclass, field
 
-VERSION = 2
+VERSION = 3
 """Bumped when checksums are computed differently: records and parse-cache entries made by
 another version are not used."""
 FILE_PREFIX = "F:"

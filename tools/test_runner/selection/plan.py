@@ -9,7 +9,7 @@ runs: failures, tests with no record, tests whose record has no usable data.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,10 +29,6 @@ class TestRecord:
     depset: int | None
     """Id of the dependency set; None: no usable data (the tracer was disturbed, a file changed
     during the run)."""
-
-
-Deps = Mapping[str, Iterable[str]]
-"""File (relative to the root) -> block checksums a test executed there."""
 
 
 @dataclass
@@ -81,36 +77,43 @@ class Plan:
 
 def make_plan(
     records: Mapping[str, TestRecord],
-    depsets: Mapping[int, Deps],
+    depsets: Mapping[int, Collection[int]],
+    blocks: Mapping[int, tuple[str, str]],
     current: Callable[[str], frozenset[str] | None],
     env: str,
     collected: Mapping[str, list[str]],
     global_changes: Iterable[str] = (),
 ) -> Plan:
-    """`current(file)` gives the file's block checksums now (None if it is gone or unreadable);
-    `global_changes` names what changed in the environment (configuration files, non-Python
-    files) for the `changed_files` reason."""
+    """`depsets` maps a dependency set to its block ids, `blocks` a block id to its (file,
+    checksum); `current(file)` gives the file's block checksums now (None if it is gone or
+    unreadable); `global_changes` names what changed in the environment (configuration files,
+    non-Python files) for the `changed_files` reason."""
     changed: set[str] = set(global_changes)
     usable = [r for r in records.values() if r.env == env]
     if not usable:
         return Plan(mode="all", changed_files=sorted(changed), records=dict(records), collected=dict(collected))
-    verdicts: dict[int, bool] = {}
     cache: dict[str, frozenset[str] | None] = {}
-
-    def now(file: str) -> frozenset[str] | None:
+    gone: set[int] = set()
+    """The recorded blocks that are no longer there (edited, or their file is gone)."""
+    for block_id, (file, checksum) in blocks.items():
         if file not in cache:
             cache[file] = current(file)
-        return cache[file]
+        present = cache[file]
+        if present is None or checksum not in present:
+            gone.add(block_id)
+    verdicts: dict[int, bool] = {}
 
     def unaffected(depset: int) -> bool:
         verdict = verdicts.get(depset)
         if verdict is None:
-            verdict = True
-            for file, checksums in depsets.get(depset, {"": ["missing depset"]}).items():
-                present = now(file)
-                if present is None or not present.issuperset(checksums):
-                    changed.add(file)
-                    verdict = False
+            ids = depsets.get(depset)
+            if ids is None:
+                verdict = False  # its row is missing or unreadable
+            elif not gone or gone.isdisjoint(ids):
+                verdict = True
+            else:
+                verdict = False
+                changed.update(blocks[i][0] for i in gone.intersection(ids))
             verdicts[depset] = verdict
         return verdict
 
