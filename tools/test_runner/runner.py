@@ -97,6 +97,13 @@ class RecordWrites:
         self._app = app
         self._tails: dict[Path, anyio.Event] = {}
         self._failed: dict[Path, str] = {}
+        self._imported: dict[Path, set[str]] = {}
+
+    def imported(self, folder: Path) -> set[str]:
+        """What the runs of `folder` handed off so far reported importing from outside the root
+        (their writes learn it): a zygote whose pre-imports were checked since it last grew
+        has nothing new to import."""
+        return self._imported.setdefault(folder, set())
 
     async def aclose(self) -> None:
         with anyio.move_on_after(WRITE_WAIT_S, shield=True):
@@ -201,11 +208,14 @@ class RunBase:
         for attempt in range(2):
             async with pool.lease(request.root, request.interpreter) as zygote:
                 if learn and attempt == 0 and request.cache is not None:
-                    warning = await preimports.ensure(zygote, request.cache, request.root)
-                    if warning is not None:
-                        self.warnings.append(warning)
-                    if not zygote.alive:
-                        continue
+                    imported = set((await record_writes(self.app)).imported(request.cache))
+                    if zygote.imports_checked is None or not imported <= zygote.imports_checked:
+                        warning = await preimports.ensure(zygote, request.cache, request.root)
+                        if warning is not None:
+                            self.warnings.append(warning)
+                        if not zygote.alive:
+                            continue
+                        zygote.imports_checked = imported | zygote.preimported
                 yield zygote
                 return
 
@@ -248,7 +258,9 @@ class RunBase:
                 finally:
                     owned.close()
 
-            await (await record_writes(self.app)).submit(self.request.cache, write_and_close)
+            writes = await record_writes(self.app)
+            writes.imported(self.request.cache).update(str(m) for m in (event or {}).get("imported", []))
+            await writes.submit(self.request.cache, write_and_close)
             selection = None  # the write closes it
         finally:
             if selection is not None:

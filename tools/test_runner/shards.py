@@ -198,12 +198,16 @@ class ShardedRun(RunBase):
         return merged
 
     def _merge_records(self) -> dict[str, Any] | None:
-        """The children's `record` events as one. With file shares each first child collected its
-        own files: their collections add up, and only the selection's own skips count as skipped
-        (not the files a child left to the others, nor what a replacement skipped as done)."""
+        """The children's `record` events as one, with what any of them imported (learned
+        pre-imports). With file shares each first child collected its own files: their
+        collections add up, and only the selection's own skips count as skipped (not the files a
+        child left to the others, nor what a replacement skipped as done)."""
         events = [run.state.record for runs in self.attempts for run in runs]
         merged = merge_records(events)
-        if merged is None or self.ignored is None:
+        if merged is None:
+            return None
+        merged["imported"] = sorted({str(m) for e in events if e is not None for m in e.get("imported", [])})
+        if self.ignored is None:
             return merged
         firsts = [runs[0].state.record for runs in self.attempts if runs and runs[0].state.record is not None]
         plan = self.selection.plan if self.selection is not None else None

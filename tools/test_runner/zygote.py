@@ -78,6 +78,9 @@ class Zygote:
         """Plugins left out of the warm-up because they started a thread (["*"]: no warm-up)."""
         self.preimported: set[str] = set()
         """Modules imported here on request (learned pre-imports, `preimports.py`)."""
+        self.imports_checked: set[str] | None = None
+        """What its runs had imported when its learned pre-imports were last checked
+        (`RunBase.lease`); None: never checked."""
         self._asked: dict[str, anyio.Event] = {}
         self._answers: dict[str, dict[str, Any]] = {}
 
