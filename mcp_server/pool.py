@@ -384,7 +384,11 @@ class PooledService(PoolPolicy[K, W]):
     async def _create(cls, app: AppState) -> Self:
         self = cls(app)
         await self.pool.start(app.task_group)
-        await self.on_start()
+        try:
+            await self.on_start()
+        except BaseException:  # not made: its host task must not outlive it
+            await self.pool.aclose()
+            raise
         return self
 
     async def on_start(self) -> None:

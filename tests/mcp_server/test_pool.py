@@ -334,3 +334,24 @@ async def test_a_pooled_service_without_the_servers_task_group_raises_its_error(
     with anyio.fail_after(10), pytest.raises(ToolError, match="no task group"):
         await FakeService.get(app)
     assert app.services.peek("fakes") is None
+
+
+class BrokenService(FakeService, service_key="broken"):
+    made: list[BrokenService] = []
+
+    async def on_start(self) -> None:
+        BrokenService.made.append(self)
+        raise ToolError("its rendezvous cannot start")
+
+
+async def test_a_pooled_service_that_fails_to_start_leaves_no_host_task_behind() -> None:
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:  # ends on its own only if nothing is left in it
+            app = cast(AppState, FakeApp(Services(), tg))
+            with pytest.raises(ToolError, match="rendezvous"):
+                await BrokenService.get(app)
+            assert app.services.peek("broken") is None
+            (service,) = BrokenService.made
+            with pytest.raises(ToolError, match="closed"):
+                async with service.pool.lease("a"):
+                    raise AssertionError("not reached")
