@@ -35,7 +35,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace  # the MCP SDK imports these already
+from pydantic import ValidationError
 
 from mcp_server.config import Settings
 from mcp_server.connections import current_connection
@@ -176,11 +180,27 @@ def _session_id(ctx: Any) -> str | None:
 AttributeKey = tuple[str, Any, str | None, str | None]
 
 
-class TelemetryMiddleware:
-    """After the SDK's span middleware: session id and run_id on its span, the operation histogram.
+def _parent(meta: Mapping[str, Any] | None) -> Any:
+    """The trace context of a request's `_meta` (`traceparent`, `tracestate`), or None (the
+    current context is the parent) when there is none or it is not valid."""
+    if not meta or "traceparent" not in meta:
+        return None
+    try:
+        context = propagate.extract(meta)
+    except (ValueError, TypeError):
+        return None
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
 
-    It runs on every message, so it keeps to the minimum: one attribute on the SDK's span (two
-    more for a run), and one histogram point whose attribute set is built once per (method,
+
+class TelemetryMiddleware:
+    """The server span of every message, and the operation histogram: one middleware, installed
+    in place of the SDK's span middleware when telemetry is on.
+
+    The span is the SDK middleware's (name `{mcp.method.name} {target}`, kind SERVER, the
+    conventions' attributes, parented on the `traceparent` of `_meta`, the same error handling),
+    with the session id among its attributes from the start, and the run_id and ruff engine of
+    a tool's result. It runs on every message, so it keeps to the minimum: one span started
+    with all it knows, one histogram point whose attribute set is built once per (method,
     protocol version, tool, error) and reused (the SDK copies what it keeps).
     """
 
@@ -203,44 +223,86 @@ class TelemetryMiddleware:
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
         started = time.perf_counter()
+        method, version = ctx.method, ctx.protocol_version
+        name = ctx.params.get("name") if ctx.params else None
+        target = name if isinstance(name, str) else None
+        attributes: dict[str, Any] = {"mcp.method.name": method, "mcp.protocol.version": version}
+        if ctx.request_id is not None:
+            attributes["jsonrpc.request.id"] = str(ctx.request_id)
+        tool = None
+        if method == "tools/call":
+            attributes["gen_ai.operation.name"] = "execute_tool"
+            if target is not None:
+                attributes["gen_ai.tool.name"] = tool = target
+        elif method == "prompts/get" and target is not None:
+            attributes["gen_ai.prompt.name"] = target
         session = _session_id(ctx)
-        current = trace.get_current_span()
         if session is not None:
-            current.set_attribute("mcp.session.id", session)
+            attributes["mcp.session.id"] = session
             if session not in _state.sessions and len(_state.sessions) < MAX_SESSIONS:
                 _state.sessions[session] = time.monotonic()
-        method = ctx.method
-        name = ctx.params.get("name") if method == "tools/call" and ctx.params else None
-        tool = name if isinstance(name, str) else None
+        span = tracer.start_span(
+            f"{method} {target}" if target else method,
+            context=_parent(ctx.meta),
+            kind=trace.SpanKind.SERVER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        error: str | None = None
         try:
             result = await call_next(ctx)
-        except BaseException as exc:
-            code = getattr(getattr(exc, "error", None), "code", None)
-            error = str(code) if code is not None else type(exc).__qualname__
-            key: AttributeKey = (method, ctx.protocol_version, tool, error)
-            self._histogram.record(time.perf_counter() - started, self._attributes(key))
+            if isinstance(result, dict):
+                structured, is_error = result.get("structuredContent"), result.get("isError") is True
+            else:
+                structured, is_error = getattr(result, "structured_content", None), getattr(result, "is_error", False)
+            if isinstance(structured, dict):
+                run_id, engine = structured.get("run_id"), structured.get("engine")
+                if isinstance(run_id, str):
+                    span.set_attribute("mcp_code_tools.run_id", run_id)
+                if isinstance(engine, str):
+                    span.set_attribute("mcp_code_tools.ruff.engine", engine)
+            if is_error and method == "tools/call":
+                error = "tool_error"
+                span.set_attribute("error.type", error)
+                span.set_status(trace.StatusCode.ERROR)
+            return result
+        except MCPError as exc:
+            error = str(exc.error.code)
+            span.set_attributes({"error.type": error, "rpc.response.status_code": error})
+            span.set_status(trace.StatusCode.ERROR, exc.error.message)
             raise
-        if isinstance(result, dict):
-            structured, is_error = result.get("structuredContent"), result.get("isError") is True
-        else:
-            structured, is_error = getattr(result, "structured_content", None), getattr(result, "is_error", False)
-        if isinstance(structured, dict):
-            run_id = structured.get("run_id")
-            if isinstance(run_id, str):
-                current.set_attribute("mcp_code_tools.run_id", run_id)
-            engine = structured.get("engine")
-            if isinstance(engine, str):
-                current.set_attribute("mcp_code_tools.ruff.engine", engine)
-        key = (method, ctx.protocol_version, tool, "tool_error" if is_error else None)
-        self._histogram.record(time.perf_counter() - started, self._attributes(key))
-        return result
+        except ValidationError:  # the wire answer's sanitized form: pydantic's text holds client input
+            error = str(INVALID_PARAMS)
+            span.set_attributes({"error.type": error, "rpc.response.status_code": error})
+            span.set_status(trace.StatusCode.ERROR, "Invalid request parameters")
+            raise
+        except Exception as exc:
+            error = type(exc).__qualname__
+            span.set_attribute("error.type", error)
+            span.record_exception(exc)
+            span.set_status(trace.StatusCode.ERROR, str(exc))
+            raise
+        except BaseException as exc:  # cancelled: no error on the span (as the SDK's), but in the histogram
+            error = type(exc).__qualname__
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
+            self._histogram.record(time.perf_counter() - started, self._attributes((method, version, tool, error)))
 
 
 def install(server: Any, app: AppState) -> None:
-    """Called once per `CodeToolsServer`: our middleware after the SDK's, our gauges over `app`."""
+    """Called once per `CodeToolsServer`: our span middleware in place of the SDK's (it makes the
+    same span, see `TelemetryMiddleware`), our gauges over `app`."""
     if not _state.enabled:
         return
-    server.middleware.append(TelemetryMiddleware())
+    sdk_spans = [m for m in server.middleware if type(m).__name__ == "OpenTelemetryMiddleware"]
+    position = server.middleware.index(sdk_spans[0]) if sdk_spans else 0
+    for middleware in sdk_spans:
+        server.middleware.remove(middleware)
+    server.middleware.insert(position, TelemetryMiddleware())
     _state.app_refs.append(weakref.ref(app))
     _observables()
 

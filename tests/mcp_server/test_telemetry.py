@@ -16,6 +16,8 @@ from typing import Any
 
 import anyio
 import pytest
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
@@ -24,7 +26,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
-from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace import Link, SpanKind, StatusCode
 from opentelemetry.util.types import Attributes
 
 from mcp_server import telemetry
@@ -190,6 +192,30 @@ async def test_request_spans_attributes_children_and_metrics(
     assert any(dict(p.attributes).get("mcp.method.name") == "initialize" for p in durations)
     assert sum(p.count for p in points(reader, "mcp.server.session.duration")) >= 1
     assert sum(p.count for p in points(reader, "mcp_code_tools.queue.wait")) >= 1
+
+
+@pytest.mark.anyio
+async def test_one_server_span_per_message_and_json_rpc_errors(
+    otel: tuple[InMemorySpanExporter, InMemoryMetricReader], tmp_path: Path
+) -> None:
+    exporter, reader = otel
+    with anyio.fail_after(60):
+        async with open_memory(tmp_path, tmp_path) as client:
+            with pytest.raises(MCPError):
+                await client.call_tool("no_such_tool", {})
+            await client.list_tools()
+    server_spans = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert [s.name for s in server_spans].count("tools/call no_such_tool") == 1  # ours replaced the SDK's
+    assert [s.name for s in server_spans].count("tools/list") == 1
+    unknown = named(server_spans, "tools/call no_such_tool")
+    attrs = dict(unknown.attributes or {})
+    assert attrs["error.type"] == attrs["rpc.response.status_code"] == str(INVALID_PARAMS)
+    assert attrs["gen_ai.operation.name"] == "execute_tool" and str(attrs["mcp.session.id"]).startswith("memory-")
+    assert unknown.status.status_code == StatusCode.ERROR
+    durations = points(reader, "mcp.server.operation.duration")
+    assert any(dict(p.attributes).get("error.type") == str(INVALID_PARAMS) for p in durations)
+    listed = dict(named(server_spans, "tools/list").attributes or {})
+    assert "error.type" not in listed and listed["mcp.method.name"] == "tools/list"
 
 
 # --- configuration, in a server process ------------------------------------------------------------
