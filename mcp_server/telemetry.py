@@ -1,10 +1,11 @@
 """The one module that configures telemetry, and the helpers the code records it with.
 
-Code depends on the OpenTelemetry API only. The SDK's server middleware opens a span per
-message, named `{mcp.method.name} {target}` (`tools/call lint`), with the MCP semantic-convention
-attributes, parented on a `traceparent` in the request's `params._meta`. When telemetry is on,
-`TelemetryMiddleware` adds `mcp.session.id` and the `run_id` to that span and records the
-`mcp.server.operation.duration` histogram; `connection_closed` records
+Code depends on the OpenTelemetry API only. When telemetry is on, `TelemetryMiddleware` (in
+place of the MCP SDK's span middleware, whose span it reproduces) opens a span per message,
+named `{mcp.method.name} {target}` (`tools/call lint`), with the MCP semantic-convention
+attributes, `mcp.session.id` and a result's `run_id`, parented on a `traceparent` in the
+request's `params._meta`, and records the `mcp.server.operation.duration` histogram; off, the
+SDK's middleware runs against the API's no-op tracer, as it always did. `connection_closed` records
 `mcp.server.session.duration`; observable instruments report runs in flight, queue depth, pool
 sizes, cache hit ratio, run contexts alive. Child spans (queue wait, zygote lease and fork, check
 phases) come from `span()` / `past_span()`, which are no-ops costing a flag test when it is off.
