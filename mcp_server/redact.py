@@ -147,6 +147,10 @@ _TRIGGERS += ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "akia", "as
 _TRIGGERS += ("-----begin",)
 
 
+CLEAN_MEMO_CHARS = 128
+CLEAN_MEMO_ENTRIES = 16_384
+
+
 class Redactor:
     """Redaction with a fixed set of secret values plus the shapes above."""
 
@@ -155,6 +159,10 @@ class Redactor:
         self.pattern = build_pattern(self.values)
         self.max_literal = max((len(v) for v in self.values), default=0)
         self._literals = sorted({v.lower() for v in self.values if len(v) >= _MIN_SECRET_LEN})
+        self._clean: set[str] = set()
+        """Short texts found to hold no secret: a result's keys and short values recur (every
+        diagnostic has the same keys; codes, messages and paths repeat), and the pattern is fixed,
+        so a text clean once is clean for good. Bounded: cleared when full."""
         self.redactions = 0
         """Secrets hidden so far (text already redacted is not counted again)."""
 
@@ -195,6 +203,9 @@ class Redactor:
         return replacement
 
     def redact(self, text: str) -> str:
+        short = len(text) <= CLEAN_MEMO_CHARS
+        if short and text in self._clean:
+            return text
         out: list[str] = []
         pos = 0
         for match in self.finditer(text):
@@ -202,6 +213,10 @@ class Redactor:
             out.append(self.replace(match))
             pos = match.end()
         if not pos:
+            if short:
+                if len(self._clean) >= CLEAN_MEMO_ENTRIES:
+                    self._clean.clear()
+                self._clean.add(text)
             return text
         out.append(text[pos:])
         return "".join(out)

@@ -451,3 +451,17 @@ def test_a_multi_file_diff_keeps_the_next_files_header() -> None:
     out = redactor().redact_string(one + two)
     assert out.count(WITHHELD) == 1 and "MIIE" not in out
     assert out.endswith(two)  # the key never ended in k.py's diff: y.py's hunks are shown all the same
+
+
+def test_short_clean_texts_are_remembered_and_texts_with_secrets_are_redacted_every_time() -> None:
+    red = Redactor(values=[])
+    secret = "token=" + "ab12" * 6
+    assert red.redact("message") == "message" and "message" in red._clean
+    for _ in range(3):
+        assert red.redact(secret) != secret and secret not in red._clean
+    assert red.redactions == 3, "each answer that holds it hides it (it is never remembered as clean)"
+    long_clean = "x" * 200
+    assert red.redact(long_clean) == long_clean and long_clean not in red._clean
+    for i in range(20_000):  # bounded
+        red.redact(f"clean {i}")
+    assert len(red._clean) <= 16_384
