@@ -213,6 +213,14 @@ class Recorder:
         self.record = bool(options.get("record"))
         self.skip_files = set(os.path.join(self.root, f) for f in options.get("skip_files", []))
         self.skip_nodeids = set(options.get("skip_nodeids", []))
+        keep = [str(n) for n in options.get("keep", [])]
+        self.keep_modules = {n.split("::")[0] for n in keep}
+        """Modules (by node id) with unaffected tests: only `keep_prefixes` are collected in them."""
+        self.keep_prefixes: Set[str] = set()
+        for nodeid in keep:
+            parts = nodeid.split("[")[0].split("::")
+            self.keep_prefixes.update("::".join(parts[:i]) for i in range(2, len(parts) + 1))
+        self.pruned: Set[str] = set()
         self.no_trace = set(options.get("no_trace", []))
         """Tests whose record is still valid: they run untraced (only their outcome is new)."""
         self.untraced: List[str] = []
@@ -357,15 +365,32 @@ class Recorder:
         return sorted(found)
 
     @pytest.hookimpl(tryfirst=True)
+    def pytest_pycollect_makeitem(self, collector: Any, name: str, obj: Any) -> Optional[List[Any]]:
+        """In a module with unaffected tests, a class or function holding none of the tests that
+        run is not collected at all (no items, no fixture resolution for its tests)."""
+        if not self.keep_modules:
+            return None
+        nodeid = str(collector.nodeid)
+        module = nodeid.split("::")[0]
+        if module not in self.keep_modules or nodeid + "::" + name in self.keep_prefixes:
+            return None
+        self.pruned.add(module)
+        return []
+
+    @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, session: Any, config: Any, items: List[Any]) -> None:
         root = self.root
         for item in items:
+            if item.nodeid.split("::")[0] in self.pruned:
+                continue  # only part of it was collected: what it holds is known from last time
             rel = self._rel(getattr(item, "path", os.path.join(root, item.nodeid.split("::")[0])))
             if rel is not None:
                 self.collected.setdefault(rel, []).append(item.nodeid)
         if self.skip_nodeids:
             kept = [item for item in items if item.nodeid not in self.skip_nodeids]
-            self.unaffected += len(items) - len(kept)
+            present = set(item.nodeid for item in items)
+            pruned = [n for n in self.skip_nodeids if n not in present and n.split("::")[0] in self.pruned]
+            self.unaffected += len(items) - len(kept) + len(pruned)
             items[:] = kept
 
     def pytest_collection_finish(self, session: Any) -> None:

@@ -237,3 +237,65 @@ async def test_a_full_run_with_nothing_changed_traces_nothing(memory_client: Any
             assert await plan(client) == set()
             edit(root / "pkg/registry.py", "return 0", "return 0 * 1")
             assert await plan(client) == {"tests/test_new.py::test_new"}
+
+
+CLASSES = """
+from pkg.registry import register, register_here, unrelated
+
+
+class TestOne:
+    def test_register(self):
+        assert register(1) == {"n": 1}
+
+    def test_plain(self):
+        assert not unrelated()
+
+
+class TestTwo:
+    def test_here(self):
+        assert register_here(2) == {"n": 2}
+
+
+def test_function():
+    assert not unrelated()
+"""
+
+
+async def test_only_the_classes_and_functions_holding_selected_tests_are_collected(
+    memory_client: Any, tmp_path: Path
+) -> None:
+    outside = tmp_path / "collected.txt"
+    conftest = (
+        f"def pytest_itemcollected(item):\n    with open({str(outside)!r}, 'a') as f:\n"
+        "        f.write(item.nodeid + '\\n')\n"
+    )
+    root = write_project(
+        tmp_path / "proj",
+        {"pkg/__init__.py": "", "pkg/registry.py": REGISTRY, "tests/test_classes.py": CLASSES, "conftest.py": conftest},
+    )
+    with anyio.fail_after(120):
+        async with memory_client(root) as client:
+            assert (await run(client))["counts"]["passed"] == 4
+            outside.write_text("")
+            edit(
+                root / "pkg/registry.py",
+                'def register_here(n):\n    return {"n": n}',
+                'def register_here(n):\n    return {"n": n + 0}',
+            )
+            assert await plan(client) == {"tests/test_classes.py::TestTwo::test_here"}
+            edited = await run(client)
+            assert edited["counts"]["passed"] == 1 and edited["selection"]["skipped_unaffected"] == 3
+            assert outside.read_text().split() == ["tests/test_classes.py::TestTwo::test_here"] * 2  # plan, run
+            # The tests that were not collected keep their records.
+            assert await plan(client) == set()
+            edit(root / "pkg/registry.py", "    return 0", "    return 0 * 2")
+            assert await plan(client) == {
+                "tests/test_classes.py::TestOne::test_plain",
+                "tests/test_classes.py::test_function",
+            }
+            outside.write_text("")
+            assert (await run(client))["counts"]["passed"] == 2
+            assert sorted(outside.read_text().split()) == [  # methods are pruned too
+                "tests/test_classes.py::TestOne::test_plain",
+                "tests/test_classes.py::test_function",
+            ]

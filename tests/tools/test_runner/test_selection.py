@@ -76,7 +76,7 @@ def test_plan() -> None:
     assert plan.valid == {"t.py::a", "w.py::e", "u.py::c"}  # c's record holds: a full run need not trace it
     assert plan.skip_files == ["w.py"]
     assert plan.changed_files == ["gone.py", "m.py"]
-    assert plan.command() == {"skip_files": ["w.py"], "skip_nodeids": ["t.py::a"]}
+    assert plan.command() == {"skip_files": ["w.py"], "skip_nodeids": ["t.py::a"], "keep": ["t.py::b"]}
     reasons = plan.reasons(["t.py::b", "u.py::c", "v.py::d", "new.py::n"])
     assert (reasons["new_tests"], reasons["failed_last"], reasons["no_data"]) == (1, 1, 1)
     other = make_plan(records, depsets, blocks, current.get, "another environment", collected)

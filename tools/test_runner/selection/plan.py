@@ -45,9 +45,14 @@ class Plan:
     collected: dict[str, list[str]] = field(default_factory=dict)
 
     def command(self) -> dict[str, Any]:
+        """For the child's recorder: the files not to collect, the unaffected tests of the others,
+        and `keep`: in a module with unaffected tests, the ones that run (its other classes and
+        functions are then not even collected)."""
         skipped = set(self.skip_files)
         nodeids = sorted(n for n in self.skip_nodeids if self.records[n].file not in skipped)
-        return {"skip_files": self.skip_files, "skip_nodeids": nodeids}
+        partial = {self.records[n].file for n in nodeids}
+        keep = sorted(n for f in partial for n in self.collected.get(f, ()) if n not in self.skip_nodeids)
+        return {"skip_files": self.skip_files, "skip_nodeids": nodeids, "keep": keep}
 
     def reasons(self, selected: Iterable[str]) -> dict[str, Any]:
         """Why each selected test runs, counted: no record, failing last time, no usable data;
