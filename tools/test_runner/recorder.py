@@ -62,16 +62,22 @@ class _SetTrace:
     def __init__(self) -> None:
         self.seen: Set[Any] = set()
         self.imports = _Imports()
+        self.frames: List[Any] = []
+        """The `<module>` frames whose imports pushed `imports.stack`, in the same order."""
         self.tracer: Optional[Callable[..., Any]] = None
 
     def _install(self, seen: Set[Any]) -> None:
         add = seen.add
         stack = self.imports.stack
+        frames = self.frames
         target = self.imports.target
 
         def local(frame: Any, event: str, arg: Any) -> Any:
-            if event == "return" and stack:
-                stack.pop()
+            if event == "return":
+                for i in range(len(frames) - 1, -1, -1):  # its own entry (normally the last)
+                    if frames[i] is frame:
+                        del frames[i], stack[i]
+                        break
             return local
 
         def tracer(frame: Any, event: str, arg: Any) -> Any:
@@ -81,6 +87,7 @@ class _SetTrace:
                 if into is not None:
                     into.add(code)
                     stack.append(into)
+                    frames.append(frame)
                     frame.f_trace_lines = False
                     return local
             if stack:
@@ -89,10 +96,13 @@ class _SetTrace:
                 add(code)
             return None
 
+        def in_thread(frame: Any, event: str, arg: Any) -> None:
+            add(frame.f_code)  # other threads: to the current set (the module stack is the main thread's)
+
         self.tracer = tracer
         self.seen = seen
         sys.settrace(tracer)
-        threading.settrace(tracer)
+        threading.settrace(in_thread)
 
     def start(self, seen: Optional[Set[Any]] = None) -> Set[Any]:
         self._install(set() if seen is None else seen)
@@ -121,6 +131,7 @@ class _SetTrace:
         sys.settrace(None)
         threading.settrace(None)  # type: ignore[arg-type]
         del self.imports.stack[:]
+        del self.frames[:]
         return intact
 
 
