@@ -460,10 +460,10 @@ async def kept_alive_rtts(root: Path, n: int) -> dict[str, list[float]]:
     clients: dict[str, Any] = {}
     out: dict[str, list[float]] = {kind: [] for kind in kinds}
     try:
+        for kind in kinds:  # every server first: a client left idle past http_idle_timeout_s is closed
+            servers[kind] = await ServerProcess.start(root, OPENERS[kind][0])
         for kind in kinds:
-            transport, opener = OPENERS[kind]
-            servers[kind] = await ServerProcess.start(root, transport)
-            clients[kind] = await opener(servers[kind].url)
+            clients[kind] = await OPENERS[kind][1](servers[kind].url)
             for _ in range(20):
                 await clients[kind].request("tools/call", TRIVIAL)
         cpu_before = {kind: process_cpu_s(servers[kind].proc.pid) for kind in kinds}
