@@ -18,28 +18,29 @@ the server's delayed ACK; only the client can fix that (every mainstream HTTP cl
 
 The round trips are measured interleaved: the three servers run at once, one kept-alive client each,
 and every round calls them in a fresh random order (a busy moment of the shared machine falls on all
-three alike). The ratio moves with the machine's load: on a quiet machine WebSocket's round trip
-shrinks more than HTTP's (2026-12-02, quiet: 0.4 ms against 1.1 / 0.8 ms; load average ~5, where
-this run's figures come from: 0.80-0.89 ms against 1.57-1.67 / 1.31-1.41 ms). The rows "server CPU
-per trivial call" are steadier: 0.57 ms WebSocket, 1.42-1.50 ms handshake era, 1.12-1.20 ms
-2026-07-28 era (load ~5).
+three alike). The ratio moves with the machine's load (a quiet machine shrinks WebSocket's round
+trip more than HTTP's); the rows "server CPU per trivial call" are steadier.
 
-Where the HTTP round trip goes (variant servers measured interleaved against WebSocket, load ~4):
-hypercorn with our front answering the POST itself (no SDK) takes 0.83-0.87x of the WHOLE WebSocket
-call; the SDK then adds ~0.6 ms in the 2026-07-28 era and ~0.9 ms in the handshake era, where its
-session transport answers every POST with an SSE stream (sse-starlette starts five tasks per reply:
-stream, ping, exit-signal and disconnect listeners, the SDK's writer) so that progress and log
-entries tied to the request can travel before the answer. A manager with `json_response=True` saves
-~0.3 ms, but the SDK offers JSON replies only per session manager, and in that mode it drops every
-notification tied to a request (progress, log entries) and refuses requests to the client: not
-acceptable. What we do instead, on the wire (transports/http_replies.py, `PlainReply`): the SSE head
-is held until the stream's first event, and when that event is the answer the reply goes out as
-`application/json`, complete at once (no chunked framing, no wait for the SDK to wind the stream
-down); a reply whose first event is anything else stays SSE. That is a few per cent of the round
-trip (1.65 -> 1.61 ms median over three interleaved runs at load ~5); the SDK's SSE machinery still
-runs for every handshake-era request, which is why this era stays near or above 2x. Our front (door,
-caps, session ledger, body timer, cork) measured at ~0.05-0.09 ms per call. Each reply's bytes leave
-in one packet (TCP_CORK in transports/http_sockets.py).
+Where the HTTP round trip goes (variant servers measured interleaved against WebSocket, load ~4-9,
+2026-12-02): hypercorn with our front answering the POST itself (no SDK) takes 0.83-0.87x of the
+WHOLE WebSocket call. The SDK then added ~0.6 ms in the 2026-07-28 era and ~0.9 ms in the handshake
+era, where its session transport answers every POST with an SSE stream (sse-starlette starts five
+tasks and a task group per reply, memory streams between request, dispatcher, router and writer) so
+that progress and log entries tied to the request can travel before the answer. Its JSON mode exists
+only per session manager and drops those notifications. What we do instead:
+- a session's `tools/call` is served as one exchange through the SDK's public single-exchange driver
+  (`serve_one`, what the SDK's own 2026-07-28 entry uses), with the connection the client described
+  in its `initialize`; the reply is JSON unless progress, a log entry or 15 s of silence comes first,
+  then SSE (transports/http_exchange.py). Cancellation (notifications/cancelled, session end) keeps
+  the era's rules;
+- any other POST whose SSE stream would hold only its answer goes out as JSON (http_replies.py).
+Before/after, three interleaved runs of 600 rounds at load ~10: handshake era 1.57/1.92/4.72 ms ->
+1.10/1.47/1.55 ms against WebSocket 0.78/1.08/1.21 ms (ratio 2.02/1.78/3.89 -> 1.42/1.37/1.27); server
+CPU per call 1.55-1.97 -> 0.98-1.37 ms against 0.58-0.83 ms. The 2026-07-28 era is unchanged
+(1.44-1.66x at that load; the README's quiet, sequential run had 1.98x): its remaining cost is the
+SDK's own entry (the spec's header checks, a task group and two tasks per request) and hypercorn.
+Our front (door, caps, session ledger, body timer, cork) measured ~0.05-0.09 ms per call. Each
+reply's bytes leave in one packet (TCP_CORK in transports/http_sockets.py).
 
 The clients are bare (websockets, raw HTTP/1.1 on asyncio streams): client-side SDK parsing would
 compete with the server for the same 2 cores.
