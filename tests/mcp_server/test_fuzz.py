@@ -39,7 +39,12 @@ from tests.conftest import settings_env
 DRAWN = 26  # messages drawn per batch; each is sent four ways (`variants`): 104 messages
 BATCHES = 100  # plus one before `initialize`: 10,504 messages per transport
 
-pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning")
+# no_cover (pytest-cov): every server fuzzed here is a `python -m mcp_server` process, which coverage does not
+# measure; tracing this process's hypothesis generation and checking only cost CPU (~9 s of the suite's).
+pytestmark = [
+    pytest.mark.no_cover,
+    pytest.mark.filterwarnings("ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning"),
+]
 ANSWER_TIMEOUT_S = 60.0
 
 MODERN_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}
