@@ -134,7 +134,12 @@ def chatty_app(tmp_path: Path) -> CodeToolsServer:
     return CodeToolsServer(make_settings(tmp_path, tmp_path, transport="http", port=0), loaders=[*loaders(), extra])
 
 
-async def test_a_call_that_sends_nothing_first_is_answered_with_plain_json(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version_header", [True, False])
+async def test_a_call_that_sends_nothing_first_is_answered_with_plain_json(
+    tmp_path: Path, version_header: bool
+) -> None:
+    """With its MCP-Protocol-Version the call is served as an exchange (http_exchange.py); without it
+    the SDK serves it and PlainReply turns its one-event stream into JSON."""
     async with http_server(chatty_app(tmp_path)) as endpoint, httpx2.AsyncClient(timeout=30) as http:
         with anyio.fail_after(30):
             opened = await http.post(
@@ -146,6 +151,8 @@ async def test_a_call_that_sends_nothing_first_is_answered_with_plain_json(tmp_p
             session = opened.headers["mcp-session-id"]
             assert opened.json()["result"]["protocolVersion"] == "2025-11-25"
             headers = {**MCP_HEADERS, "Mcp-Session-Id": session}
+            if not version_header:
+                del headers["MCP-Protocol-Version"]
             await http.post(
                 endpoint.url,
                 content=json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}),
