@@ -36,11 +36,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace  # the MCP SDK imports these already
-from pydantic import ValidationError
 
 from mcp_server.config import Settings
 from mcp_server.connections import current_connection
@@ -193,6 +190,30 @@ def _parent(meta: Mapping[str, Any] | None) -> Any:
     return context if trace.get_current_span(context).get_span_context().is_valid else None
 
 
+def _failed(span: trace.Span, exc: Exception) -> str:
+    """A message that failed, on its span as the SDK's middleware puts it; returns its error.type.
+    (The MCP SDK and pydantic are imported here, not with the module: the CLI imports this module,
+    and `--help` must not load the SDK.)"""
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import INVALID_PARAMS
+    from pydantic import ValidationError
+
+    if isinstance(exc, MCPError):
+        error = str(exc.error.code)
+        span.set_attributes({"error.type": error, "rpc.response.status_code": error})
+        span.set_status(trace.StatusCode.ERROR, exc.error.message)
+    elif isinstance(exc, ValidationError):  # the wire answer's sanitized form: its text holds client input
+        error = str(INVALID_PARAMS)
+        span.set_attributes({"error.type": error, "rpc.response.status_code": error})
+        span.set_status(trace.StatusCode.ERROR, "Invalid request parameters")
+    else:
+        error = type(exc).__qualname__
+        span.set_attribute("error.type", error)
+        span.record_exception(exc)
+        span.set_status(trace.StatusCode.ERROR, str(exc))
+    return error
+
+
 class TelemetryMiddleware:
     """The server span of every message, and the operation histogram: one middleware, installed
     in place of the SDK's span middleware when telemetry is on.
@@ -269,21 +290,8 @@ class TelemetryMiddleware:
                 span.set_attribute("error.type", error)
                 span.set_status(trace.StatusCode.ERROR)
             return result
-        except MCPError as exc:
-            error = str(exc.error.code)
-            span.set_attributes({"error.type": error, "rpc.response.status_code": error})
-            span.set_status(trace.StatusCode.ERROR, exc.error.message)
-            raise
-        except ValidationError:  # the wire answer's sanitized form: pydantic's text holds client input
-            error = str(INVALID_PARAMS)
-            span.set_attributes({"error.type": error, "rpc.response.status_code": error})
-            span.set_status(trace.StatusCode.ERROR, "Invalid request parameters")
-            raise
         except Exception as exc:
-            error = type(exc).__qualname__
-            span.set_attribute("error.type", error)
-            span.record_exception(exc)
-            span.set_status(trace.StatusCode.ERROR, str(exc))
+            error = _failed(span, exc)
             raise
         except BaseException as exc:  # cancelled: no error on the span (as the SDK's), but in the histogram
             error = type(exc).__qualname__

@@ -399,6 +399,14 @@ def test_off_by_default_imports_nothing_of_the_sdk(tmp_path: Path) -> None:
     assert out.stdout.split() == ["False", "False"]  # neither the SDK nor the metrics API: start-up unchanged
 
 
+def test_the_cli_imports_neither_the_mcp_sdk_nor_its_types_through_telemetry() -> None:
+    # `--help` and start-up errors stay quick: the telemetry module the CLI imports leaves the
+    # SDK (about a second of imports here) to the server.
+    code = "import sys, mcp_server.cli; print(sorted({m.split('.')[0] for m in sys.modules} & {'mcp', 'mcp_types'}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_console_exporter_writes_spans_to_stderr_only(tmp_path: Path) -> None:
     proc = serve_once(tmp_path, {}, "--otel-exporter", "console")
     assert proc.returncode == 0, proc.stderr
