@@ -31,6 +31,8 @@ TOKEN = "e2e-inspector-token-0123456789"
 BEARER = ["--header", f"Authorization: Bearer {TOKEN}"]
 SAMPLE = REPO / "examples" / "sample_project"
 CLI_TIMEOUT_S = 120
+CONNECT_TIMEOUT_MS = 60_000
+"""The Inspector's own connect timeout (default 15 s): a loaded CI machine can take longer to start a server."""
 
 
 def _npm_required() -> bool:
@@ -82,7 +84,8 @@ class Inspector:
         self.env = {**os.environ, "MCP_CATALOG_PATH": str(tmp / "inspector-catalog.json"), "NO_COLOR": "1"}
 
     def run(self, method: str, *args: str) -> tuple[int, Any, str]:
-        cmd = [self.node, self.cli, "--cli", *self.target, *self.extra, "--format", "json", "-q", "--method", method]
+        cmd = [self.node, self.cli, "--cli", *self.target, *self.extra, "--format", "json", "-q"]
+        cmd += ["--connect-timeout", str(CONNECT_TIMEOUT_MS), "--method", method]
         out = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=CLI_TIMEOUT_S, env=self.env)
         try:
             data = json.loads(out.stdout) if out.stdout.strip() else None
