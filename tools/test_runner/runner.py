@@ -79,77 +79,29 @@ async def _ignore_test(finished: TestFinished) -> None:
     return None
 
 
-RECORD_WRITES = "test_runner_record_writes"
-WRITE_WAIT_S = 60.0
+LEARNED_IMPORTS = "test_runner_learned_imports"
 
 
-class RecordWrites:
-    """The affected-test records of finished runs, written off the answer's path.
+class LearnedImports:
+    """Per root folder, what its runs reported importing from outside the root (their records
+    learn it as pre-imports): a zygote whose pre-imports were checked with all of it has nothing
+    new to import, and its next run skips reading the list (`RunBase.lease`)."""
 
-    A run hands its write (`affected.finish`: a snapshot of the root, block checksums, one SQLite
-    transaction) to the server's task group and answers; the write is shielded (once started, it
-    ends, also when the server stops: `aclose` waits for it, bounded). Writes of one root's
-    folder run one at a time, in order, and the next run of that root (`settled`) waits for them
-    before it reads the database: no run ever plans from records older than the last answer.
-    A write that failed is said in the next run's warnings (and logged)."""
-
-    def __init__(self, app: AppState) -> None:
-        self._app = app
-        self._tails: dict[Path, anyio.Event] = {}
-        self._failed: dict[Path, str] = {}
+    def __init__(self) -> None:
         self._imported: dict[Path, set[str]] = {}
 
-    def imported(self, folder: Path) -> set[str]:
-        """What the runs of `folder` handed off so far reported importing from outside the root
-        (their writes learn it): a zygote whose pre-imports were checked since it last grew
-        has nothing new to import."""
+    async def aclose(self) -> None:
+        return None
+
+    def of(self, folder: Path) -> set[str]:
         return self._imported.setdefault(folder, set())
 
-    async def aclose(self) -> None:
-        with anyio.move_on_after(WRITE_WAIT_S, shield=True):
-            for done in list(self._tails.values()):
-                await done.wait()
 
-    async def settled(self, folder: Path) -> str | None:
-        """Wait (bounded) for the writes of `folder` handed off so far; a failed one's warning."""
-        tail = self._tails.get(folder)
-        if tail is not None:
-            with anyio.move_on_after(WRITE_WAIT_S):
-                await tail.wait()
-        return self._failed.pop(folder, None)
+async def learned_imports(app: AppState) -> LearnedImports:
+    async def factory() -> LearnedImports:
+        return LearnedImports()
 
-    async def submit(self, folder: Path, write: Callable[[], None]) -> None:
-        """Run `write` (blocking) in a thread after the folder's earlier writes; in the server's
-        task group when there is one, else now."""
-        before = self._tails.get(folder)
-        done = self._tails[folder] = anyio.Event()
-
-        async def run() -> None:
-            with anyio.CancelScope(shield=True):
-                try:
-                    if before is not None:
-                        with anyio.move_on_after(WRITE_WAIT_S):
-                            await before.wait()
-                    await anyio.to_thread.run_sync(write)
-                except Exception as exc:  # the run's answer is gone: say it in the next one
-                    logger.exception("recording the affected-test data in %s failed", folder)
-                    self._failed[folder] = f"the affected-test data of an earlier run was not recorded: {exc}"
-                finally:
-                    done.set()
-                    if self._tails.get(folder) is done:
-                        del self._tails[folder]
-
-        if self._app.task_group is None:
-            await run()
-        else:
-            self._app.task_group.start_soon(run)
-
-
-async def record_writes(app: AppState) -> RecordWrites:
-    async def factory() -> RecordWrites:
-        return RecordWrites(app)
-
-    return await app.services.get(RECORD_WRITES, factory)
+    return await app.services.get(LEARNED_IMPORTS, factory)
 
 
 class RunBase:
@@ -201,14 +153,10 @@ class RunBase:
         run then leases a fresh one (which gets the list without that module)."""
         request = self.request
         learn = request.cache is not None and request.mode == "run"
-        if request.cache is not None:
-            note = await (await record_writes(self.app)).settled(request.cache)  # the last run's records
-            if note is not None:
-                self.warnings.append(note)
         for attempt in range(2):
             async with pool.lease(request.root, request.interpreter) as zygote:
                 if learn and attempt == 0 and request.cache is not None:
-                    imported = set((await record_writes(self.app)).imported(request.cache))
+                    imported = set((await learned_imports(self.app)).of(request.cache))
                     if zygote.imports_checked is None or not imported <= zygote.imports_checked:
                         warning = await preimports.ensure(zygote, request.cache, request.root)
                         if warning is not None:
@@ -235,41 +183,34 @@ class RunBase:
         )
 
     async def _finish_selection(self, event: dict[str, Any] | None, complete: bool) -> None:
-        """Say what was selected, and hand the run's records (`event`, when the run ran to its
-        end: `complete`) to the root's record writes, off the answer's path."""
+        """Write the run's records (`event`, when the run ran to its end: `complete`; one
+        transaction, in a thread) and say what was selected. The test history (`on_ran`) is
+        written first: the two writes to the root's database never meet."""
         if self.on_ran is not None:
             await self.on_ran(self.state)
-        selection, self.selection = self.selection, None
+        selection = self.selection
         if selection is None:
             return
-        try:
-            state = self.state
-            self.selection_info = selection_result(selection, event, state.nodeids or list(state.outcomes))
-            if selection.warning:
-                self.warnings.append(selection.warning)
-            if not complete or selection.db is None or not selection.record or self.request.cache is None:
-                return
-            owned = selection
-            write = functools.partial(finish, owned, event, dict(state.outcomes), partial=self.request.partial)
-
-            def write_and_close() -> None:
-                try:
-                    write()
-                finally:
-                    owned.close()
-
-            writes = await record_writes(self.app)
-            writes.imported(self.request.cache).update(str(m) for m in (event or {}).get("imported", []))
-            await writes.submit(self.request.cache, write_and_close)
-            selection = None  # the write closes it
-        finally:
-            if selection is not None:
-                selection.close()
+        state = self.state
+        if complete and selection.db is not None and selection.record and self.request.cache is not None:
+            imported = (await learned_imports(self.app)).of(self.request.cache)
+            call = functools.partial(finish, selection, event, state.outcomes, partial=self.request.partial)
+            try:
+                await anyio.to_thread.run_sync(call)
+                imported.update(str(m) for m in (event or {}).get("imported", []))
+            except Exception as exc:  # the run's result matters more than its record
+                logger.exception("recording the affected-test data of %s failed", self.request.root)
+                selection.warning = selection.warning or f"the affected-test data was not recorded: {exc}"
+        self.selection_info = selection_result(selection, event, state.nodeids or list(state.outcomes))
+        self.close_selection()
 
     def close_selection(self) -> None:
-        if self.selection is not None:
-            self.selection.close()
-            self.selection = None
+        """Close the selection's database; its warning stays for the result."""
+        selection, self.selection = self.selection, None
+        if selection is not None:
+            selection.close()
+            if selection.warning and selection.warning not in self.warnings:
+                self.warnings.append(selection.warning)
 
     def extra(self) -> dict[str, Any]:
         """Beyond the pinned fields: time spent queued, the child's own run time, what was selected."""
@@ -278,9 +219,8 @@ class RunBase:
             extra["worker_s"] = round(self.state.elapsed, 4)
         if self.selection_info is not None:
             extra["selection"] = self.selection_info
-        warnings = [*self.warnings, *([self.selection.warning] if self.selection and self.selection.warning else [])]
-        if warnings:
-            extra["warnings"] = warnings
+        if self.warnings:
+            extra["warnings"] = list(self.warnings)
         return extra
 
 
