@@ -42,9 +42,32 @@ class _Imports:
 
     def __init__(self) -> None:
         self.stack: List[Set[Any]] = []
+        self.markers: List[Any] = []
         self.shared: Set[Any] = set()
         self.expect: Optional[str] = None
         self.modules: Dict[str, Set[Any]] = {}
+
+    def enter(self, code: Any, marker: Any) -> bool:
+        """A `<module>` code object starts: push the set its import charges, with `marker` (what
+        identifies its frame); False if it is not an import (exec'd text)."""
+        into = self.target(code)
+        if into is None:
+            return False
+        into.add(code)
+        self.stack.append(into)
+        self.markers.append(marker)
+        return True
+
+    def leave(self, marker: Any) -> None:
+        """The frame `marker` stands for has ended: drop its entry (normally the last one)."""
+        markers = self.markers
+        for i in range(len(markers) - 1, -1, -1):
+            if markers[i] is marker:
+                del markers[i], self.stack[i]
+                return
+
+    def clear(self) -> None:
+        del self.stack[:], self.markers[:]
 
     def target(self, code: Any) -> Optional[Set[Any]]:
         """The set a `<module>` code object's frame charges, or None (exec'd text, not an import)."""
@@ -62,34 +85,25 @@ class _SetTrace:
     def __init__(self) -> None:
         self.seen: Set[Any] = set()
         self.imports = _Imports()
-        self.frames: List[Any] = []
-        """The `<module>` frames whose imports pushed `imports.stack`, in the same order."""
         self.tracer: Optional[Callable[..., Any]] = None
 
     def _install(self, seen: Set[Any]) -> None:
         add = seen.add
-        stack = self.imports.stack
-        frames = self.frames
-        target = self.imports.target
+        imports = self.imports
+        stack = imports.stack
+        enter = imports.enter
+        leave = imports.leave
 
         def local(frame: Any, event: str, arg: Any) -> Any:
             if event == "return":
-                for i in range(len(frames) - 1, -1, -1):  # its own entry (normally the last)
-                    if frames[i] is frame:
-                        del frames[i], stack[i]
-                        break
+                leave(frame)
             return local
 
         def tracer(frame: Any, event: str, arg: Any) -> Any:
             code = frame.f_code
-            if code.co_name == "<module>":
-                into = target(code)
-                if into is not None:
-                    into.add(code)
-                    stack.append(into)
-                    frames.append(frame)
-                    frame.f_trace_lines = False
-                    return local
+            if code.co_name == "<module>" and enter(code, frame):
+                frame.f_trace_lines = False
+                return local
             if stack:
                 stack[-1].add(code)
             else:
@@ -130,8 +144,7 @@ class _SetTrace:
         intact = sys.gettrace() is self.tracer
         sys.settrace(None)
         threading.settrace(None)  # type: ignore[arg-type]
-        del self.imports.stack[:]
-        del self.frames[:]
+        self.imports.clear()
         return intact
 
 
@@ -145,30 +158,22 @@ class _Monitoring:
         self.imports = _Imports()
         events = self.mon.events
         disable = self.mon.DISABLE
-        stack = self.imports.stack
-        target = self.imports.target
-        codes: List[Any] = []  # the `<module>` code objects whose frames pushed `stack`
+        imports = self.imports
+        stack = imports.stack
         self.events = events.PY_START | events.PY_UNWIND  # PY_UNWIND cannot be a local event
 
         def on_start(code: Any, offset: int) -> Any:
-            if code.co_name == "<module>":
-                into = target(code)
-                if into is not None:
-                    into.add(code)
-                    stack.append(into)
-                    codes.append(code)
-                    self.mon.set_local_events(tool, code, events.PY_RETURN)
-                    return None
+            if code.co_name == "<module>" and imports.enter(code, code):
+                self.mon.set_local_events(tool, code, events.PY_RETURN)
+                return None
             (stack[-1] if stack else self.seen).add(code)
             return disable
 
         def on_end(code: Any, offset: int, value: Any) -> Any:
-            if codes and codes[-1] is code and stack:
-                codes.pop()
-                stack.pop()
+            if code.co_name == "<module>":
+                imports.leave(code)
             return None
 
-        self.codes = codes
         self.mon.register_callback(tool, events.PY_START, on_start)
         self.mon.register_callback(tool, events.PY_RETURN, on_end)
         self.mon.register_callback(tool, events.PY_UNWIND, on_end)
@@ -198,8 +203,7 @@ class _Monitoring:
         intact = bool(self.mon.get_tool(self.tool) == "mcp-code-tools")
         if intact:
             self.mon.set_events(self.tool, 0)
-        del self.imports.stack[:]
-        del self.codes[:]
+        self.imports.clear()
         return intact
 
 
