@@ -44,6 +44,28 @@ NEGATIVE_RECHECK_S = 10.0
 CHECK_CODE = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('pytest') else 1)"
 
 
+LOCATE_TTL_S = 1.0
+"""How long a root's interpreter and cache folder are trusted without looking again: a venv made
+(or removed) is noticed by the calls that start at most this long after it, like the zygote's
+environment fingerprint (`environment.ENV_TTL_S`)."""
+MAX_LOCATED = 64
+_located: dict[tuple[Path, Path | None, Any, bool], tuple[float, Path, Path | None]] = {}
+
+
+async def _located_for(ctx: ToolContext, root: Path, cached: bool) -> tuple[Path, Path | None]:
+    """`_locate`, in a thread, or as found less than `LOCATE_TTL_S` ago (a warm call makes no hop)."""
+    key = (root, ctx.settings.python, ctx.settings.cache_dir, cached)
+    now = time.monotonic()
+    hit = _located.get(key)
+    if hit is not None and now - hit[0] < LOCATE_TTL_S:
+        return hit[1], hit[2]
+    interpreter, cache = await anyio.to_thread.run_sync(_locate, ctx, root, cached)
+    if len(_located) >= MAX_LOCATED:
+        _located.clear()
+    _located[key] = (time.monotonic(), interpreter, cache)
+    return interpreter, cache
+
+
 def _locate(ctx: ToolContext, root: Path, cached: bool) -> tuple[Path, Path | None]:
     """Blocking (stats): the root's interpreter, and (`cached`) its server-owned folder, where the
     affected-test data lives (None if unavailable)."""
@@ -63,7 +85,7 @@ async def _request(ctx: ToolContext, args: ListTestsArgs, mode: str, timeout_s: 
     else:
         argv = pytest_args(ctx, root, args)
     cached = mode != "collect" or args.affected
-    interpreter, cache = await anyio.to_thread.run_sync(_locate, ctx, root, cached)  # one hop for the stats
+    interpreter, cache = await _located_for(ctx, root, cached)
     ceiling = ctx.settings.run_timeout_max_s
     timeout = min(timeout_s, ceiling) if timeout_s is not None else ceiling
     partial = any("::" in item for item in args.select or ())
