@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from tools.test_runner.environment import find_interpreter
 from tools.test_runner.history import Recorded, Report, failed_first_request, get_history
 from tools.test_runner.reports import COUNT_KEYS, RunState, TestFinished
 from tools.test_runner.runner import RunRequest, TestRun
+from tools.test_runner.selection.snapshot import signature as file_signature
 from tools.test_runner.shards import ShardedRun, effective_workers
 
 CHECK_SERVICE = "pytest_check"
@@ -237,7 +237,7 @@ class PytestCheck:
     async def check(self, app: AppState) -> str | None:
         root = app.settings.primary_root
         interpreter = await anyio.to_thread.run_sync(find_interpreter, root, app.settings.python)
-        signature = await anyio.to_thread.run_sync(_signature, interpreter)
+        signature = await anyio.to_thread.run_sync(file_signature, str(interpreter))
         cached = self.results.get(str(interpreter))
         now = time.monotonic()
         fresh = cached is not None and (cached[1] is None or now - cached[2] < NEGATIVE_RECHECK_S)
@@ -246,14 +246,6 @@ class PytestCheck:
         reason = await _probe(app, root, interpreter)
         self.results[str(interpreter)] = (signature, reason, now)
         return reason
-
-
-def _signature(path: Path) -> str:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return "missing"
-    return f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}"
 
 
 async def _probe(app: AppState, root: Path, interpreter: Path) -> str | None:
