@@ -6,6 +6,14 @@ files get a new comment, so lint really runs ruff on them (no result-cache hits)
 not import them. Interleaved triples (lint, tests, check in rotating order), medians; the
 baseline is the median over the triples of max(L, T).
 
+`check` starts the tests phase first and caps ruff's threads (cores - 1) while it runs: on 2 cores
+ruff took both and the test worker waited. Measured 2026-12-02, round 3 (2 shared cores, load
+5-11, everything 2x slower than idle): this row 1.35x / 1.25x with the code before, 1.01x / 1.18x
+after; interleaved A/B runs of both codes (two servers, triples rotating, 20-30 each): before ->
+after 1.20 -> 1.16, 1.27 -> 1.16, 1.12 -> 1.26. Better on most runs, not robustly under 1.15 at
+this load: in `check` the tests phase's start (before its worker forks) waits 15-35 ms behind
+lint's in-process work (listing, cache lookups) on the same event loop.
+
 2. Memory: 1,000 `check` and `run_tests` calls (alternating) on a small project in one server;
 its resident set (the server process, not its pytest zygotes) after the first 500 and after all.
 Targets: below 256 MB, and less than 5 % growth over the last 500 calls.
