@@ -2,8 +2,9 @@
 
 Stale when the interpreter or the installed packages changed (a few `stat`s, cached for a moment
 and taken off the loop, before every run) or, seen by a check beside the run, pytest's
-configuration files (the runs after it get a fresh zygote). Its pool also hosts the rendezvous
-socket. Bounds: settings `zygote_pool_size`, `zygote_idle_ttl_s`.
+configuration files (the runs after it get a fresh zygote; the root is walked once, then each
+check stats the files and folders of that walk: `config_watch.ConfigSnapshot`). Its pool also
+hosts the rendezvous socket. Bounds: settings `zygote_pool_size`, `zygote_idle_ttl_s`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 import anyio.to_thread
 
 from mcp_server.api import AppState, PooledService
-from tools.test_runner.environment import EnvFingerprints, config_fingerprint
+from tools.test_runner.config_watch import ConfigSnapshot
+from tools.test_runner.environment import EnvFingerprints
 from tools.test_runner.rendezvous import Rendezvous
 from tools.test_runner.zygote import START_TIMEOUT_S, WorkerGone, Zygote
 
@@ -40,7 +42,8 @@ class ZygotePool(PooledService[Key, Zygote], name="test worker", workers_key="zy
 
     async def new_worker(self, key: Key) -> Zygote:
         zygote = Zygote(root=key[0], interpreter=key[1], executor=self.app.executor)
-        zygote.config_fingerprint = await anyio.to_thread.run_sync(config_fingerprint, key[0])
+        zygote.config = await anyio.to_thread.run_sync(ConfigSnapshot.take, key[0])
+        zygote.config_fingerprint = zygote.config.fingerprint
         return zygote
 
     async def on_ready(self, zygote: Zygote) -> None:
@@ -52,8 +55,10 @@ class ZygotePool(PooledService[Key, Zygote], name="test worker", workers_key="zy
 
     async def check_beside(self, zygote: Zygote) -> str | None:
         """The zygote never read pytest's configuration (each run does): a change retires it for later runs."""
-        same = await anyio.to_thread.run_sync(config_fingerprint, zygote.root) == zygote.config_fingerprint
-        return None if same else "its pytest configuration changed"
+        if zygote.config is None:
+            return None
+        zygote.config = await anyio.to_thread.run_sync(zygote.config.refresh, zygote.root)
+        return None if zygote.config.fingerprint == zygote.config_fingerprint else "its pytest configuration changed"
 
     def lease(self, root: Path, interpreter: Path) -> AbstractAsyncContextManager[Zygote]:
         """A ready zygote for (root, interpreter) whose environment is unchanged, for one run."""

@@ -20,6 +20,7 @@ import anyio
 import anyio.abc
 
 from mcp_server.api import Executor, ToolError, kill_group
+from tools.test_runner.config_watch import ConfigSnapshot
 
 logger = logging.getLogger("mcp_server.test_runner")
 
@@ -72,7 +73,8 @@ class Zygote:
         self.pid: int | None = None
         self.env_fingerprint = ""
         self.config_fingerprint = ""
-        self.checking_config = False
+        self.config: ConfigSnapshot | None = None
+        """The walk of the root's pytest configuration that the last check saw (the pool's)."""
         self.runs = 0
         self.warm_without: list[str] = []
         """Plugins left out of the warm-up because they started a thread (["*"]: no warm-up)."""

@@ -19,9 +19,9 @@ from mcp_server.api import AppState
 from mcp_server.server import build_app_state
 from tests.conftest import make_settings, open_stdio
 from tests.tools.test_runner.conftest import HANG, Signals, alive, assert_gone, wait_dead, write_project
-from tools.test_runner import environment
+from tools.test_runner import config_watch, environment
 from tools.test_runner.environment import env_fingerprint
-from tools.test_runner.pool import get_pool
+from tools.test_runner.pool import ZygotePool, get_pool
 from tools.test_runner.runner import RunRequest, TestRun
 from tools.test_runner.zygote import Zygote
 
@@ -71,6 +71,62 @@ async def test_reuse_and_rebuild_on_config_change(tmp_path: Path) -> None:
             assert pool.restarts == 3 and pool.started == 4
             status = pool.status()
             assert status["size"] == 1 and status["zygotes"][0]["pid"] == seen[-1].pid
+
+
+async def test_a_settled_tree_is_checked_by_stats_and_a_rewrite_that_keeps_size_and_mtime_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each lease's check beside the run stats the files and folders of one walk (no walk while
+    nothing changed); a conftest rewritten with its size and mtime kept still retires the zygote
+    (its ctime moved: the old mtime:size:inode fingerprint missed it)."""
+    root = write_project(
+        tmp_path / "p", {"tests/conftest.py": "# one\n", "tests/test_a.py": "def test_a():\n    pass\n"}
+    )
+    old_ns = 1_000_000_000 * 1_000_000_000
+    for folder, _, files in os.walk(root):
+        for name in files:
+            os.utime(os.path.join(folder, name), ns=(old_ns, old_ns))
+        os.utime(folder, ns=(old_ns, old_ns))
+    monkeypatch.setattr(config_watch, "SETTLE_NS", -60 * 1_000_000_000)  # ctimes of just now count as settled
+    listed: list[str] = []
+    scandir = os.scandir
+
+    def counted(path: str) -> Any:
+        if path.startswith(str(root)):
+            listed.append(path)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counted)
+    send, checked = anyio.create_memory_object_stream[str | None](10)
+    check = ZygotePool.check_beside
+
+    async def reported(self: ZygotePool, zygote: Zygote) -> str | None:
+        why = await check(self, zygote)
+        send.send_nowait(why)
+        return why
+
+    monkeypatch.setattr(ZygotePool, "check_beside", reported)
+    with anyio.fail_after(60):
+        async with app_state(tmp_path) as app:
+            pool = await get_pool(app)
+            async with pool.lease(root, PY) as first:
+                pass
+            assert await checked.receive() is None
+            walked = len(listed)
+            for _ in range(3):
+                async with pool.lease(root, PY) as same:
+                    assert same is first
+                assert await checked.receive() is None
+            assert len(listed) == walked and pool.restarts == 0
+            conftest = root / "tests" / "conftest.py"
+            conftest.write_text("# two\n")
+            os.utime(conftest, ns=(old_ns, old_ns))
+            async with pool.lease(root, PY) as current:
+                assert current is first
+            assert await checked.receive() == "its pytest configuration changed"
+            await first.stopped.wait()
+            async with pool.lease(root, PY) as fresh:
+                assert fresh is not first and fresh.alive and pool.restarts == 1
 
 
 def touch_site(zygote: Zygote, site: Path) -> None:
