@@ -17,10 +17,12 @@ list of a run's result, and the `test_history` tool.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import sqlite3
+import stat
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -45,6 +47,8 @@ RECENT = 20
 MAX_OPEN_ROOTS = 16
 VACUUM_FREE_SHARE = 0.5
 MAX_HASHED_BYTES = 8 * 1024 * 1024
+MAX_KNOWN_HASHES = 20_000
+SETTLE_NS = 2_000_000_000
 
 PASS, FAIL, SKIP = "P", "F", "S"
 _LETTER = {"passed": PASS, "xfailed": PASS, "xpassed": PASS, "failed": FAIL, "error": FAIL, "skipped": SKIP}
@@ -191,17 +195,56 @@ def failed_first_order(nodeids: Sequence[str], rows: dict[str, dict[str, Any]]) 
 # --- the database (blocking: worker threads) ------------------------------------------------------
 
 
-def _file_hash(root: Path, rel: str) -> str | None:
+def _file_hash(root: Path, rel: str, known: FileHashes | None = None) -> str | None:
     path = (root / rel).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    if not path.is_relative_to(root):
         return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    signature = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+    if known is not None and (cached := known.get(path, signature)) is not None:
+        return cached
     h = hashlib.blake2b(digest_size=12)
     try:
         with path.open("rb") as f:
             h.update(f.read(MAX_HASHED_BYTES))
     except OSError:
         return None
+    if known is not None:
+        known.put(path, signature, h.hexdigest())
     return h.hexdigest()
+
+
+class FileHashes:
+    """Content hashes of a root's files kept from run to run, each with the signature (mtime,
+    ctime, size, inode) the file had when it was hashed: a file whose signature is unchanged is not
+    read again. Only a file that had settled when hashed (its times `SETTLE_NS` older than the
+    hashing) is kept: a write in the same clock tick as the hashing could leave its times as they
+    were. Bounded (`MAX_KNOWN_HASHES`: cleared when full)."""
+
+    def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
+        self._clock = clock
+        self._known: dict[Path, tuple[tuple[int, int, int, int], str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def get(self, path: Path, signature: tuple[int, int, int, int]) -> str | None:
+        found = self._known.get(path)
+        return found[1] if found is not None and found[0] == signature else None
+
+    def put(self, path: Path, signature: tuple[int, int, int, int], value: str) -> None:
+        settled = self._clock() - SETTLE_NS
+        if signature[0] >= settled or signature[1] >= settled:
+            self._known.pop(path, None)
+            return
+        if len(self._known) >= MAX_KNOWN_HASHES:
+            self._known.clear()
+        self._known[path] = (signature, value)
 
 
 def _rows(db: TestDB, nodeids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -249,22 +292,16 @@ def _code_files(db: TestDB, nodeids: Sequence[str]) -> dict[str, list[str]]:
     return found
 
 
-def _fingerprint(root: Path, rel: str, files: list[str], hashes: dict[str, str | None]) -> tuple[str | None, list[str]]:
-    """A hash of the content of the test's own file and of the files it ran (None: unknown).
-    Returns it with the files it covers."""
-
-    def content(path: str) -> str | None:
-        if path not in hashes:
-            hashes[path] = _file_hash(root, path)
-        return hashes[path]
-
-    own = content(rel)
+def _fingerprint(root: Path, rel: str, files: Sequence[str], hashes: Callable[[str], str | None]) -> str | None:
+    """A hash of the content of the test's own file and of the files it ran (`files`; None:
+    unknown). `hashes` gives a file's content hash."""
+    own = hashes(rel)
     if own is None:
-        return None, files
+        return None
     h = hashlib.blake2b(own.encode(), digest_size=12)
     for path in files:
-        h.update(f"\0{path}\0{content(path) or '-'}".encode("utf-8", "surrogateescape"))
-    return h.hexdigest(), files
+        h.update(f"\0{path}\0{hashes(path) or '-'}".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
 
 
 def ensure_columns(db: TestDB) -> None:
@@ -274,8 +311,11 @@ def ensure_columns(db: TestDB) -> None:
         db.conn.execute("ALTER TABLE history_tests ADD COLUMN code_files TEXT NOT NULL DEFAULT '[]'")
 
 
-def record_reports(db: TestDB, root: Path, reports: Sequence[Report], max_tests: int, now: float) -> list[str]:
-    """Write a run's reports in one transaction; returns the failing tests that are flaky."""
+def record_reports(
+    db: TestDB, root: Path, reports: Sequence[Report], max_tests: int, now: float, known: FileHashes | None = None
+) -> list[str]:
+    """Write a run's reports in one transaction; returns the failing tests that are flaky. `known`:
+    the root's file hashes of earlier runs (files unchanged since are not read again)."""
     ensure_columns(db)
     latest: dict[str, Report] = {}
     for report in reports:
@@ -284,29 +324,47 @@ def record_reports(db: TestDB, root: Path, reports: Sequence[Report], max_tests:
     rows = _rows(db, nodeids)
     ran = _code_files(db, nodeids)
     hashes: dict[str, str | None] = {}
+    # Tests of one module mostly share their lists of files: each distinct one is decoded,
+    # fingerprinted and encoded once per run.
+    decoded: dict[str, list[str]] = {}
+    fingerprints: dict[tuple[str, tuple[str, ...]], tuple[str | None, str]] = {}
+
+    def content(path: str) -> str | None:
+        if path not in hashes:
+            hashes[path] = _file_hash(root, path, known)
+        return hashes[path]
+
+    def before(text: str) -> list[str]:
+        if text not in decoded:
+            try:
+                files = json.loads(text)
+            except ValueError:
+                files = []
+            decoded[text] = [str(f) for f in files] if isinstance(files, list) else []
+        return decoded[text]
+
     updated: list[dict[str, Any]] = []
     flaky: list[str] = []
     for nodeid, report in latest.items():
         rel = nodeid.split("::", 1)[0]
         row = rows.get(nodeid)
-        try:
-            before = json.loads(row["code_files"]) if row is not None else []
-        except ValueError:
-            before = []
         # The union over runs: a failure that runs other code than a pass still compares alike.
-        files = sorted({str(f) for f in [*before, *ran.get(nodeid, [])]} - {rel})[:MAX_CODE_FILES]
-        fingerprint, covered = _fingerprint(root, rel, files, hashes)
+        union = {*(before(row["code_files"]) if row is not None else []), *ran.get(nodeid, [])}
+        union.discard(rel)
+        files = tuple(sorted(union)[:MAX_CODE_FILES])
+        if (rel, files) not in fingerprints:
+            fingerprints[rel, files] = (_fingerprint(root, rel, files, content), json.dumps(list(files)))
+        fingerprint, covered = fingerprints[rel, files]
         new = update_row(row, report, fingerprint, now)
-        new["code_files"] = json.dumps(covered)
+        new["code_files"] = covered
         updated.append(new)
         if _LETTER.get(report.outcome) == FAIL and is_flaky(new):
             flaky.append(nodeid)
     with db.transaction() as conn:
-        for new in updated:
-            conn.execute(
-                f"INSERT OR REPLACE INTO history_tests ({_COLUMNS}) VALUES ({','.join('?' * len(_NAMES))})",
-                [new[c] for c in _NAMES],
-            )
+        conn.executemany(
+            f"INSERT OR REPLACE INTO history_tests ({_COLUMNS}) VALUES ({','.join('?' * len(_NAMES))})",
+            [[new[c] for c in _NAMES] for new in updated],
+        )
         conn.execute(
             "DELETE FROM history_tests WHERE nodeid IN (SELECT nodeid FROM history_tests ORDER BY last_seen DESC "
             "LIMIT -1 OFFSET ?)",
@@ -378,6 +436,8 @@ class TestHistory:
 
     def __init__(self) -> None:
         self._dbs: OrderedDict[Path, tuple[TestDB, anyio.Lock]] = OrderedDict()
+        self._hashes: dict[Path, FileHashes] = {}
+        """Per root with an open database: its file hashes (`FileHashes`), used under its lock."""
 
     async def aclose(self) -> None:
         dbs, self._dbs = list(self._dbs.values()), OrderedDict()
@@ -407,7 +467,8 @@ class TestHistory:
             return entry[0], entry[1], None
         self._dbs[root] = (db, anyio.Lock())
         while len(self._dbs) > MAX_OPEN_ROOTS:
-            _, (old, old_lock) = self._dbs.popitem(last=False)
+            old_root, (old, old_lock) = self._dbs.popitem(last=False)
+            self._hashes.pop(old_root, None)
             async with old_lock:
                 await anyio.to_thread.run_sync(old.close)
         return db, self._dbs[root][1], db.warning
@@ -419,8 +480,10 @@ class TestHistory:
         try:
             db, lock, warning = await self._db(ctx, root)
             max_tests = ctx.settings.test_history_max_tests
+            known = self._hashes.setdefault(root, FileHashes())
             async with lock:
-                flaky = await anyio.to_thread.run_sync(record_reports, db, root, reports, max_tests, time.time())
+                call = functools.partial(record_reports, db, root, reports, max_tests, time.time(), known)
+                flaky = await anyio.to_thread.run_sync(call)
             return Recorded(flaky, warning)
         except CacheDirUnavailable as exc:
             return Recorded(note=f"test history is off: {exc}")

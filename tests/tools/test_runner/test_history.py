@@ -3,7 +3,9 @@ the `flaky` marks of run_tests, the test_history tool, a corrupt or unwritable s
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,14 @@ from mcp.client import Client
 from mcp_server.cachedir import root_cache_dir
 from tests.conftest import ClientFactory
 from tests.tools.test_runner.conftest import write_project
-from tools.test_runner.history import Report, failed_first_order, is_flaky, record_reports, update_row
+from tools.test_runner.history import (
+    FileHashes,
+    Report,
+    failed_first_order,
+    is_flaky,
+    record_reports,
+    update_row,
+)
 from tools.test_runner.testdb import DB_NAME, TestDB
 
 # --- the pure parts -----------------------------------------------------------------------------------
@@ -83,6 +92,51 @@ def test_one_transaction_per_run_retention_and_compaction(tmp_path: Path) -> Non
     record_reports(db, root, later, max_tests=25, now=2.0)
     names = {n for (n,) in db.conn.execute("SELECT nodeid FROM history_tests")}
     assert len(names) == 25 and {f"t.py::new_{i}" for i in range(20)} <= names  # least recently run dropped
+    db.close()
+
+
+def test_file_hashes_are_kept_across_runs_only_for_settled_unchanged_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file hashed once is not read again while its (mtime, ctime, size, inode) stay the same;
+    a rewrite that keeps its size and mtime is still read again (its ctime moved); a file changed
+    just before it was hashed is not kept (a same-tick write could leave its times as they were)."""
+    root = write_project(tmp_path / "proj", {"t.py": "def test_x():\n    pass\n"})
+    (tmp_path / "db").mkdir()
+    db = TestDB(tmp_path / "db")
+    later = FileHashes(clock=lambda: time.time_ns() + 60 * 1_000_000_000)  # hashed a minute after the write
+    report = [Report("t.py::test_x", "passed", 0.01)]
+
+    def file_hash() -> str:
+        (value,) = db.conn.execute("SELECT file_hash FROM history_tests").fetchone()
+        assert value is not None
+        return str(value)
+
+    record_reports(db, root, report, max_tests=100, now=1.0, known=later)
+    first = file_hash()
+    assert len(later) == 1
+    reads: list[Path] = []
+    path_open = Path.open
+
+    def counted(self: Path, *args: Any, **kwargs: Any) -> Any:
+        reads.append(self)
+        return path_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", counted)
+    record_reports(db, root, report, max_tests=100, now=2.0, known=later)
+    assert reads == [] and file_hash() == first  # unchanged: not read again
+    source = root / "t.py"
+    st = source.stat()
+    source.write_text(source.read_text().replace("pass", "None"))  # same size
+    os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime
+    reads.clear()
+    record_reports(db, root, [Report("t.py::test_x", "failed", 0.01)], max_tests=100, now=3.0, known=later)
+    assert reads == [source] and file_hash() != first  # its ctime moved: read again, a new content
+    (value,) = db.conn.execute("SELECT flaky_count FROM history_tests").fetchone()
+    assert value == 0  # a regression, not a flake
+    now = FileHashes()  # hashed right after the write: never kept
+    record_reports(db, root, report, max_tests=100, now=4.0, known=now)
+    assert len(now) == 0
     db.close()
 
 
