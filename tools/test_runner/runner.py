@@ -104,6 +104,24 @@ async def learned_imports(app: AppState) -> LearnedImports:
     return await app.services.get(LEARNED_IMPORTS, factory)
 
 
+def _write_records(
+    selection: Selection, event: dict[str, Any] | None, outcomes: Any, partial: bool, root: Path
+) -> bool:
+    """Write a run's affected-test records (blocking: a worker thread); False if that failed (the
+    selection's warning says so). Never raises: the run's result matters more than its record."""
+    try:
+        finish(selection, event, outcomes, partial=partial)
+    except Exception as exc:
+        logger.exception("recording the affected-test data of %s failed", root)
+        selection.warning = selection.warning or f"the affected-test data was not recorded: {exc}"
+        return False
+    return True
+
+
+def _append_result(into: list[bool], write: Callable[[], bool]) -> None:
+    into.append(write())
+
+
 class RunBase:
     """What a run and a sharded run (`shards.ShardedRun`) share: the zygote lease with learned
     pre-imports, the affected-test selection (planned before, recorded after) and the result's
@@ -138,9 +156,11 @@ class RunBase:
         taken when the run starts."""
         self.selection_info: dict[str, Any] | None = None
         self.warnings: list[str] = []
-        self.on_ran: Callable[[RunState], Awaitable[None]] | None = None
-        """Called once the children are done, before the records are handed off (the test
-        history's write: the two writes to the root's database never meet)."""
+        self.on_ran: Callable[[RunState, Callable[[], None] | None], Awaitable[None]] | None = None
+        """Called once the children are done (the test history's write), with what writes the
+        affected-test records (None: nothing to write) for it to call right after its own write,
+        in the same worker thread; if it did not (no history, or it failed before its thread ran),
+        the records are written after it returns. The two writes to the root's database never meet."""
         self._init()
 
     def _init(self) -> None:
@@ -185,22 +205,32 @@ class RunBase:
     async def _finish_selection(self, event: dict[str, Any] | None, complete: bool) -> None:
         """Write the run's records (`event`, when the run ran to its end: `complete`; one
         transaction, in a thread) and say what was selected. The test history (`on_ran`) is
-        written first: the two writes to the root's database never meet."""
-        if self.on_ran is not None:
-            await self.on_ran(self.state)
+        written first, and the records right after it in the same thread (one hop off the loop,
+        not two): the two writes to the root's database never meet."""
         selection = self.selection
+        state = self.state
+        write: Callable[[], bool] | None = None
+        if (
+            selection is not None
+            and complete
+            and selection.db is not None
+            and selection.record
+            and self.request.cache is not None
+        ):
+            write = functools.partial(
+                _write_records, selection, event, state.outcomes, self.request.partial, self.request.root
+            )
+        written: list[bool] = []
+        if self.on_ran is not None:
+            then = None if write is None else functools.partial(_append_result, written, write)
+            await self.on_ran(self.state, then)  # runs `then` in its thread, if it gets that far
+        if write is not None and not written:
+            written.append(await anyio.to_thread.run_sync(write))
         if selection is None:
             return
-        state = self.state
-        if complete and selection.db is not None and selection.record and self.request.cache is not None:
+        if written and written[0] and self.request.cache is not None:
             imported = (await learned_imports(self.app)).of(self.request.cache)
-            call = functools.partial(finish, selection, event, state.outcomes, partial=self.request.partial)
-            try:
-                await anyio.to_thread.run_sync(call)
-                imported.update(str(m) for m in (event or {}).get("imported", []))
-            except Exception as exc:  # the run's result matters more than its record
-                logger.exception("recording the affected-test data of %s failed", self.request.root)
-                selection.warning = selection.warning or f"the affected-test data was not recorded: {exc}"
+            imported.update(str(m) for m in (event or {}).get("imported", []))
         self.selection_info = selection_result(selection, event, state.nodeids or list(state.outcomes))
         self.close_selection()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,12 +133,13 @@ async def _execute(
     error: str | None = None
     recorded = Recorded()
 
-    async def on_ran(state: RunState) -> None:
+    async def on_ran(state: RunState, then: Callable[[], None] | None) -> None:
         nonlocal recorded
         reports = [Report(nodeid, outcome, duration) for nodeid, (outcome, duration) in state.outcomes.items()]
-        recorded = await (await get_history(ctx.app)).record(ctx, request.root, reports)  # one transaction
+        history = await get_history(ctx.app)
+        recorded = await history.record(ctx, request.root, reports, then=then)  # one transaction, then `then`
 
-    test_run.on_ran = on_ran  # before the affected-test records are handed off
+    test_run.on_ran = on_ran  # the history, then the affected-test records, in one thread
     try:
         await test_run.execute()
     except ToolError as exc:
