@@ -1,7 +1,8 @@
 """`python -m benchmarks [--quick] [--only NAME] [--json FILE] [--readme]`: run, print the table.
 
 `--readme` rewrites the performance table in README.md between the markers
-`<!-- bench:start -->` and `<!-- bench:end -->`.
+`<!-- bench:start -->` and `<!-- bench:end -->`; with `--only`, it replaces only those rows
+there (a slow benchmark run in full mode can be merged into a `--quick` table).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import pkgutil
 import platform
 import sys
@@ -36,16 +38,49 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(text: str) -> None:
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def header(quick: bool, only: list[str] | None) -> str:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    cpu = f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
+    text = f"Measured {stamp} on {cpu} ({os.cpu_count()} cores), medians of interleaved runs."
+    if quick:
+        text += (
+            "\n`--quick`: fewer iterations and smaller loads than a full run (e.g. 8 load clients x 10 calls,"
+            " 3 edits and 3 mutations per project)."
+        )
+    if only:
+        text += f"\nRows of {', '.join(only)}: measured in a separate full run (`--only`), merged into this table."
+    return text
+
+
+def merge_rows(old: str, new: str) -> str:
+    """`old`'s table with the rows named in `new` replaced in place (new names appended)."""
+    fresh = {line.split(" | ", 1)[0]: line for line in new.splitlines()[2:]}
+    lines = []
+    for line in old.splitlines():
+        name = line.split(" | ", 1)[0]
+        lines.append(fresh.pop(name, line) if line.startswith("| ") else line)
+    return "\n".join(lines + list(fresh.values()))
+
+
+def update_readme(results: list[Result], quick: bool, only: list[str] | None) -> None:
+    """Write the table between the markers; with `only`, replace just those rows of the table there."""
     readme = ROOT / "README.md"
     content = readme.read_text()
-    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
-    if start not in content or end not in content:
+    if START not in content or END not in content:
         print("README.md has no benchmark markers; not updated", file=sys.stderr)
         return
-    head, _, rest = content.partition(start)
-    _, _, tail = rest.partition(end)
-    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    head, _, rest = content.partition(START)
+    current, _, tail = rest.partition(END)
+    out = table(results)
+    if only and "| benchmark |" in current:
+        intro, _, old_table = current.strip().partition("\n\n")
+        text = f"{intro}\n{header(quick, only).splitlines()[-1]}\n\n{merge_rows(old_table, out)}"
+    else:
+        text = f"{header(quick, None)}\n\n{out}"
+    readme.write_text(f"{head}{START}\n{text}\n{END}{tail}")
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -63,9 +98,7 @@ async def main_async(args: argparse.Namespace) -> int:
     if args.json:
         write_json(Path(args.json), results)
     if args.readme:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-        cpu = f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
-        update_readme(f"Measured {stamp} on {cpu} (2 cores), medians of interleaved runs.\n\n{out}")
+        update_readme(results, args.quick, args.only)
     return 0 if all(r.ok is not False for r in results) else 1
 
 
