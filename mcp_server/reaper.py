@@ -15,7 +15,6 @@ Everything here blocks (`/proc` reads, waits bounded by a deadline): call it in 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import select
@@ -36,6 +35,8 @@ def become_subreaper() -> bool:
     """Linux: orphaned descendants are re-parented to this process. False where unsupported."""
     if not sys.platform.startswith("linux"):
         return False
+    import ctypes  # here, not at start-up: ~3 ms of the server's cold start, for a call made at the first spawn
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0

@@ -7,7 +7,6 @@ a position's `character` counts code units of the negotiated encoding. Columns i
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
@@ -101,6 +100,8 @@ def unified_diff(old: str, new: str, rel: str) -> str:
     """A `git apply`-able unified diff of one file (`a/` and `b/` prefixes); empty when equal."""
     if old == new:
         return ""
+    import difflib  # here, not at start-up: difflib is ~3 ms of the server's cold start
+
     out: list[str] = []
     for line in difflib.unified_diff(_lines_keepends(old), _lines_keepends(new), f"a/{rel}", f"b/{rel}"):
         if line.endswith("\n"):
