@@ -16,12 +16,16 @@ benchmark workdir (kept between runs). On each, through one server over stdio:
 - full warm run against cold pytest: <= 0.95x serial, <= 0.6x with workers=2.
 
 Medians, interleaved. `--quick` edits 3 functions, tries a few mutations, one sample each.
+`BENCH_PROJECTS=attrs` (names, comma-separated) measures only those projects and
+`BENCH_PARTS=full,first,edit,mutations` only those parts (full runs, shards and recording
+overhead; the first recording; the edit loop; the mutations): a full run of both takes ~40 min.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import os
 import random
 import shutil
 import sqlite3
@@ -30,6 +34,7 @@ import sys
 import tarfile
 import time
 from array import array
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +45,7 @@ from mcp_server.cachedir import root_key
 from tools.test_runner.selection.store import ID_TYPE
 
 SEED = 13
+PARTS = ("full", "first", "edit", "mutations")
 EDIT_MARK = "_bench_edit = None"
 
 
@@ -282,7 +288,13 @@ def note(results: list[Result], result: Result) -> None:
     print(f"    {result.name}: {result.ours_ms:.1f} vs {result.baseline_ms} -> {ratio} {result.extra}", file=sys.stderr)
 
 
+def _wanted(variable: str, known: tuple[str, ...]) -> set[str]:
+    value = os.environ.get(variable, "").strip()
+    return {v.strip() for v in value.split(",") if v.strip()} if value else set(known)
+
+
 async def bench_project(opts: Options, base: Path, project: Project) -> list[Result]:
+    parts = _wanted("BENCH_PARTS", PARTS)
     root = ensure_project(base, project)
     cache = opts.workdir / "projects-cache"
     shutil.rmtree(cache, ignore_errors=True)
@@ -322,183 +334,239 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
             return time_command(cold, cwd=root, env=env)
 
         await plain.run(root)  # its zygote, warm
-        a, b = await interleave(n, full, cold_run)
-        note(
-            results,
-            Result(
-                f"{project.name}: full run_tests, serial", median_ms(a), median_ms(b), "cold pytest -q", "≤ 0.95×", 0.95
-            ),
-        )
-        c, d = await interleave(n, full_sharded, cold_run)
-        note(
-            results,
-            Result(
-                f"{project.name}: full run_tests, workers=2",
-                median_ms(c),
-                median_ms(d),
-                "cold pytest -q",
-                "≤ 0.6×",
-                0.6,
-            ),
-        )
-        e, f = await interleave(n, full, full_plain)
-        note(
-            results,
-            Result(
-                f"{project.name}: recording overhead (full run)",
-                median_ms(e),
-                median_ms(f),
-                "same, record_tests=false",
-                "≤ 1.3×",
-                1.3,
-            ),
-        )
-
-        # The first recording of a root: every test traced (later full runs trace only what changed).
-        fresh_cache = opts.workdir / "projects-cache-fresh"
-        fresh = await Server.start(base, fresh_cache)
-        try:
-
-            async def first_recording() -> float:
-                shutil.rmtree(fresh_cache / root_key(root), ignore_errors=True)
-                return (await fresh.run(root))[0]
-
-            g, h = await interleave(opts.n(3, 1), first_recording, full_plain)
-        finally:
-            await fresh.close()
-        note(
-            results,
-            Result(
-                f"{project.name}: first recording (every test traced)",
-                median_ms(g),
-                median_ms(h),
-                "same, record_tests=false",
-                "(informative)",
-                extra={"tracer": "sys.settrace call events" if sys.version_info < (3, 12) else "sys.monitoring"},
-            ),
-        )
-
-        # Edit loop.
-        functions = executed_functions(db, root, project.source)
-        rng.shuffle(functions)
-        ours_s: list[float] = []
-        testmon_s: list[float] = []
-        cold_s: list[float] = []
-        selected: list[int] = []
-        edits = opts.n(10, 3)
-        for file, start in functions:
-            if len(ours_s) >= edits:
-                break
-            path = root / file
-            original = path.read_text()
-            edited = body_edit(original, start)
-            if edited is None:
-                continue
-            path.write_text(edited)
-            try:
-                elapsed, result = await server.run(root, affected=True)
-                if result["status"] == "error" or not failures(result) <= known:
-                    continue  # an edit that changed behaviour: not an edit-loop sample
-                ours_s.append(elapsed)
-                selected.append(int(result["selection"]["selected"]))
-                testmon_s.append(time_command(testmon, cwd=root, env=env))
-                cold_s.append(time_command(cold, cwd=root, env=env))
-            finally:
-                path.write_text(original)
-                await server.run(root, affected=True)
-                time_command(testmon, cwd=root, env=env)
-        if ours_s:
-            note(
-                results,
-                Result(
-                    f"{project.name}: edit loop, run_tests(affected=true)",
-                    median_ms(ours_s),
-                    median_ms(cold_s),
-                    "cold pytest -q (whole suite)",
-                    f"≤ {project.edit_target}×",
-                    project.edit_target,
-                    extra={
-                        "edits": len(ours_s),
-                        "selected_median": sorted(selected)[len(selected) // 2],
-                        "tests": total,
-                    },
-                ),
-            )
-            note(
-                results,
-                Result(
-                    f"{project.name}: edit loop, ours vs pytest --testmon",
-                    median_ms(ours_s),
-                    median_ms(testmon_s),
-                    "pytest --testmon -q",
-                    "< 1.0×",
-                    1.0,
-                    extra={"edits": len(ours_s)},
-                ),
-            )
-
-        # Mutations: affected=true must find every failure a full run finds.
-        wanted = opts.n(30, 3)
-        attempts = opts.n(80, 8)
-        candidates = [
-            (file, start, i) for file, start in functions for i in mutations_in((root / file).read_text(), start)
-        ]
-        rng.shuffle(candidates)
-        killing = misses = tried = 0
-        fractions: list[float] = []
-        missed: list[str] = []
-        for file, start, index in candidates:
-            if killing >= wanted or tried >= attempts:
-                break
-            path = root / file
-            original = path.read_text()
-            mutated = mutate(original, start, index)
-            if mutated is None:
-                continue
-            tried += 1
-            path.write_text(mutated)
-            try:
-                _, affected = await server.run(root, affected=True)
-                _, whole = await server.run(root)
-            finally:
-                path.write_text(original)
-                await server.run(root, affected=True)
-            found = await server.all_failures(whole)
-            if whole["status"] == "error" or not found - known:
-                continue  # no test fails (or nothing can even be collected: no selection to judge)
-            killing += 1
-            fractions.append(int(affected["selection"]["selected"]) / max(1, total))
-            if await server.all_failures(affected) != found:
-                misses += 1
-                missed.append(f"{file}:{start}#{index}")
-        note(
-            results,
-            Result(
-                f"{project.name}: mutations missed by affected=true",
-                float(misses),
-                unit="misses",
-                target="0 misses",
-                max_ms=0.0,
-                extra={
-                    "failing_before": sorted(known),
-                    "killing_mutations": killing,
-                    "tried": tried,
-                    "mean_fraction_selected": round(sum(fractions) / len(fractions), 4) if fractions else None,
-                    "missed": missed,
-                },
-            ),
-        )
+        if "full" in parts:
+            await _full_runs(results, project, n, full, full_plain, full_sharded, cold_run)
+        if "first" in parts:
+            await _first_recording(results, opts, base, project, root, full_plain)
+        if "edit" in parts or "mutations" in parts:
+            functions = executed_functions(db, root, project.source)
+            rng.shuffle(functions)
+        if "edit" in parts:
+            await _edit_loop(results, opts, server, project, root, functions, known, total, cold, testmon, env)
+        if "mutations" in parts:
+            await _mutations(results, opts, server, project, root, functions, known, total, rng)
     finally:
         await server.close()
         await plain.close()
     return results
 
 
+async def _full_runs(
+    results: list[Result],
+    project: Project,
+    n: int,
+    full: Callable[[], Awaitable[float]],
+    full_plain: Callable[[], Awaitable[float]],
+    full_sharded: Callable[[], Awaitable[float]],
+    cold_run: Callable[[], Awaitable[float]],
+) -> None:
+    a, b = await interleave(n, full, cold_run)
+    note(
+        results,
+        Result(
+            f"{project.name}: full run_tests, serial", median_ms(a), median_ms(b), "cold pytest -q", "≤ 0.95×", 0.95
+        ),
+    )
+    c, d = await interleave(n, full_sharded, cold_run)
+    note(
+        results,
+        Result(
+            f"{project.name}: full run_tests, workers=2",
+            median_ms(c),
+            median_ms(d),
+            "cold pytest -q",
+            "≤ 0.6×",
+            0.6,
+        ),
+    )
+    e, f = await interleave(n, full, full_plain)
+    note(
+        results,
+        Result(
+            f"{project.name}: recording overhead (full run)",
+            median_ms(e),
+            median_ms(f),
+            "same, record_tests=false",
+            "≤ 1.3×",
+            1.3,
+        ),
+    )
+
+
+async def _first_recording(
+    results: list[Result],
+    opts: Options,
+    base: Path,
+    project: Project,
+    root: Path,
+    full_plain: Callable[[], Awaitable[float]],
+) -> None:
+    # The first recording of a root: every test traced (later full runs trace only what changed).
+    fresh_cache = opts.workdir / "projects-cache-fresh"
+    fresh = await Server.start(base, fresh_cache)
+    try:
+
+        async def first_recording() -> float:
+            shutil.rmtree(fresh_cache / root_key(root), ignore_errors=True)
+            return (await fresh.run(root))[0]
+
+        g, h = await interleave(opts.n(3, 1), first_recording, full_plain)
+    finally:
+        await fresh.close()
+    note(
+        results,
+        Result(
+            f"{project.name}: first recording (every test traced)",
+            median_ms(g),
+            median_ms(h),
+            "same, record_tests=false",
+            "(informative)",
+            extra={"tracer": "sys.settrace call events" if sys.version_info < (3, 12) else "sys.monitoring"},
+        ),
+    )
+
+
+async def _edit_loop(
+    results: list[Result],
+    opts: Options,
+    server: Server,
+    project: Project,
+    root: Path,
+    functions: list[tuple[str, int]],
+    known: set[str],
+    total: int,
+    cold: list[str],
+    testmon: list[str],
+    env: dict[str, str],
+) -> None:
+    # Edit loop.
+    ours_s: list[float] = []
+    testmon_s: list[float] = []
+    cold_s: list[float] = []
+    selected: list[int] = []
+    edits = opts.n(10, 3)
+    for file, start in functions:
+        if len(ours_s) >= edits:
+            break
+        path = root / file
+        original = path.read_text()
+        edited = body_edit(original, start)
+        if edited is None:
+            continue
+        path.write_text(edited)
+        try:
+            elapsed, result = await server.run(root, affected=True)
+            if result["status"] == "error" or not failures(result) <= known:
+                continue  # an edit that changed behaviour: not an edit-loop sample
+            ours_s.append(elapsed)
+            selected.append(int(result["selection"]["selected"]))
+            testmon_s.append(time_command(testmon, cwd=root, env=env))
+            cold_s.append(time_command(cold, cwd=root, env=env))
+        finally:
+            path.write_text(original)
+            await server.run(root, affected=True)
+            time_command(testmon, cwd=root, env=env)
+    if ours_s:
+        note(
+            results,
+            Result(
+                f"{project.name}: edit loop, run_tests(affected=true)",
+                median_ms(ours_s),
+                median_ms(cold_s),
+                "cold pytest -q (whole suite)",
+                f"≤ {project.edit_target}×",
+                project.edit_target,
+                extra={
+                    "edits": len(ours_s),
+                    "selected_median": sorted(selected)[len(selected) // 2],
+                    "tests": total,
+                },
+            ),
+        )
+        note(
+            results,
+            Result(
+                f"{project.name}: edit loop, ours vs pytest --testmon",
+                median_ms(ours_s),
+                median_ms(testmon_s),
+                "pytest --testmon -q",
+                "< 1.0×",
+                1.0,
+                extra={"edits": len(ours_s)},
+            ),
+        )
+
+
+async def _mutations(
+    results: list[Result],
+    opts: Options,
+    server: Server,
+    project: Project,
+    root: Path,
+    functions: list[tuple[str, int]],
+    known: set[str],
+    total: int,
+    rng: random.Random,
+) -> None:
+    # Mutations: affected=true must find every failure a full run finds.
+    wanted = opts.n(30, 3)
+    attempts = opts.n(80, 8)
+    candidates = [(file, start, i) for file, start in functions for i in mutations_in((root / file).read_text(), start)]
+    rng.shuffle(candidates)
+    killing = misses = tried = 0
+    fractions: list[float] = []
+    missed: list[str] = []
+    for file, start, index in candidates:
+        if killing >= wanted or tried >= attempts:
+            break
+        path = root / file
+        original = path.read_text()
+        mutated = mutate(original, start, index)
+        if mutated is None:
+            continue
+        tried += 1
+        path.write_text(mutated)
+        try:
+            _, affected = await server.run(root, affected=True)
+            _, whole = await server.run(root)
+        finally:
+            path.write_text(original)
+            await server.run(root, affected=True)
+        found = await server.all_failures(whole)
+        if whole["status"] == "error" or not found - known:
+            continue  # no test fails (or nothing can even be collected: no selection to judge)
+        killing += 1
+        fractions.append(int(affected["selection"]["selected"]) / max(1, total))
+        if await server.all_failures(affected) != found:
+            misses += 1
+            missed.append(f"{file}:{start}#{index}")
+    note(
+        results,
+        Result(
+            f"{project.name}: mutations missed by affected=true",
+            float(misses),
+            unit="misses",
+            target="0 misses",
+            max_ms=0.0,
+            extra={
+                "failing_before": sorted(known),
+                "killing_mutations": killing,
+                "tried": tried,
+                "mean_fraction_selected": round(sum(fractions) / len(fractions), 4) if fractions else None,
+                "missed": missed,
+            },
+        ),
+    )
+
+
 async def run(opts: Options) -> list[Result]:
     base = opts.workdir / "projects"
     base.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
+    names = _wanted("BENCH_PROJECTS", tuple(p.name for p in PROJECTS))
     for project in PROJECTS:
+        if project.name not in names:
+            continue
         print(f"  {project.name} ...", file=sys.stderr, flush=True)
         results.extend(await bench_project(opts, base, project))
     return results

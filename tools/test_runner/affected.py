@@ -46,6 +46,8 @@ class Selection:
     snapshot: Snapshot = field(default_factory=Snapshot)
     config: dict[str, str] = field(default_factory=dict)
     plan: Plan | None = None
+    basis: Plan | None = None
+    """The plan computed before the run (also for a full run): which records were stale."""
     unaffected: set[str] = field(default_factory=set)
     """A full run's tests whose record is still valid: they run, untraced (their dependencies
     cannot have changed; only their outcome is updated)."""
@@ -139,7 +141,9 @@ def prepare(folder: Path | None, root: Path, env_fp: str, *, affected: bool, rec
         sel.env(sel.snapshot.others_digest()),
         stored.collected,
         changes,
+        stored.edges,
     )
+    sel.basis = plan
     if affected:
         sel.plan = plan
     else:
@@ -219,6 +223,7 @@ def finish(
                 deps[files[int(index)]].add(ref.module)
         frozen = {f: sorted(c) for f, c in deps.items()} if ok else None
         writes.append(store.TestWrite(nodeid, rel, outcome, duration, frozen))
+    fresh = {w.nodeid for w in writes}
     for nodeid in event.get("untraced", []):
         if nodeid in outcomes:
             rel = file_of.get(nodeid, nodeid.split("::")[0])
@@ -234,8 +239,29 @@ def finish(
         collected={} if partial else event.get("collected", {}),
         files=sel.parsed,
         state={"config": sel.config, "others": after.others},
+        edges=_edge_write(sel, event, checksums, fresh, after),
         also=lambda conn: preimports.learn(conn, sel.env_fp, event.get("imported", [])),
     )
+
+
+def _edge_write(
+    sel: Selection, event: dict[str, Any], checksums: list[tuple[str, str | None]], fresh: set[str], after: Snapshot
+) -> store.EdgeWrite:
+    """The run's edges as blocks; stale ones may go when every test that was stale before the run
+    has been recorded again (with the same environment: another one starts the edges afresh)."""
+    found: list[tuple[tuple[str, str], tuple[str, str]]] = []
+    for caller, callee in event.get("edges", []):
+        (a, x), (b, y) = checksums[int(caller)], checksums[int(callee)]
+        if x is not None and y is not None and (a, x) != (b, y):
+            found.append(((a, x), (b, y)))
+    basis = sel.basis
+    prune = basis is not None and basis.mode == "affected" and not (basis.stale() - fresh)
+
+    def current(rel: str) -> frozenset[str] | None:
+        blocks = sel.blocks(rel, after.python.get(rel) or signature(str(sel.root / rel)))
+        return blocks.checksums if blocks is not None else None
+
+    return store.EdgeWrite(found, prune, current)
 
 
 def selection_result(sel: Selection, event: dict[str, Any] | None, selected: list[str]) -> dict[str, Any] | None:
@@ -296,6 +322,7 @@ def merge_records(events: list[dict[str, Any] | None]) -> dict[str, Any] | None:
         "uses": {},
         "modules": {},
         "shared": [],
+        "edges": [],
         "refs": {},
         "collected": first.get("collected", {}),
         "selected": [],
@@ -323,6 +350,7 @@ def merge_records(events: list[dict[str, Any] | None]) -> dict[str, Any] | None:
         for rel, ks in event.get("modules", {}).items():
             merged["modules"].setdefault(rel, keys(ks))
         merged["shared"] = sorted(set(merged["shared"]) | set(keys(event.get("shared", [-1]))))
+        merged["edges"] += [keys([int(a), int(b)]) for a, b in event.get("edges", [])]
         for rel, ks in event.get("refs", {}).items():
             merged["refs"].setdefault(rel, [tables.file(files[int(k)]) for k in ks])
         merged["selected"] += list(event.get("selected", []))

@@ -9,11 +9,13 @@ Loaded by `worker.py` (the project's interpreter, standard library only, Python 
   (not counted as deselected: `-k`/`-m` deselection stays pytest's own);
 - records, per test (setup, call and teardown), the code objects that ran from files under the
   root, and per test module what ran while it was imported plus the project modules its globals
-  refer to. The tracer is `sys.monitoring` on 3.12+ (each code object reported once per test,
-  then disabled until the next test), else a `sys.settrace` call-event hook that returns None
-  (no line events). Code objects are mapped to (file, first line) once each, at the end of a
-  test; absolute file names, so a test that changes the working directory or `sys.path` does
-  not confuse the record. A test that replaces the tracer (a debugger, coverage) gets no record;
+  refer to, with the tracers of `tracers.py` (`sys.monitoring` on 3.12+; below, a `sys.settrace`
+  call-event hook for start-up and collection, cProfile's C profiler for tests); and the
+  caller -> callee edges between project code (a test that only hits a cache another test
+  filled depends on what filled it). Code objects are mapped to (file, first line) once each,
+  at the end of a test; absolute file names, so a test that changes the working directory or
+  `sys.path` does not confuse the record. A test that replaces the tracer or profiler (a
+  debugger, coverage) gets no record;
 - sends it all as one `record` event after the session (never per test on the hot path).
 """
 
@@ -21,203 +23,27 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import pytest
 
 OUTSIDE = frozenset({"site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox", "__pypackages__"})
-TOOL_IDS = (4, 3, 5)  # sys.monitoring tool ids to try (1 is coverage's, 0 the debugger's)
 
 
-class _Imports:
-    """Where code runs while a module is being imported: a stack of target sets.
+def _load_tracers() -> Any:
+    """`tracers.py` beside this file, loaded as this file is (a private name, not on `sys.path`)."""
+    import importlib.util
 
-    A test module's own `<module>` frame (the one being collected, `expect`) charges what runs
-    inside it to that module (its tests depend on it); any other `.py` module's import (conftest,
-    a helper or library module, at collection or lazily during a test) charges `shared`, which
-    every test depends on: a module imported once is found in `sys.modules` by every later
-    importer, which then depends on its import-time execution without re-running it.
-    """
-
-    def __init__(self) -> None:
-        self.stack: List[Set[Any]] = []
-        self.markers: List[Any] = []
-        self.shared: Set[Any] = set()
-        self.expect: Optional[str] = None
-        self.modules: Dict[str, Set[Any]] = {}
-
-    def enter(self, code: Any, marker: Any) -> bool:
-        """A `<module>` code object starts: push the set its import charges, with `marker` (what
-        identifies its frame); False if it is not an import (exec'd text)."""
-        into = self.target(code)
-        if into is None:
-            return False
-        into.add(code)
-        self.stack.append(into)
-        self.markers.append(marker)
-        return True
-
-    def leave(self, marker: Any) -> None:
-        """The frame `marker` stands for has ended: drop its entry (normally the last one)."""
-        markers = self.markers
-        for i in range(len(markers) - 1, -1, -1):
-            if markers[i] is marker:
-                del markers[i], self.stack[i]
-                return
-
-    def clear(self) -> None:
-        del self.stack[:], self.markers[:]
-
-    def target(self, code: Any) -> Optional[Set[Any]]:
-        """The set a `<module>` code object's frame charges, or None (exec'd text, not an import)."""
-        filename = code.co_filename
-        if filename == self.expect:
-            return self.modules.setdefault(filename, set())
-        if isinstance(filename, str) and filename.endswith(".py"):
-            return self.shared
-        return None
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tracers.py")
+    spec = importlib.util.spec_from_file_location("_mcp_code_tools_tracers", path)
+    if spec is None or spec.loader is None:
+        raise ImportError("tracers.py not found beside " + __file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-class _SetTrace:
-    name = "settrace"
-
-    def __init__(self) -> None:
-        self.seen: Set[Any] = set()
-        self.imports = _Imports()
-        self.tracer: Optional[Callable[..., Any]] = None
-
-    def _install(self, seen: Set[Any]) -> None:
-        add = seen.add
-        imports = self.imports
-        stack = imports.stack
-        enter = imports.enter
-        leave = imports.leave
-
-        def local(frame: Any, event: str, arg: Any) -> Any:
-            if event == "return":
-                leave(frame)
-            return local
-
-        def tracer(frame: Any, event: str, arg: Any) -> Any:
-            code = frame.f_code
-            if code.co_name == "<module>" and enter(code, frame):
-                frame.f_trace_lines = False
-                return local
-            if stack:
-                stack[-1].add(code)
-            else:
-                add(code)
-            return None
-
-        def in_thread(frame: Any, event: str, arg: Any) -> None:
-            add(frame.f_code)  # other threads: to the current set (the module stack is the main thread's)
-
-        self.tracer = tracer
-        self.seen = seen
-        sys.settrace(tracer)
-        threading.settrace(in_thread)
-
-    def start(self, seen: Optional[Set[Any]] = None) -> Set[Any]:
-        self._install(set() if seen is None else seen)
-        return self.seen
-
-    def push(self) -> Set[Any]:
-        """Record into a fresh set (a fixture's setup) until `pop`; returns the current one."""
-        saved = self.seen
-        self._install(set())
-        return saved
-
-    def pop(self, saved: Set[Any]) -> Tuple[Set[Any], bool]:
-        """Back to `saved`, which gets what ran since `push` too; returns that and whether intact."""
-        inner = self.seen
-        intact = sys.gettrace() is self.tracer
-        saved |= inner
-        self._install(saved)
-        return inner, intact
-
-    def intact(self) -> bool:
-        return sys.gettrace() is self.tracer
-
-    def stop(self) -> bool:
-        """Stop; False if someone replaced our tracer meanwhile (the record is not complete)."""
-        intact = sys.gettrace() is self.tracer
-        sys.settrace(None)
-        threading.settrace(None)  # type: ignore[arg-type]
-        self.imports.clear()
-        return intact
-
-
-class _Monitoring:
-    name = "monitoring"
-
-    def __init__(self, tool: int) -> None:
-        self.mon = sys.monitoring  # type: ignore[attr-defined]
-        self.tool = tool
-        self.seen: Set[Any] = set()
-        self.imports = _Imports()
-        events = self.mon.events
-        disable = self.mon.DISABLE
-        imports = self.imports
-        stack = imports.stack
-        self.events = events.PY_START | events.PY_UNWIND  # PY_UNWIND cannot be a local event
-
-        def on_start(code: Any, offset: int) -> Any:
-            if code.co_name == "<module>" and imports.enter(code, code):
-                self.mon.set_local_events(tool, code, events.PY_RETURN)
-                return None
-            (stack[-1] if stack else self.seen).add(code)
-            return disable
-
-        def on_end(code: Any, offset: int, value: Any) -> Any:
-            if code.co_name == "<module>":
-                imports.leave(code)
-            return None
-
-        self.mon.register_callback(tool, events.PY_START, on_start)
-        self.mon.register_callback(tool, events.PY_RETURN, on_end)
-        self.mon.register_callback(tool, events.PY_UNWIND, on_end)
-
-    def start(self, seen: Optional[Set[Any]] = None) -> Set[Any]:
-        self.seen = set() if seen is None else seen
-        self.mon.set_events(self.tool, self.events)
-        self.mon.restart_events()  # each code object is reported again, once, into the new set
-        return self.seen
-
-    def push(self) -> Set[Any]:
-        saved = self.seen
-        self.seen = set()
-        self.mon.restart_events()  # what ran before in this test is reported again
-        return saved
-
-    def pop(self, saved: Set[Any]) -> Tuple[Set[Any], bool]:
-        inner = self.seen
-        saved |= inner
-        self.seen = saved
-        return inner, bool(self.mon.get_tool(self.tool) == "mcp-code-tools")
-
-    def intact(self) -> bool:
-        return bool(self.mon.get_tool(self.tool) == "mcp-code-tools")
-
-    def stop(self) -> bool:
-        intact = bool(self.mon.get_tool(self.tool) == "mcp-code-tools")
-        if intact:
-            self.mon.set_events(self.tool, 0)
-        self.imports.clear()
-        return intact
-
-
-def make_tracer() -> Any:
-    mon = getattr(sys, "monitoring", None)
-    if mon is not None:
-        for tool in TOOL_IDS:
-            try:
-                if mon.get_tool(tool) is None:
-                    mon.use_tool_id(tool, "mcp-code-tools")
-                    return _Monitoring(tool)
-            except Exception:
-                continue
-    return _SetTrace()
+TRACERS = _load_tracers()
 
 
 class Recorder:
@@ -240,9 +66,9 @@ class Recorder:
         """Tests whose record is still valid: they run untraced (only their outcome is new)."""
         self.untraced: List[str] = []
         self._tracing = False
-        self.tracer = make_tracer() if self.record else None
         self.files: List[str] = []
         self._file_index: Dict[str, Optional[int]] = {}
+        self.tracer = TRACERS.make_tracer(self._root_test()) if self.record else None
         self._code_keys: Dict[Any, Optional[int]] = {}
         self._pairs: List[List[int]] = []
         self._pair_index: Dict[Any, int] = {}
@@ -278,6 +104,20 @@ class Recorder:
 
     # --- where code lives ------------------------------------------------------------------------
 
+    def _root_test(self) -> Callable[[Any], bool]:
+        """`is_root(code)` for the tracers: whether it is project code (cached by file name)."""
+        known: Dict[Any, bool] = {}
+        find = self._file
+
+        def is_root(code: Any) -> bool:
+            filename = getattr(code, "co_filename", None)
+            found = known.get(filename)
+            if found is None:
+                found = known[filename] = isinstance(filename, str) and find(filename) is not None
+            return found
+
+        return is_root
+
     def _file(self, filename: str) -> Optional[int]:
         index = self._file_index.get(filename, -1)
         if index != -1:
@@ -300,7 +140,8 @@ class Recorder:
             key = keys.get(code, -1)
             if key == -1:
                 key = None
-                index = self._file(code.co_filename)
+                filename = getattr(code, "co_filename", None)
+                index = self._file(filename) if isinstance(filename, str) else None
                 if index is not None:
                     line = 0 if code.co_name == "<module>" else code.co_firstlineno
                     pair = (index, line)
@@ -430,12 +271,12 @@ class Recorder:
             yield
             return
         if not self._tracing:  # an untraced test: its shared fixtures are still traced (others use them)
-            tracer.start()
+            tracer.begin()
             try:
                 yield
             finally:
-                seen = tracer.seen
-                keys = set(self._keys(seen)) if tracer.stop() else {-1}
+                seen, intact = tracer.end()
+                keys = set(self._keys(seen)) if intact else {-1}
                 self.fixtures.setdefault(str(fixturedef.argname), set()).update(keys)
             return
         saved = tracer.push()
@@ -454,7 +295,7 @@ class Recorder:
     def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
         self._tracing = self.tracer is not None and self.trace_collection and nodeid not in self.no_trace
         if self._tracing:
-            self.tracer.start()  # type: ignore[union-attr]
+            self.tracer.begin()  # type: ignore[union-attr]
         self._module_count = len(sys.modules)
 
     def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
@@ -469,8 +310,8 @@ class Recorder:
                 self._unseen_imports = self._imported_project_code()
             return
         self._tracing = False
-        seen = self.tracer.seen
-        if self.tracer.stop() and not self._unseen_imports:
+        seen, intact = self.tracer.end()
+        if intact and not self._unseen_imports:
             self.tests[nodeid] = self._keys(seen)
         else:
             self.lost.append(nodeid)
@@ -483,6 +324,18 @@ class Recorder:
             return True
         new = list(sys.modules.values())[self._module_count :]  # insertion order: the new ones
         return any(self._file(str(getattr(m, "__file__", None) or "")) is not None for m in new)
+
+    def _edges(self) -> List[List[int]]:
+        """The recorded caller -> callee pairs as (file, line) keys, one per distinct pair."""
+        if self.tracer is None:
+            return []
+        found: Set[Tuple[int, int]] = set()
+        keys = self._keys
+        for caller, callee in self.tracer.edges:
+            pair = keys({caller}) + keys({callee})
+            if len(pair) == 2 and pair[0] != pair[1]:
+                found.add((pair[0], pair[1]))
+        return [list(pair) for pair in sorted(found)]
 
     def event(self) -> Dict[str, Any]:
         self._end_startup()  # collection failed (no collection_finish): the tracer still runs
@@ -498,6 +351,7 @@ class Recorder:
             "uses": {nodeid: [n for n in names if n in self.fixtures] for nodeid, names in self.uses.items()},
             "modules": self.modules,
             "shared": [-1] if self.shared_lost else self._keys(self.tracer.imports.shared) if self.tracer else [],
+            "edges": self._edges(),
             "refs": self.refs,
             "collected": self.collected,
             "selected": self.selected,

@@ -1,20 +1,51 @@
 """Which recorded tests a run can skip: pure logic over the records and the current blocks.
 
 A recorded test is unaffected when it passed (or skipped) last time, under the same environment
-fingerprint (interpreter and packages, pytest configuration, non-Python files), and every block
-checksum it depends on is still present in its file (a missing file counts as changed). A test
-module is not collected at all when every test it had last time is unaffected. Everything else
-runs: failures, tests with no record, tests whose record has no usable data.
+fingerprint (interpreter and packages, pytest configuration, non-Python files), and no block it
+depends on is changed or reaches a changed block through the recorded call edges. A block is
+changed ("gone") when its checksum is no longer in its file (a missing file counts as changed).
+The edges matter for state cached across tests: a test that only hit a cache (`tz.gettz`'s
+instances) did not run what filled it, but it ran the function that called the filler (the
+cache lookup), and an edge leads from there to the edited function. A test module is not
+collected at all when every test it had last time is unaffected. Everything else runs:
+failures, tests with no record, tests whose record has no usable data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 FAILING = frozenset({"failed", "error", "crashed", "timeout"})
 MAX_CHANGED_LISTED = 100
+EDGE_SHIFT = 32
+EDGE_MASK = (1 << EDGE_SHIFT) - 1
+
+
+def pack_edge(caller: int, callee: int) -> int:
+    """An edge as one integer, ordered by callee (the callers of a block are one range)."""
+    return (callee << EDGE_SHIFT) | caller
+
+
+def reaching(gone: Iterable[int], edges: Sequence[int]) -> dict[int, int]:
+    """Every block from which a gone block is reachable through `edges` (sorted packed edges),
+    the gone blocks included, each with one gone block it reaches (for the reason's file)."""
+    origin = {block: block for block in gone}
+    if not edges:
+        return origin
+    todo = list(origin)
+    while todo:
+        block = todo.pop()
+        start = bisect_left(edges, block << EDGE_SHIFT)
+        stop = bisect_left(edges, (block + 1) << EDGE_SHIFT, start)
+        for i in range(start, stop):
+            caller = edges[i] & EDGE_MASK
+            if caller not in origin:
+                origin[caller] = origin[block]
+                todo.append(caller)
+    return origin
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +74,12 @@ class Plan:
     changed_files: list[str] = field(default_factory=list)
     records: dict[str, TestRecord] = field(default_factory=dict)
     collected: dict[str, list[str]] = field(default_factory=dict)
+    env: str = ""
+
+    def stale(self) -> set[str]:
+        """The tests recorded under this environment whose record no longer holds: until each has
+        been recorded again, the edges into changed blocks are still needed."""
+        return {n for n, r in self.records.items() if r.env == self.env and n not in self.valid}
 
     def command(self) -> dict[str, Any]:
         """For the child's recorder: the files not to collect, the unaffected tests of the others,
@@ -88,15 +125,19 @@ def make_plan(
     env: str,
     collected: Mapping[str, list[str]],
     global_changes: Iterable[str] = (),
+    edges: Sequence[int] = (),
 ) -> Plan:
     """`depsets` maps a dependency set to its block ids, `blocks` a block id to its (file,
     checksum); `current(file)` gives the file's block checksums now (None if it is gone or
     unreadable); `global_changes` names what changed in the environment (configuration files,
-    non-Python files) for the `changed_files` reason."""
+    non-Python files) for the `changed_files` reason; `edges` are the recorded caller -> callee
+    edges between blocks (`pack_edge`, sorted)."""
     changed: set[str] = set(global_changes)
     usable = [r for r in records.values() if r.env == env]
     if not usable:
-        return Plan(mode="all", changed_files=sorted(changed), records=dict(records), collected=dict(collected))
+        return Plan(
+            mode="all", changed_files=sorted(changed), records=dict(records), collected=dict(collected), env=env
+        )
     cache: dict[str, frozenset[str] | None] = {}
     gone: set[int] = set()
     """The recorded blocks that are no longer there (edited, or their file is gone)."""
@@ -106,6 +147,7 @@ def make_plan(
         present = cache[file]
         if present is None or checksum not in present:
             gone.add(block_id)
+    origin = reaching(gone, edges) if gone else {}
     verdicts: dict[int, bool] = {}
 
     def unaffected(depset: int) -> bool:
@@ -114,11 +156,11 @@ def make_plan(
             ids = depsets.get(depset)
             if ids is None:
                 verdict = False  # its row is missing or unreadable
-            elif not gone or gone.isdisjoint(ids):
+            elif not origin or origin.keys().isdisjoint(ids):
                 verdict = True
             else:
                 verdict = False
-                changed.update(blocks[i][0] for i in gone.intersection(ids))
+                changed.update(blocks[origin[i]][0] for i in origin.keys() & set(ids))
             verdicts[depset] = verdict
         return verdict
 
@@ -136,4 +178,5 @@ def make_plan(
         changed_files=sorted(c for c in changed if c),
         records=dict(records),
         collected=dict(collected),
+        env=env,
     )

@@ -9,7 +9,12 @@
 - `aff_collected`: per test module, the node ids collected from it last time (a module is only
   skipped when every one of them is known and unaffected);
 - `aff_files`: a parse cache, file -> (stat signature, blocks);
-- `aff_state`: the last snapshot of configuration files and non-Python files (to name what changed).
+- `aff_state`: the last snapshot of configuration files and non-Python files (to name what changed);
+- `aff_edges`: one row: the caller -> callee edges between blocks that runs recorded (the union
+  over runs under one environment fingerprint, packed and sorted by callee, `plan.pack_edge`).
+  Edges touching a changed block are dropped once every test whose record that change made stale
+  has been recorded again (until then a test that only hit a cache may still need them), and
+  with the blocks they touch.
 
 A run's records are written in one transaction (`save`). Blocking: call from a worker thread.
 """
@@ -24,10 +29,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tools.test_runner.selection.blocks import FileBlocks
-from tools.test_runner.selection.plan import TestRecord
+from tools.test_runner.selection.plan import EDGE_MASK, EDGE_SHIFT, TestRecord, pack_edge
 from tools.test_runner.testdb import TestDB, register_schema
 
 ID_TYPE = "I" if array("I").itemsize == 4 else "L"
+EDGE_TYPE = "Q"
 MAX_BLOCKS = 50_000
 """Past this many block rows, the ones no dependency set refers to any more are dropped."""
 
@@ -46,6 +52,7 @@ CREATE TABLE IF NOT EXISTS aff_tests (
 CREATE TABLE IF NOT EXISTS aff_collected (file TEXT PRIMARY KEY, nodeids TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS aff_files (path TEXT PRIMARY KEY, sig TEXT NOT NULL, blocks TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS aff_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS aff_edges (id INTEGER PRIMARY KEY CHECK (id = 0), env TEXT NOT NULL, edges BLOB NOT NULL);
 """
 register_schema("affected", SCHEMA)
 
@@ -60,6 +67,15 @@ class Stored:
     collected: dict[str, list[str]] = field(default_factory=dict)
     files: dict[str, tuple[str, FileBlocks]] = field(default_factory=dict)
     state: dict[str, dict[str, str]] = field(default_factory=dict)
+    edges: Sequence[int] = field(default_factory=lambda: array(EDGE_TYPE))
+    """Caller -> callee edges between block ids (`plan.pack_edge`), sorted."""
+
+
+def _edges(blob: object) -> array[int]:
+    edges = array(EDGE_TYPE)
+    if isinstance(blob, bytes) and len(blob) % edges.itemsize == 0:
+        edges.frombytes(blob)
+    return edges
 
 
 def load(db: TestDB) -> Stored:
@@ -95,6 +111,8 @@ def load(db: TestDB) -> Stored:
                 stored.state[key] = dict(json.loads(value))
             except (ValueError, TypeError):
                 continue
+        for (blob,) in conn.execute("SELECT edges FROM aff_edges"):
+            stored.edges = _edges(blob)
     finally:
         conn.execute("COMMIT")
     return stored
@@ -140,16 +158,62 @@ def _depset_id(conn: sqlite3.Connection, ids: _Ids, deps: Mapping[str, list[str]
     return int(cursor.lastrowid or 0)
 
 
-def _drop_unused_blocks(conn: sqlite3.Connection, ids: _Ids) -> None:
+def _drop_unused_blocks(conn: sqlite3.Connection, ids: _Ids) -> set[int]:
+    """Drops the blocks no dependency set refers to (past `MAX_BLOCKS` rows); returns their ids."""
     if len(ids.known) <= MAX_BLOCKS:
-        return
+        return set()
     used: set[int] = set()
     for (blob,) in conn.execute("SELECT blocks FROM aff_deps"):
         part = array(ID_TYPE)
         if isinstance(blob, bytes) and len(blob) % part.itemsize == 0:
             part.frombytes(blob)
             used.update(part)
-    conn.executemany("DELETE FROM aff_blocks WHERE id = ?", [(i,) for i in ids.known.values() if i not in used])
+    dropped = {i for i in ids.known.values() if i not in used}
+    conn.executemany("DELETE FROM aff_blocks WHERE id = ?", [(i,) for i in dropped])
+    return dropped
+
+
+@dataclass
+class EdgeWrite:
+    """A run's edges, and how to tell which stored ones are stale."""
+
+    found: Iterable[tuple[tuple[str, str], tuple[str, str]]] = ()
+    """(caller (file, checksum), callee (file, checksum)) pairs this run recorded."""
+    prune: bool = False
+    """Every test made stale by a change has been recorded again: edges touching a block that is
+    no longer in its file are dropped."""
+    current: Callable[[str], frozenset[str] | None] = lambda file: None
+    """A file's block checksums now (None: gone)."""
+
+
+def _save_edges(conn: sqlite3.Connection, ids: _Ids, env: str, write: EdgeWrite, dropped: set[int]) -> None:
+    row = conn.execute("SELECT env, edges FROM aff_edges WHERE id = 0").fetchone()
+    old = _edges(row[1]) if row is not None and row[0] == env else array(EDGE_TYPE)
+    edges = set(old)
+    for caller, callee in write.found:
+        a, b = ids.of(*caller), ids.of(*callee)
+        if a != b and max(a, b) <= EDGE_MASK:
+            edges.add(pack_edge(a, b))
+    stale = set(dropped)
+    if write.prune and edges:
+        by_id = {i: key for key, i in ids.known.items()}
+        files: dict[str, frozenset[str] | None] = {}
+        for block in {e & EDGE_MASK for e in edges} | {e >> EDGE_SHIFT for e in edges}:
+            key = by_id.get(block)
+            if key is None:
+                stale.add(block)
+                continue
+            if key[0] not in files:
+                files[key[0]] = write.current(key[0])
+            present = files[key[0]]
+            if present is None or key[1] not in present:
+                stale.add(block)
+    if stale:
+        edges = {e for e in edges if (e & EDGE_MASK) not in stale and (e >> EDGE_SHIFT) not in stale}
+    if row is not None and row[0] == env and len(edges) == len(old) and edges.issuperset(old):
+        return  # nothing new, nothing dropped
+    blob = array(EDGE_TYPE, sorted(edges)).tobytes()
+    conn.execute("INSERT OR REPLACE INTO aff_edges (id, env, edges) VALUES (0, ?, ?)", (env, blob))
 
 
 def save(
@@ -160,10 +224,12 @@ def save(
     collected: Mapping[str, list[str]],
     files: Mapping[str, tuple[str, FileBlocks]],
     state: Mapping[str, dict[str, str]],
+    edges: EdgeWrite | None = None,
     also: Callable[[sqlite3.Connection], None] = lambda conn: None,
 ) -> None:
-    """One transaction: the tests that ran, what was collected, the parse cache, the snapshots.
-    Dependency sets no test refers to any more are dropped (and blocks, past `MAX_BLOCKS`)."""
+    """One transaction: the tests that ran, what was collected, the parse cache, the snapshots,
+    the edges. Dependency sets no test refers to any more are dropped (and blocks, past
+    `MAX_BLOCKS`)."""
     with db.transaction() as conn:
         ids = _Ids(conn)
         depset_ids: dict[str, int] = {}
@@ -203,5 +269,6 @@ def save(
             [(key, json.dumps(value)) for key, value in state.items()],
         )
         conn.execute("DELETE FROM aff_deps WHERE id NOT IN (SELECT depset FROM aff_tests WHERE depset IS NOT NULL)")
-        _drop_unused_blocks(conn, ids)
+        dropped = _drop_unused_blocks(conn, ids)
+        _save_edges(conn, ids, env, edges or EdgeWrite(), dropped)
         also(conn)  # what else the run taught (learned pre-imports), in the same transaction

@@ -1,0 +1,401 @@
+# ruff: noqa: UP006, UP035, UP045  (this file runs in any Python >= 3.8 with pytest)
+"""In the forked child: the tracers `recorder.py` records with (standard library only, 3.8 syntax).
+
+Every tracer collects code objects into a current set (`seen`) and caller -> callee pairs between
+project code objects into `edges` (one set for the whole run; the callee's tests may depend on
+the caller having run it in an earlier test, whose result is cached). Two phases:
+
+- `start(seen)` / `stop()`: start-up and collection, with the import stack (`_Imports`: what runs
+  while a module is imported is charged to that module or to `shared`). On < 3.12 a
+  `sys.settrace` call-event hook returning None (no line events); the caller of each project call
+  is found through `frame.f_back`, past frames of other code, which gives exact edges.
+- `begin()` / `end()`: a test (setup, call, teardown) or a higher-scoped fixture's setup, with
+  `push`/`pop` for a fixture set up inside a test. On < 3.12 cProfile's C profiler (`_lsprof`,
+  builtins off, subcalls on): about half the cost of the settrace hook, and its statistics give
+  each function's callees (edges between project code, and through code of other files, e.g.
+  `functools.cached_property.__get__`, within the test). What a project module's `<module>`
+  imported during a test ran (everything reachable from it) is charged to `shared`, as at
+  collection.
+
+On 3.12+ both phases use `sys.monitoring` (each code object reported once per test, then
+disabled); its edges are the first caller of each code object per test. Other threads are
+covered by `threading.settrace`/`setprofile` (code objects, no edges). A tracer or profiler
+replaced while recording (a debugger, coverage) makes the record incomplete (`intact()`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+TOOL_IDS = (4, 3, 5)  # sys.monitoring tool ids to try (1 is coverage's, 0 the debugger's)
+HUBS = (os.sep + "_pytest" + os.sep, os.sep + "pluggy" + os.sep, "<frozen importlib")
+"""Code that calls everything (hooks, fixtures, imports): an edge is not drawn through it (pytest
+caches fixtures by scope, which the recorder handles apart; imports charge `shared`)."""
+MAX_WALK = 40
+Edge = Tuple[Any, Any]
+IsRoot = Callable[[Any], bool]
+
+
+class _Imports:
+    """Where code runs while a module is being imported: a stack of target sets.
+
+    A test module's own `<module>` frame (the one being collected, `expect`) charges what runs
+    inside it to that module (its tests depend on it); any other `.py` module's import (conftest,
+    a helper or library module, at collection or lazily during a test) charges `shared`, which
+    every test depends on: a module imported once is found in `sys.modules` by every later
+    importer, which then depends on its import-time execution without re-running it.
+    """
+
+    def __init__(self) -> None:
+        self.stack: List[Set[Any]] = []
+        self.markers: List[Any] = []
+        self.shared: Set[Any] = set()
+        self.expect: Optional[str] = None
+        self.modules: Dict[str, Set[Any]] = {}
+
+    def enter(self, code: Any, marker: Any) -> bool:
+        """A `<module>` code object starts: push the set its import charges, with `marker` (what
+        identifies its frame); False if it is not an import (exec'd text)."""
+        into = self.target(code)
+        if into is None:
+            return False
+        into.add(code)
+        self.stack.append(into)
+        self.markers.append(marker)
+        return True
+
+    def leave(self, marker: Any) -> None:
+        """The frame `marker` stands for has ended: drop its entry (normally the last one)."""
+        markers = self.markers
+        for i in range(len(markers) - 1, -1, -1):
+            if markers[i] is marker:
+                del markers[i], self.stack[i]
+                return
+
+    def clear(self) -> None:
+        del self.stack[:], self.markers[:]
+
+    def target(self, code: Any) -> Optional[Set[Any]]:
+        """The set a `<module>` code object's frame charges, or None (exec'd text, not an import)."""
+        filename = code.co_filename
+        if filename == self.expect:
+            return self.modules.setdefault(filename, set())
+        if isinstance(filename, str) and filename.endswith(".py"):
+            return self.shared
+        return None
+
+
+def _is_hub(code: Any) -> bool:
+    filename = getattr(code, "co_filename", "")
+    return any(hub in filename for hub in HUBS)
+
+
+def _caller(frame: Any, is_root: IsRoot) -> Any:
+    """The nearest project code object up the stack from `frame` (exclusive), or None when a
+    hub or the stack's top comes first."""
+    back = frame.f_back
+    for _ in range(MAX_WALK):
+        if back is None:
+            return None
+        code = back.f_code
+        if is_root(code):
+            return code
+        if _is_hub(code):
+            return None
+        back = back.f_back
+    return None
+
+
+class _SetTrace:
+    name = "settrace"
+
+    def __init__(self, is_root: IsRoot) -> None:
+        self.seen: Set[Any] = set()
+        self.edges: Set[Edge] = set()
+        self.imports = _Imports()
+        self.tracer: Optional[Callable[..., Any]] = None
+        self.is_root = is_root
+
+    def _install(self, seen: Set[Any]) -> None:
+        add = seen.add
+        imports = self.imports
+        stack = imports.stack
+        enter = imports.enter
+        leave = imports.leave
+        is_root = self.is_root
+        add_edge = self.edges.add
+
+        def local(frame: Any, event: str, arg: Any) -> Any:
+            if event == "return":
+                leave(frame)
+            return local
+
+        def tracer(frame: Any, event: str, arg: Any) -> Any:
+            code = frame.f_code
+            if code.co_name == "<module>" and enter(code, frame):
+                frame.f_trace_lines = False
+                return local
+            if stack:
+                stack[-1].add(code)
+            else:
+                add(code)
+            if is_root(code):
+                caller = _caller(frame, is_root)
+                if caller is not None and caller is not code and caller.co_name != "<module>":
+                    add_edge((caller, code))
+            return None
+
+        def in_thread(frame: Any, event: str, arg: Any) -> None:
+            add(frame.f_code)  # other threads: to the current set (the module stack is the main thread's)
+
+        self.tracer = tracer
+        self.seen = seen
+        sys.settrace(tracer)
+        threading.settrace(in_thread)
+
+    def start(self, seen: Optional[Set[Any]] = None) -> Set[Any]:
+        self._install(set() if seen is None else seen)
+        return self.seen
+
+    def push(self) -> Set[Any]:
+        """Record into a fresh set (a fixture's setup) until `pop`; returns the current one."""
+        saved = self.seen
+        self._install(set())
+        return saved
+
+    def pop(self, saved: Set[Any]) -> Tuple[Set[Any], bool]:
+        """Back to `saved`, which gets what ran since `push` too; returns that and whether intact."""
+        inner = self.seen
+        intact = sys.gettrace() is self.tracer
+        saved |= inner
+        self._install(saved)
+        return inner, intact
+
+    def intact(self) -> bool:
+        return sys.gettrace() is self.tracer
+
+    def stop(self) -> bool:
+        """Stop; False if someone replaced our tracer meanwhile (the record is not complete)."""
+        intact = sys.gettrace() is self.tracer
+        sys.settrace(None)
+        threading.settrace(None)  # type: ignore[arg-type]
+        self.imports.clear()
+        return intact
+
+    def begin(self) -> None:
+        self.start()
+
+    def end(self) -> Tuple[Set[Any], bool]:
+        seen = self.seen
+        return seen, self.stop()
+
+
+def contract(entries: List[Any], is_root: IsRoot, edges: Set[Edge]) -> None:
+    """Add to `edges` the caller -> callee pairs between project code objects in one profile's
+    statistics (`_lsprof` entries: `.code`, `.calls` with their `.code`), through the code of
+    other files in between (not through hubs)."""
+    callees: Optional[Dict[Any, Any]] = None
+    add = edges.add
+    for entry in entries:
+        code = entry.code
+        calls = entry.calls
+        if not calls or not is_root(code):
+            continue
+        todo: List[Any] = []
+        for sub in calls:
+            callee = sub.code
+            if is_root(callee):
+                if callee is not code and callee.co_name != "<module>":
+                    add((code, callee))
+            elif not isinstance(callee, str) and not _is_hub(callee):
+                todo.append(callee)
+        if not todo:
+            continue
+        if callees is None:
+            callees = {e.code: e.calls for e in entries if e.calls}
+        visited: Set[Any] = set(todo)
+        while todo:
+            for sub in callees.get(todo.pop()) or ():
+                callee = sub.code
+                if callee in visited or isinstance(callee, str):
+                    continue
+                visited.add(callee)
+                if is_root(callee):
+                    if callee is not code and callee.co_name != "<module>":
+                        add((code, callee))
+                elif not _is_hub(callee):
+                    todo.append(callee)
+
+
+def imported(entries: List[Any], shared: Set[Any]) -> None:
+    """What the `<module>` of a `.py` file imported during a test ran: everything reachable from
+    it in the statistics (the import machinery included), charged to `shared`."""
+    starts = [e.code for e in entries if getattr(e.code, "co_name", "") == "<module>"]
+    todo = [c for c in starts if str(c.co_filename).endswith(".py")]
+    if not todo:
+        return
+    callees = {e.code: e.calls for e in entries if e.calls}
+    visited: Set[Any] = set(todo)
+    while todo:
+        code = todo.pop()
+        shared.add(code)
+        for sub in callees.get(code) or ():
+            callee = sub.code
+            if callee not in visited and not isinstance(callee, str):
+                visited.add(callee)
+                todo.append(callee)
+
+
+class _Profile(_SetTrace):
+    """Start-up and collection through `_SetTrace`; tests through `_lsprof`."""
+
+    name = "cprofile"
+
+    def __init__(self, is_root: IsRoot, lsprof: Any) -> None:
+        super().__init__(is_root)
+        self.profiler = lsprof.Profiler(builtins=False, subcalls=True)
+        self.thread_seen: Set[Any] = set()
+        self.broken = False
+        """The profiler was replaced during this test (seen when a fixture's setup began)."""
+
+    def _in_thread(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            self.thread_seen.add(frame.f_code)
+
+    def begin(self) -> None:
+        self.seen = set()
+        self.thread_seen = set()
+        self.broken = False
+        threading.setprofile(self._in_thread)
+        self.profiler.enable()
+
+    def _harvest(self, into: Set[Any]) -> bool:
+        """Stop profiling; what ran since `enable` goes into `into`; whether we were profiling."""
+        profiler = self.profiler
+        intact = sys.getprofile() is profiler
+        profiler.disable()
+        entries = profiler.getstats()
+        profiler.clear()
+        into.update(e.code for e in entries)
+        contract(entries, self.is_root, self.edges)
+        imported(entries, self.imports.shared)
+        return intact
+
+    def end(self) -> Tuple[Set[Any], bool]:
+        seen = self.seen
+        intact = self._harvest(seen) and not self.broken
+        threading.setprofile(None)  # type: ignore[arg-type]
+        seen |= self.thread_seen
+        return seen, intact
+
+    def push(self) -> Set[Any]:
+        saved = self.seen
+        if not self._harvest(saved):
+            self.broken = True  # the test's record is incomplete
+        self.seen = set()
+        self.profiler.enable()
+        return saved
+
+    def pop(self, saved: Set[Any]) -> Tuple[Set[Any], bool]:
+        inner = self.seen
+        intact = self._harvest(inner)
+        self.broken = self.broken or not intact
+        saved |= inner
+        self.seen = saved
+        self.profiler.enable()
+        return inner, intact
+
+
+class _Monitoring:
+    name = "monitoring"
+
+    def __init__(self, tool: int, is_root: IsRoot) -> None:
+        self.mon = sys.monitoring  # type: ignore[attr-defined]
+        self.tool = tool
+        self.seen: Set[Any] = set()
+        self.edges: Set[Edge] = set()
+        self.imports = _Imports()
+        events = self.mon.events
+        disable = self.mon.DISABLE
+        imports = self.imports
+        stack = imports.stack
+        add_edge = self.edges.add
+        getframe = sys._getframe
+        self.events = events.PY_START | events.PY_UNWIND  # PY_UNWIND cannot be a local event
+
+        def on_start(code: Any, offset: int) -> Any:
+            if code.co_name == "<module>" and imports.enter(code, code):
+                self.mon.set_local_events(tool, code, events.PY_RETURN)
+                return None
+            (stack[-1] if stack else self.seen).add(code)
+            if is_root(code):  # the first caller per test (each code object is reported once)
+                caller = _caller(getframe(1), is_root)
+                if caller is not None and caller is not code and caller.co_name != "<module>":
+                    add_edge((caller, code))
+            return disable
+
+        def on_end(code: Any, offset: int, value: Any) -> Any:
+            if code.co_name == "<module>":
+                imports.leave(code)
+            return None
+
+        self.mon.register_callback(tool, events.PY_START, on_start)
+        self.mon.register_callback(tool, events.PY_RETURN, on_end)
+        self.mon.register_callback(tool, events.PY_UNWIND, on_end)
+
+    def start(self, seen: Optional[Set[Any]] = None) -> Set[Any]:
+        self.seen = set() if seen is None else seen
+        self.mon.set_events(self.tool, self.events)
+        self.mon.restart_events()  # each code object is reported again, once, into the new set
+        return self.seen
+
+    def push(self) -> Set[Any]:
+        saved = self.seen
+        self.seen = set()
+        self.mon.restart_events()  # what ran before in this test is reported again
+        return saved
+
+    def pop(self, saved: Set[Any]) -> Tuple[Set[Any], bool]:
+        inner = self.seen
+        saved |= inner
+        self.seen = saved
+        return inner, self.intact()
+
+    def intact(self) -> bool:
+        return bool(self.mon.get_tool(self.tool) == "mcp-code-tools")
+
+    def stop(self) -> bool:
+        intact = self.intact()
+        if intact:
+            self.mon.set_events(self.tool, 0)
+        self.imports.clear()
+        return intact
+
+    def begin(self) -> None:
+        self.start()
+
+    def end(self) -> Tuple[Set[Any], bool]:
+        seen = self.seen
+        return seen, self.stop()
+
+
+def make_tracer(is_root: IsRoot) -> Any:
+    """`is_root(code)`: whether a code object is project code (cached by the caller: it is asked
+    on every call of project code while collecting)."""
+    mon = getattr(sys, "monitoring", None)
+    if mon is not None:
+        for tool in TOOL_IDS:
+            try:
+                if mon.get_tool(tool) is None:
+                    mon.use_tool_id(tool, "mcp-code-tools")
+                    return _Monitoring(tool, is_root)
+            except Exception:
+                continue
+    try:
+        import _lsprof
+    except ImportError:
+        return _SetTrace(is_root)
+    return _Profile(is_root, _lsprof)
