@@ -133,6 +133,10 @@ def prepare(folder: Path | None, root: Path, env_fp: str, *, affected: bool, rec
         blocks = sel.blocks(rel)
         return blocks.checksums if blocks is not None else None
 
+    def marks(rel: str) -> tuple[frozenset[str], frozenset[str]]:
+        blocks = sel.blocks(rel)
+        return (blocks.stateful, blocks.cached) if blocks is not None else (frozenset(), frozenset())
+
     plan = make_plan(
         stored.records,
         stored.depsets,
@@ -142,6 +146,8 @@ def prepare(folder: Path | None, root: Path, env_fp: str, *, affected: bool, rec
         stored.collected,
         changes,
         stored.edges,
+        stored.leaves,
+        marks,
     )
     sel.basis = plan
     if affected:
@@ -254,6 +260,7 @@ def _edge_write(
         (a, x), (b, y) = checksums[int(caller)], checksums[int(callee)]
         if x is not None and y is not None and (a, x) != (b, y):
             found.append(((a, x), (b, y)))
+    leaves = [(rel, checksum) for rel, checksum in (checksums[int(k)] for k in event.get("leaves", [])) if checksum]
     basis = sel.basis
     prune = basis is not None and basis.mode == "affected" and not (basis.stale() - fresh)
 
@@ -261,7 +268,7 @@ def _edge_write(
         blocks = sel.blocks(rel, after.python.get(rel) or signature(str(sel.root / rel)))
         return blocks.checksums if blocks is not None else None
 
-    return store.EdgeWrite(found, prune, current)
+    return store.EdgeWrite(found, prune, current, leaves)
 
 
 def selection_result(sel: Selection, event: dict[str, Any] | None, selected: list[str]) -> dict[str, Any] | None:
@@ -323,6 +330,7 @@ def merge_records(events: list[dict[str, Any] | None]) -> dict[str, Any] | None:
         "modules": {},
         "shared": [],
         "edges": [],
+        "leaves": [],
         "refs": {},
         "collected": first.get("collected", {}),
         "selected": [],
@@ -351,6 +359,7 @@ def merge_records(events: list[dict[str, Any] | None]) -> dict[str, Any] | None:
             merged["modules"].setdefault(rel, keys(ks))
         merged["shared"] = sorted(set(merged["shared"]) | set(keys(event.get("shared", [-1]))))
         merged["edges"] += [keys([int(a), int(b)]) for a, b in event.get("edges", [])]
+        merged["leaves"] = sorted(set(merged["leaves"]) | set(keys(event.get("leaves", []))))
         for rel, ks in event.get("refs", {}).items():
             merged["refs"].setdefault(rel, [tables.file(files[int(k)]) for k in ks])
         merged["selected"] += list(event.get("selected", []))

@@ -352,6 +352,7 @@ class Recorder:
             "modules": self.modules,
             "shared": [-1] if self.shared_lost else self._keys(self.tracer.imports.shared) if self.tracer else [],
             "edges": self._edges(),
+            "leaves": sorted(set(self._keys(self.tracer.leaves))) if self.tracer else [],
             "refs": self.refs,
             "collected": self.collected,
             "selected": self.selected,

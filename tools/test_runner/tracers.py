@@ -17,8 +17,13 @@ the caller having run it in an earlier test, whose result is cached). Two phases
   imported during a test ran (everything reachable from it) is charged to `shared`, as at
   collection.
 
+Per test, `leaves` gets the project code objects that called no project code in it (a cache
+lookup that hit: what filled the cache ran in an earlier test); a tracer that cannot tell
+counts every project code object of the test as a leaf (wider, never narrower).
+
 On 3.12+ both phases use `sys.monitoring` (each code object reported once per test, then
-disabled); its edges are the first caller of each code object per test. Other threads are
+disabled); its edges are the first caller of each code object per test, its leaves the code
+objects that were nobody's first caller. Other threads are
 covered by `threading.settrace`/`setprofile` (code objects, no edges). A tracer or profiler
 replaced while recording (a debugger, coverage) makes the record incomplete (`intact()`).
 """
@@ -115,6 +120,7 @@ class _SetTrace:
     def __init__(self, is_root: IsRoot) -> None:
         self.seen: Set[Any] = set()
         self.edges: Set[Edge] = set()
+        self.leaves: Set[Any] = set()
         self.imports = _Imports()
         self.tracer: Optional[Callable[..., Any]] = None
         self.is_root = is_root
@@ -190,44 +196,52 @@ class _SetTrace:
 
     def end(self) -> Tuple[Set[Any], bool]:
         seen = self.seen
+        is_root = self.is_root
+        self.leaves.update(code for code in seen if is_root(code))  # no callees known: all count
         return seen, self.stop()
 
 
-def contract(entries: List[Any], is_root: IsRoot, edges: Set[Edge]) -> None:
+def contract(entries: List[Any], is_root: IsRoot, edges: Set[Edge], leaves: Set[Any]) -> None:
     """Add to `edges` the caller -> callee pairs between project code objects in one profile's
     statistics (`_lsprof` entries: `.code`, `.calls` with their `.code`), through the code of
-    other files in between (not through hubs)."""
+    other files in between (not through hubs); to `leaves` the project code objects that called
+    no project code (`<module>` code aside: what it runs is charged to `shared`, see `imported`)."""
     callees: Optional[Dict[Any, Any]] = None
     add = edges.add
     for entry in entries:
         code = entry.code
-        calls = entry.calls
-        if not calls or not is_root(code):
+        if not is_root(code) or code.co_name == "<module>":
             continue
+        found = False
         todo: List[Any] = []
-        for sub in calls:
+        for sub in entry.calls or ():
             callee = sub.code
             if is_root(callee):
-                if callee is not code and callee.co_name != "<module>":
-                    add((code, callee))
+                if callee.co_name != "<module>":
+                    found = True
+                    if callee is not code:
+                        add((code, callee))
             elif not isinstance(callee, str) and not _is_hub(callee):
                 todo.append(callee)
-        if not todo:
-            continue
-        if callees is None:
-            callees = {e.code: e.calls for e in entries if e.calls}
-        visited: Set[Any] = set(todo)
-        while todo:
-            for sub in callees.get(todo.pop()) or ():
-                callee = sub.code
-                if callee in visited or isinstance(callee, str):
-                    continue
-                visited.add(callee)
-                if is_root(callee):
-                    if callee is not code and callee.co_name != "<module>":
-                        add((code, callee))
-                elif not _is_hub(callee):
-                    todo.append(callee)
+        if todo:
+            if callees is None:
+                callees = {e.code: e.calls for e in entries if e.calls}
+            visited: Set[Any] = set(todo)
+            while todo:
+                for sub in callees.get(todo.pop()) or ():
+                    callee = sub.code
+                    if callee in visited or isinstance(callee, str):
+                        continue
+                    visited.add(callee)
+                    if is_root(callee):
+                        if callee.co_name != "<module>":
+                            found = True
+                            if callee is not code:
+                                add((code, callee))
+                    elif not _is_hub(callee):
+                        todo.append(callee)
+        if not found and not code.co_name.startswith("<"):  # a comprehension or lambda: its function's block
+            leaves.add(code)
 
 
 def imported(entries: List[Any], shared: Set[Any]) -> None:
@@ -280,7 +294,7 @@ class _Profile(_SetTrace):
         entries = profiler.getstats()
         profiler.clear()
         into.update(e.code for e in entries)
-        contract(entries, self.is_root, self.edges)
+        contract(entries, self.is_root, self.edges, self.leaves)
         imported(entries, self.imports.shared)
         return intact
 
@@ -317,6 +331,10 @@ class _Monitoring:
         self.tool = tool
         self.seen: Set[Any] = set()
         self.edges: Set[Edge] = set()
+        self.leaves: Set[Any] = set()
+        self.callers: Set[Any] = set()
+        """This test's code objects that were the first caller of another (not leaves)."""
+        self.is_root = is_root
         self.imports = _Imports()
         events = self.mon.events
         disable = self.mon.DISABLE
@@ -333,8 +351,10 @@ class _Monitoring:
             (stack[-1] if stack else self.seen).add(code)
             if is_root(code):  # the first caller per test (each code object is reported once)
                 caller = _caller(getframe(1), is_root)
-                if caller is not None and caller is not code and caller.co_name != "<module>":
-                    add_edge((caller, code))
+                if caller is not None and caller.co_name != "<module>":
+                    self.callers.add(caller)
+                    if caller is not code:
+                        add_edge((caller, code))
             return disable
 
         def on_end(code: Any, offset: int, value: Any) -> Any:
@@ -375,10 +395,14 @@ class _Monitoring:
         return intact
 
     def begin(self) -> None:
+        self.callers = set()
         self.start()
 
     def end(self) -> Tuple[Set[Any], bool]:
         seen = self.seen
+        is_root = self.is_root
+        callers = self.callers
+        self.leaves.update(c for c in seen if c not in callers and c.co_name != "<module>" and is_root(c))
         return seen, self.stop()
 
 

@@ -1,6 +1,7 @@
 """State cached by one test for later ones: the recorder's caller -> callee edges select the later
-tests too when what filled the cache is edited (a temporary project recorded by a full run, then
-edited); and the pure parts (reachability in the plan, contracting profiler statistics)."""
+tests too when what filled the cache is edited, and only where a cache can be (a temporary
+project recorded by a full run, then edited); and the pure parts (reachability in the plan,
+contracting profiler statistics, which functions keep state)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import pytest
 
 from tests.tools.test_runner.conftest import write_project
 from tests.tools.test_runner.test_affected import edit, plan, run
-from tools.test_runner.selection.plan import pack_edge, reaching
+from tools.test_runner.selection.blocks import parse_blocks
+from tools.test_runner.selection.plan import cache_points, pack_edge, reaching
 from tools.test_runner.tracers import contract
 
 CACHE = """
+import functools
 import json
 
 _TABLE = {}
@@ -64,9 +67,32 @@ def decoded(text):
 
 def unrelated():
     return 0
+
+
+def square(n):
+    return n * n
+
+
+@functools.lru_cache(maxsize=None)
+def cached_square(n):
+    return square(n)
+
+
+def compute(n):
+    return cached_square(n) + 0
+
+
+def step(n):
+    return n + 1
+
+
+def walk(n):
+    if n > 0:
+        return step(n)
+    return 0
 """
 USES = """
-from pkg.cache import Zone, decoded, lookup
+from pkg.cache import Zone, compute, decoded, lookup, walk
 
 
 def test_lookup():
@@ -79,6 +105,21 @@ def test_zone():
 
 def test_decoded():
     assert decoded('{"a": 1}')["scale"] == 2
+
+
+def test_compute():
+    assert compute(3) == 9
+"""
+WALKS = """
+from pkg.cache import walk
+
+
+def test_walk_far():
+    assert walk(2) == 3
+
+
+def test_walk_not():
+    assert walk(0) == 0
 """
 OTHER = """
 from pkg.cache import unrelated
@@ -109,17 +150,19 @@ async def test_an_edit_of_what_filled_a_cache_selects_the_tests_that_hit_it(memo
             "tests/test_a.py": USES,
             "tests/test_b.py": USES,
             "tests/test_c.py": OTHER,
+            "tests/test_d.py": WALKS,
         },
     )
     cache = root / "pkg/cache.py"
     with anyio.fail_after(120):
         async with memory_client(root) as client:
-            assert (await run(client))["counts"]["passed"] == 7
+            assert (await run(client))["counts"]["passed"] == 11
             assert await plan(client) == set()
             for old, new, name in (
                 ('"offset": 1', '"offset": 2', "test_lookup"),
                 ("int(spec) + 0", "int(spec) + 1", "test_zone"),
                 ('obj["scale"] = 2', 'obj["scale"] = 3', "test_decoded"),
+                ("return n * n", "return n * n + 1", "test_compute"),
             ):
                 edit(cache, old, new)
                 assert await plan(client) == both(name), name
@@ -129,8 +172,12 @@ async def test_an_edit_of_what_filled_a_cache_selects_the_tests_that_hit_it(memo
                 assert await plan(client) == both(name), name  # they failed: they run until they pass
                 assert (await run(client))["counts"]["passed"] == 2
                 assert await plan(client) == set(), name  # re-recorded: the edited version's edges went
-            edit(cache, "return 0", "return 0 + 0")
+            edit(cache, "return 0\n\n\ndef square", "return 0 + 0\n\n\ndef square")
             assert await plan(client) == {"tests/test_c.py::test_other"}
+            await run(client)
+            # A branch `test_walk_not` did not take is no cache: `walk` keeps no state.
+            edit(cache, "return n + 1", "return 1 + n")
+            assert await plan(client) == {"tests/test_d.py::test_walk_far"}
 
 
 def test_reaching_follows_edges_backwards_from_the_changed_blocks() -> None:
@@ -165,5 +212,60 @@ def test_contract_draws_edges_through_other_code_but_not_through_hubs() -> None:
 
     entries = [entry(f, g, lib, hub, f), entry(lib, h), entry(hub, k), entry(g), entry(h), entry(k)]
     edges: set[tuple[Any, Any]] = set()
-    contract(entries, lambda code: code.co_filename.startswith("/proj/"), edges)
+    leaves: set[Any] = set()
+    contract(entries, lambda code: code.co_filename.startswith("/proj/"), edges, leaves)
     assert edges == {(f, g), (f, h)}
+    assert leaves == {g, h, k}
+
+
+def test_cache_points_are_stateful_leaves_and_callers_of_cached_functions() -> None:
+    """Blocks 1 -> 2 -> 3 (changed); 4 -> 5 (cached) -> 3; 6 -> 3. Block 2 keeps state and was a
+    leaf: a point; 1 reaches 3 only through 2 and is not; 5 is behind a cache: its caller 4 is a
+    point; 6 keeps no state and is not."""
+    edges = sorted(pack_edge(a, b) for a, b in [(1, 2), (2, 3), (4, 5), (5, 3), (6, 3)])
+    blocks = {i: ("m.py", f"c{i}") for i in range(1, 7)}
+
+    def marks(file: str) -> tuple[frozenset[str], frozenset[str]]:
+        return frozenset({"c1", "c2"}), frozenset({"c5"})
+
+    origin = reaching({3}, edges)
+    assert cache_points(origin, {3}, edges, {2, 6}, blocks, marks) == {3: 3, 2: 3, 4: 3}
+    assert cache_points(origin, {3}, edges, {2, 6}, blocks, None) == origin
+
+
+def test_stateful_functions_store_into_what_outlives_the_call() -> None:
+    source = b"""
+import functools
+TABLE = {}
+
+def fills(key):
+    if key not in TABLE:
+        TABLE[key] = make(key)
+    return TABLE[key]
+
+def remembers(self, key):
+    return self._cache.setdefault(key, key)
+
+def marks_itself():
+    marks_itself.done = True
+
+def keeps_local(key):
+    seen = {}
+    seen[key] = 1
+    out = []
+    out.append(key)
+    return seen, out
+
+class Box:
+    def __init__(self, size):
+        self.size = size
+
+@functools.lru_cache(maxsize=None)
+def costly(n):
+    return n
+"""
+    blocks = parse_blocks(source)
+    names = ["fills", "remembers", "marks_itself", "keeps_local", "__init__", "costly"]
+    by_name = dict(zip(names, (s[2] for s in blocks.spans), strict=True))
+    assert {n for n, c in by_name.items() if c in blocks.stateful} == {"fills", "remembers", "marks_itself"}
+    assert {n for n, c in by_name.items() if c in blocks.cached} == {"costly"}

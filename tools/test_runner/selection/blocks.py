@@ -11,6 +11,13 @@ charged, the inner block. So editing a method that a class factory defines (attr
 inside `_make_order`) selects the tests that compared instances, not every test that built a
 class. A file that does not
 parse has only its whole-file checksum, so any edit selects every test that touched it.
+
+Two marks per function, for state cached across tests (`plan.py`): `stateful`, a function that
+stores into state outliving the call (a subscript or attribute of something not created in it,
+a `global`/`nonlocal`, a mutating method of such an object: `self._instances[key] = value`,
+`func._cached = value`, `TABLE.setdefault(...)`; `self.x = ...` in `__init__` does not count);
+`cached`, a function behind a caching decorator (`functools.lru_cache`, `cache`,
+`cached_property`), whose callers find its result without running it.
 """
 
 from __future__ import annotations
@@ -19,11 +26,15 @@ import ast
 import hashlib
 from dataclasses import dataclass, field
 
-VERSION = 3
+VERSION = 4
 """Bumped when checksums are computed differently: records and parse-cache entries made by
 another version are not used."""
 FILE_PREFIX = "F:"
 MODULE_PREFIX = "M:"
+CACHING_DECORATORS = frozenset({"lru_cache", "cache", "cached_property", "memoize", "memoized"})
+MUTATORS = frozenset(
+    {"setdefault", "update", "append", "add", "extend", "insert", "move_to_end", "pop", "popitem", "__setitem__"}
+)
 
 
 def _hash(data: bytes) -> str:
@@ -39,6 +50,10 @@ class FileBlocks:
     spans: tuple[tuple[int, int, str], ...] = ()
     """(first line incl. decorators, last line, checksum) per function, ordered by first line."""
     checksums: frozenset[str] = field(default_factory=frozenset)
+    stateful: frozenset[str] = frozenset()
+    """Checksums of the functions that store into state outliving the call."""
+    cached: frozenset[str] = frozenset()
+    """Checksums of the functions behind a caching decorator."""
 
     @property
     def file_checksum(self) -> str:
@@ -59,22 +74,32 @@ class FileBlocks:
         return found or self.module
 
     def to_json(self) -> list[object]:
-        return [self.file_hash, self.module, [list(s) for s in self.spans], VERSION]
+        spans = [list(s) for s in self.spans]
+        return [self.file_hash, self.module, spans, VERSION, sorted(self.stateful), sorted(self.cached)]
 
     @classmethod
     def from_json(cls, data: list[object]) -> FileBlocks:
         """Raises ValueError for blocks parsed by another version (a stale parse cache entry)."""
-        file_hash, module, spans, version = data
+        file_hash, module, spans, version, stateful, cached = data
         if version != VERSION:
             raise ValueError(f"blocks of version {version}")
-        assert isinstance(spans, list)
+        assert isinstance(spans, list) and isinstance(stateful, list) and isinstance(cached, list)
         parsed = tuple((int(s[0]), int(s[1]), str(s[2])) for s in spans)
-        return cls.build(str(file_hash), str(module), parsed)
+        return cls.build(
+            str(file_hash), str(module), parsed, frozenset(map(str, stateful)), frozenset(map(str, cached))
+        )
 
     @classmethod
-    def build(cls, file_hash: str, module: str, spans: tuple[tuple[int, int, str], ...]) -> FileBlocks:
+    def build(
+        cls,
+        file_hash: str,
+        module: str,
+        spans: tuple[tuple[int, int, str], ...],
+        stateful: frozenset[str] = frozenset(),
+        cached: frozenset[str] = frozenset(),
+    ) -> FileBlocks:
         checksums = frozenset({FILE_PREFIX + file_hash, module, *(s[2] for s in spans)})
-        return cls(file_hash, module, spans, checksums)
+        return cls(file_hash, module, spans, checksums, stateful, cached)
 
 
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -102,6 +127,66 @@ def _dump_without_inner_bodies(node: ast.AST) -> str:
             function.body = body
 
 
+def _root_name(node: ast.expr) -> str | None:
+    while isinstance(node, ast.Subscript | ast.Attribute | ast.Call):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _own_nodes(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.AST]:
+    """The nodes of a function's own body (not of the functions and classes defined in it)."""
+    found: list[ast.AST] = []
+    stack: list[ast.AST] = [*function.body]
+    while stack:
+        node = stack.pop()
+        found.append(node)
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            stack.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def is_stateful(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """Whether the function stores into state that outlives the call (see the module's text)."""
+    nodes = _own_nodes(function)
+    arguments = function.args
+    params = {a.arg for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]}
+    local = {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    fresh = (local | params) - {"self", "cls", "mcs", "metacls"}
+    for node in nodes:
+        if isinstance(node, ast.Global | ast.Nonlocal):
+            return True
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        elif isinstance(node, ast.Delete):
+            targets = node.targets
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in MUTATORS:
+            targets = [node.func]
+        for target in targets:
+            if not isinstance(target, ast.Subscript | ast.Attribute):
+                continue
+            base = _root_name(target)
+            if base in fresh:
+                continue
+            if function.name == "__init__" and isinstance(target, ast.Attribute) and base == "self":
+                continue  # a new instance's own attributes
+            if isinstance(node, ast.Call) and isinstance(target.value, ast.Name) and base in ("self", "cls"):
+                continue  # `self.append(...)`, `cls.update(...)`: the object's own method, not a store into it
+            return True
+    return False
+
+
+def is_cached(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    for decorator in function.decorator_list:
+        node = decorator.func if isinstance(decorator, ast.Call) else decorator
+        name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
+        if name in CACHING_DECORATORS:
+            return True
+    return False
+
+
 def parse_blocks(source: bytes) -> FileBlocks:
     file_hash = _hash(source)
     try:
@@ -110,6 +195,8 @@ def parse_blocks(source: bytes) -> FileBlocks:
         return FileBlocks.build(file_hash, FILE_PREFIX + file_hash, ())
     spans: list[tuple[int, int, str]] = []
     seen: dict[str, int] = {}
+    stateful: set[str] = set()
+    cached: set[str] = set()
 
     def visit(node: ast.AST, prefix: str) -> None:
         for child in ast.iter_child_nodes(node):
@@ -120,7 +207,12 @@ def parse_blocks(source: bytes) -> FileBlocks:
                 start = min([child.lineno, *(d.lineno for d in child.decorator_list)])
                 end = getattr(child, "end_lineno", None) or child.lineno
                 dump = _dump_without_inner_bodies(child)
-                spans.append((start, end, _hash(f"{qualname}#{n}\n{dump}".encode())))
+                checksum = _hash(f"{qualname}#{n}\n{dump}".encode())
+                spans.append((start, end, checksum))
+                if is_stateful(child):
+                    stateful.add(checksum)
+                if is_cached(child):
+                    cached.add(checksum)
                 visit(child, qualname + ".<locals>.")
             elif isinstance(child, ast.ClassDef):
                 visit(child, prefix + child.name + ".")
@@ -133,4 +225,4 @@ def parse_blocks(source: bytes) -> FileBlocks:
     except RecursionError:
         return FileBlocks.build(file_hash, FILE_PREFIX + file_hash, ())
     spans.sort()
-    return FileBlocks.build(file_hash, module, tuple(spans))
+    return FileBlocks.build(file_hash, module, tuple(spans), frozenset(stateful), frozenset(cached))

@@ -6,7 +6,12 @@ depends on is changed or reaches a changed block through the recorded call edges
 changed ("gone") when its checksum is no longer in its file (a missing file counts as changed).
 The edges matter for state cached across tests: a test that only hit a cache (`tz.gettz`'s
 instances) did not run what filled it, but it ran the function that called the filler (the
-cache lookup), and an edge leads from there to the edited function. A test module is not
+cache lookup), and an edge leads from there to the edited function. Every block reaching a
+changed one is too wide (a test that called `parse()` would be selected for any helper `parse`
+can reach through a branch it did not take), so a block that reaches a changed one selects its
+tests only where a cache can be: it stores into state outliving the call (`blocks.is_stateful`)
+and was a leaf (called no project code) in some test, as a cache lookup that hits is; or it
+calls a function behind a caching decorator (`lru_cache`) that reaches the changed block. A test module is not
 collected at all when every test it had last time is unaffected. Everything else runs:
 failures, tests with no record, tests whose record has no usable data.
 """
@@ -46,6 +51,46 @@ def reaching(gone: Iterable[int], edges: Sequence[int]) -> dict[int, int]:
                 origin[caller] = origin[block]
                 todo.append(caller)
     return origin
+
+
+def _callers(block: int, edges: Sequence[int]) -> Iterable[int]:
+    start = bisect_left(edges, block << EDGE_SHIFT)
+    stop = bisect_left(edges, (block + 1) << EDGE_SHIFT, start)
+    return (edges[i] & EDGE_MASK for i in range(start, stop))
+
+
+Marks = Callable[[str], tuple[frozenset[str], frozenset[str]]]
+"""A file's (stateful, cached) block checksums now (`blocks.FileBlocks`)."""
+
+
+def cache_points(
+    origin: Mapping[int, int],
+    gone: Collection[int],
+    edges: Sequence[int],
+    leaves: Collection[int],
+    blocks: Mapping[int, tuple[str, str]],
+    marks: Marks | None,
+) -> dict[int, int]:
+    """The blocks whose tests a change reaches (each with the changed block it leads to): the
+    changed blocks, and those reaching one (`origin`) where a cache can be (see the module's
+    text); every reaching block when `marks` is None."""
+    if marks is None:
+        return dict(origin)
+    points = {block: block for block in gone}
+    cache: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+    for block, target in origin.items():
+        where = blocks.get(block)
+        if where is None:
+            continue
+        if where[0] not in cache:
+            cache[where[0]] = marks(where[0])
+        stateful, cached = cache[where[0]]
+        if block in leaves and where[1] in stateful:
+            points.setdefault(block, target)
+        if where[1] in cached:
+            for caller in _callers(block, edges):
+                points.setdefault(caller, target)
+    return points
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +171,16 @@ def make_plan(
     collected: Mapping[str, list[str]],
     global_changes: Iterable[str] = (),
     edges: Sequence[int] = (),
+    leaves: Collection[int] = (),
+    marks: Marks | None = None,
 ) -> Plan:
     """`depsets` maps a dependency set to its block ids, `blocks` a block id to its (file,
     checksum); `current(file)` gives the file's block checksums now (None if it is gone or
     unreadable); `global_changes` names what changed in the environment (configuration files,
     non-Python files) for the `changed_files` reason; `edges` are the recorded caller -> callee
-    edges between blocks (`pack_edge`, sorted)."""
+    edges between blocks (`pack_edge`, sorted), `leaves` the blocks that were a leaf in some
+    test, `marks` the stateful and cached blocks of a file (None: every block reaching a
+    changed one selects its tests)."""
     changed: set[str] = set(global_changes)
     usable = [r for r in records.values() if r.env == env]
     if not usable:
@@ -147,7 +196,7 @@ def make_plan(
         present = cache[file]
         if present is None or checksum not in present:
             gone.add(block_id)
-    origin = reaching(gone, edges) if gone else {}
+    origin = cache_points(reaching(gone, edges), gone, edges, leaves, blocks, marks) if gone else {}
     verdicts: dict[int, bool] = {}
 
     def unaffected(depset: int) -> bool:

@@ -10,11 +10,12 @@
   skipped when every one of them is known and unaffected);
 - `aff_files`: a parse cache, file -> (stat signature, blocks);
 - `aff_state`: the last snapshot of configuration files and non-Python files (to name what changed);
-- `aff_edges`: one row: the caller -> callee edges between blocks that runs recorded (the union
-  over runs under one environment fingerprint, packed and sorted by callee, `plan.pack_edge`).
-  Edges touching a changed block are dropped once every test whose record that change made stale
-  has been recorded again (until then a test that only hit a cache may still need them), and
-  with the blocks they touch.
+- `aff_graph`: one row: the caller -> callee edges between blocks that runs recorded (the union
+  over runs under one environment fingerprint, packed and sorted by callee, `plan.pack_edge`),
+  and the blocks that were a leaf (called no project code) in some test. Edges and leaves
+  touching a changed block are dropped once every test whose record that change made stale has
+  been recorded again (until then a test that only hit a cache may still need them), and with
+  the blocks they touch.
 
 A run's records are written in one transaction (`save`). Blocking: call from a worker thread.
 """
@@ -52,7 +53,10 @@ CREATE TABLE IF NOT EXISTS aff_tests (
 CREATE TABLE IF NOT EXISTS aff_collected (file TEXT PRIMARY KEY, nodeids TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS aff_files (path TEXT PRIMARY KEY, sig TEXT NOT NULL, blocks TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS aff_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS aff_edges (id INTEGER PRIMARY KEY CHECK (id = 0), env TEXT NOT NULL, edges BLOB NOT NULL);
+DROP TABLE IF EXISTS aff_edges;
+CREATE TABLE IF NOT EXISTS aff_graph (
+    id INTEGER PRIMARY KEY CHECK (id = 0), env TEXT NOT NULL, edges BLOB NOT NULL, leaves BLOB NOT NULL
+);
 """
 register_schema("affected", SCHEMA)
 
@@ -69,13 +73,15 @@ class Stored:
     state: dict[str, dict[str, str]] = field(default_factory=dict)
     edges: Sequence[int] = field(default_factory=lambda: array(EDGE_TYPE))
     """Caller -> callee edges between block ids (`plan.pack_edge`), sorted."""
+    leaves: set[int] = field(default_factory=set)
+    """Blocks that called no project code in some test."""
 
 
-def _edges(blob: object) -> array[int]:
-    edges = array(EDGE_TYPE)
-    if isinstance(blob, bytes) and len(blob) % edges.itemsize == 0:
-        edges.frombytes(blob)
-    return edges
+def _packed(blob: object, kind: str = EDGE_TYPE) -> array[int]:
+    packed = array(kind)
+    if isinstance(blob, bytes) and len(blob) % packed.itemsize == 0:
+        packed.frombytes(blob)
+    return packed
 
 
 def load(db: TestDB) -> Stored:
@@ -111,8 +117,9 @@ def load(db: TestDB) -> Stored:
                 stored.state[key] = dict(json.loads(value))
             except (ValueError, TypeError):
                 continue
-        for (blob,) in conn.execute("SELECT edges FROM aff_edges"):
-            stored.edges = _edges(blob)
+        for edges, leaves in conn.execute("SELECT edges, leaves FROM aff_graph"):
+            stored.edges = _packed(edges)
+            stored.leaves = set(_packed(leaves, ID_TYPE))
     finally:
         conn.execute("COMMIT")
     return stored
@@ -184,21 +191,26 @@ class EdgeWrite:
     no longer in its file are dropped."""
     current: Callable[[str], frozenset[str] | None] = lambda file: None
     """A file's block checksums now (None: gone)."""
+    leaves: Iterable[tuple[str, str]] = ()
+    """Blocks (file, checksum) that called no project code in some test of this run."""
 
 
 def _save_edges(conn: sqlite3.Connection, ids: _Ids, env: str, write: EdgeWrite, dropped: set[int]) -> None:
-    row = conn.execute("SELECT env, edges FROM aff_edges WHERE id = 0").fetchone()
-    old = _edges(row[1]) if row is not None and row[0] == env else array(EDGE_TYPE)
+    row = conn.execute("SELECT env, edges, leaves FROM aff_graph WHERE id = 0").fetchone()
+    same = row is not None and row[0] == env
+    old = _packed(row[1]) if same else array(EDGE_TYPE)
+    old_leaves = set(_packed(row[2], ID_TYPE)) if same else set()
     edges = set(old)
     for caller, callee in write.found:
         a, b = ids.of(*caller), ids.of(*callee)
         if a != b and max(a, b) <= EDGE_MASK:
             edges.add(pack_edge(a, b))
+    leaves = old_leaves | {ids.of(*block) for block in write.leaves}
     stale = set(dropped)
-    if write.prune and edges:
+    if write.prune and (edges or leaves):
         by_id = {i: key for key, i in ids.known.items()}
         files: dict[str, frozenset[str] | None] = {}
-        for block in {e & EDGE_MASK for e in edges} | {e >> EDGE_SHIFT for e in edges}:
+        for block in {e & EDGE_MASK for e in edges} | {e >> EDGE_SHIFT for e in edges} | leaves:
             key = by_id.get(block)
             if key is None:
                 stale.add(block)
@@ -210,10 +222,11 @@ def _save_edges(conn: sqlite3.Connection, ids: _Ids, env: str, write: EdgeWrite,
                 stale.add(block)
     if stale:
         edges = {e for e in edges if (e & EDGE_MASK) not in stale and (e >> EDGE_SHIFT) not in stale}
-    if row is not None and row[0] == env and len(edges) == len(old) and edges.issuperset(old):
+        leaves -= stale
+    if same and len(edges) == len(old) and edges.issuperset(old) and leaves == old_leaves:
         return  # nothing new, nothing dropped
-    blob = array(EDGE_TYPE, sorted(edges)).tobytes()
-    conn.execute("INSERT OR REPLACE INTO aff_edges (id, env, edges) VALUES (0, ?, ?)", (env, blob))
+    blobs = array(EDGE_TYPE, sorted(edges)).tobytes(), array(ID_TYPE, sorted(leaves)).tobytes()
+    conn.execute("INSERT OR REPLACE INTO aff_graph (id, env, edges, leaves) VALUES (0, ?, ?, ?)", (env, *blobs))
 
 
 def save(
