@@ -9,10 +9,9 @@ Loaded by `worker.py` (the project's interpreter, standard library only, Python 
   (not counted as deselected: `-k`/`-m` deselection stays pytest's own);
 - records, per test (setup, call and teardown), the code objects that ran from files under the
   root, and per test module what ran while it was imported plus the project modules its globals
-  refer to, with the tracers of `tracers.py` (`sys.monitoring` on 3.12+; below, a `sys.settrace`
-  call-event hook for start-up and collection, cProfile's C profiler for tests); and the
-  caller -> callee edges between project code (a test that only hits a cache another test
-  filled depends on what filled it). Code objects are mapped to (file, first line) once each,
+  refer to, with the tracers of `tracers.py` (`sys.monitoring` on 3.12+, cProfile's C profiler
+  below); and the caller -> callee edges between project code and the leaves (a test that only
+  hits a cache another test filled depends on what filled it). Code objects are mapped to (file, first line) once each,
   at the end of a test; absolute file names, so a test that changes the working directory or
   `sys.path` does not confuse the record. A test that replaces the tracer or profiler (a
   debugger, coverage) gets no record;
@@ -192,9 +191,9 @@ class Recorder:
             return
         self._collecting = None
         imports = self.tracer.imports
+        intact = self.tracer.stop()
         seen = imports.modules.pop(str(collector.path), set())
         imports.expect = None
-        intact = self.tracer.stop()
         self.tracer.start(imports.shared)
         rel = self._rel(collector.path)
         if rel is None:

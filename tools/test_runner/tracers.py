@@ -2,30 +2,31 @@
 """In the forked child: the tracers `recorder.py` records with (standard library only, 3.8 syntax).
 
 Every tracer collects code objects into a current set (`seen`) and caller -> callee pairs between
-project code objects into `edges` (one set for the whole run; the callee's tests may depend on
-the caller having run it in an earlier test, whose result is cached). Two phases:
+project code objects into `edges` (one set for the whole run: a test that only hits a cache
+depends on what an earlier test's call filled it with). Two kinds of window:
 
-- `start(seen)` / `stop()`: start-up and collection, with the import stack (`_Imports`: what runs
-  while a module is imported is charged to that module or to `shared`). On < 3.12 a
-  `sys.settrace` call-event hook returning None (no line events); the caller of each project call
-  is found through `frame.f_back`, past frames of other code, which gives exact edges.
+- `start(seen)` / `stop()`: start-up and collection; what a module's import runs is charged to
+  that module (the test module being collected) or to `shared` (`_Imports`);
 - `begin()` / `end()`: a test (setup, call, teardown) or a higher-scoped fixture's setup, with
-  `push`/`pop` for a fixture set up inside a test. On < 3.12 cProfile's C profiler (`_lsprof`,
-  builtins off, subcalls on): about half the cost of the settrace hook, and its statistics give
-  each function's callees (edges between project code, and through code of other files, e.g.
-  `functools.cached_property.__get__`, within the test). What a project module's `<module>`
-  imported during a test ran (everything reachable from it) is charged to `shared`, as at
-  collection.
+  `push`/`pop` for a fixture set up inside a test; `leaves` gets the project code objects that
+  called no project code in the test (a cache lookup that hit).
 
-Per test, `leaves` gets the project code objects that called no project code in it (a cache
-lookup that hit: what filled the cache ran in an earlier test); a tracer that cannot tell
-counts every project code object of the test as a leaf (wider, never narrower).
+On < 3.12, `_Profile`: cProfile's C profiler (`_lsprof`, builtins off, subcalls on) for both,
+about half the cost of a `sys.settrace` call hook per call. Its statistics give each function's
+callees: edges between project code, also through other files' code (e.g.
+`functools.cached_property.__get__`, `json.loads` calling an `object_hook`), never through hubs
+(pytest, pluggy, importlib); and what each `<module>` reached, charged to its import's set (a
+function reached both from an import and otherwise is charged to both: wider, never narrower).
+`_SetTrace` (a call hook returning None, with a frame stack for imports and `frame.f_back` for
+edges) is the fallback without `_lsprof`; it counts every project code object as a leaf.
 
-On 3.12+ both phases use `sys.monitoring` (each code object reported once per test, then
+On 3.12+, `_Monitoring`: `sys.monitoring` (each code object reported once per test, then
 disabled); its edges are the first caller of each code object per test, its leaves the code
-objects that were nobody's first caller. Other threads are
-covered by `threading.settrace`/`setprofile` (code objects, no edges). A tracer or profiler
-replaced while recording (a debugger, coverage) makes the record incomplete (`intact()`).
+objects that were nobody's first caller (wider, never narrower).
+
+Other threads are covered by `threading.settrace`/`setprofile` (code objects, no edges). A
+tracer or profiler replaced while recording (a debugger, coverage) makes the record incomplete
+(`intact()`).
 """
 
 from __future__ import annotations
@@ -244,18 +245,14 @@ def contract(entries: List[Any], is_root: IsRoot, edges: Set[Edge], leaves: Set[
             leaves.add(code)
 
 
-def imported(entries: List[Any], shared: Set[Any]) -> None:
-    """What the `<module>` of a `.py` file imported during a test ran: everything reachable from
-    it in the statistics (the import machinery included), charged to `shared`."""
-    starts = [e.code for e in entries if getattr(e.code, "co_name", "") == "<module>"]
-    todo = [c for c in starts if str(c.co_filename).endswith(".py")]
-    if not todo:
-        return
-    callees = {e.code: e.calls for e in entries if e.calls}
+def _closure(starts: List[Any], callees: Dict[Any, Any], is_root: IsRoot, into: Set[Any]) -> None:
+    """The project code reachable from `starts` in the statistics (any code in between)."""
+    todo = list(starts)
     visited: Set[Any] = set(todo)
     while todo:
         code = todo.pop()
-        shared.add(code)
+        if is_root(code):
+            into.add(code)
         for sub in callees.get(code) or ():
             callee = sub.code
             if callee not in visited and not isinstance(callee, str):
@@ -263,15 +260,40 @@ def imported(entries: List[Any], shared: Set[Any]) -> None:
                 todo.append(callee)
 
 
-class _Profile(_SetTrace):
-    """Start-up and collection through `_SetTrace`; tests through `_lsprof`."""
+def imported(entries: List[Any], imports: _Imports, is_root: IsRoot) -> None:
+    """What the `<module>` code in the statistics ran (everything reachable from it, the import
+    machinery included), charged as `_Imports.target` says: the test module being collected to
+    its own set, any other `.py` module to `shared`."""
+    starts: Dict[int, List[Any]] = {}
+    for entry in entries:
+        code = entry.code
+        if getattr(code, "co_name", "") == "<module>":
+            into = imports.target(code)
+            if into is not None:
+                starts.setdefault(id(into), [into]).append(code)
+    if not starts:
+        return
+    callees = {e.code: e.calls for e in entries if e.calls}
+    for into, *codes in starts.values():
+        _closure(codes, callees, is_root, into)
+
+
+class _Profile:
+    """cProfile's C profiler (`_lsprof`) for start-up, collection and tests: what ran in each
+    window (since `start`/`begin`) goes to the window's set when it ends, what `<module>` code
+    ran to its import's set (`imported`), edges and leaves from the statistics (`contract`)."""
 
     name = "cprofile"
 
     def __init__(self, is_root: IsRoot, lsprof: Any) -> None:
-        super().__init__(is_root)
+        self.is_root = is_root
         self.profiler = lsprof.Profiler(builtins=False, subcalls=True)
+        self.seen: Set[Any] = set()
+        self.edges: Set[Edge] = set()
+        self.leaves: Set[Any] = set()
+        self.imports = _Imports()
         self.thread_seen: Set[Any] = set()
+        self.running = False
         self.broken = False
         """The profiler was replaced during this test (seen when a fixture's setup began)."""
 
@@ -279,47 +301,73 @@ class _Profile(_SetTrace):
         if event == "call":
             self.thread_seen.add(frame.f_code)
 
-    def begin(self) -> None:
-        self.seen = set()
-        self.thread_seen = set()
-        self.broken = False
+    def _enable(self) -> None:
+        self.running = True
         threading.setprofile(self._in_thread)
         self.profiler.enable()
 
-    def _harvest(self, into: Set[Any]) -> bool:
-        """Stop profiling; what ran since `enable` goes into `into`; whether we were profiling."""
+    def _harvest(self, into: Set[Any], test: bool) -> bool:
+        """Stop profiling; what ran since `enable` goes into `into` (and `<module>` code into its
+        import's set); whether we were still the profiler."""
         profiler = self.profiler
         intact = sys.getprofile() is profiler
         profiler.disable()
+        threading.setprofile(None)  # type: ignore[arg-type]
+        self.running = False
         entries = profiler.getstats()
         profiler.clear()
-        into.update(e.code for e in entries)
-        contract(entries, self.is_root, self.edges, self.leaves)
-        imported(entries, self.imports.shared)
+        is_root = self.is_root
+        into.update(code for code in (e.code for e in entries) if is_root(code))
+        into.update(code for code in self.thread_seen if is_root(code))
+        self.thread_seen = set()
+        contract(entries, is_root, self.edges, self.leaves if test else set())
+        imported(entries, self.imports, is_root)
         return intact
+
+    # start-up and collection
+
+    def start(self, seen: Optional[Set[Any]] = None) -> Set[Any]:
+        """Record into `seen` (a new set if None) from now on; what ran since the last start
+        goes to that start's set first."""
+        if self.running:
+            self._harvest(self.seen, False)
+        self.seen = set() if seen is None else seen
+        self._enable()
+        return self.seen
+
+    def intact(self) -> bool:
+        return sys.getprofile() is self.profiler
+
+    def stop(self) -> bool:
+        intact = self._harvest(self.seen, False) if self.running else False
+        return intact
+
+    # tests
+
+    def begin(self) -> None:
+        self.broken = False
+        self.start()
 
     def end(self) -> Tuple[Set[Any], bool]:
         seen = self.seen
-        intact = self._harvest(seen) and not self.broken
-        threading.setprofile(None)  # type: ignore[arg-type]
-        seen |= self.thread_seen
+        intact = self._harvest(seen, True) and not self.broken
         return seen, intact
 
     def push(self) -> Set[Any]:
         saved = self.seen
-        if not self._harvest(saved):
+        if not self._harvest(saved, True):
             self.broken = True  # the test's record is incomplete
         self.seen = set()
-        self.profiler.enable()
+        self._enable()
         return saved
 
     def pop(self, saved: Set[Any]) -> Tuple[Set[Any], bool]:
         inner = self.seen
-        intact = self._harvest(inner)
+        intact = self._harvest(inner, True)
         self.broken = self.broken or not intact
         saved |= inner
         self.seen = saved
-        self.profiler.enable()
+        self._enable()
         return inner, intact
 
 
