@@ -448,10 +448,11 @@ class _Monitoring:
 
     def end(self) -> Tuple[Set[Any], bool]:
         seen = self.seen
+        intact = self.stop()  # first: the comprehension below is Python code, reported while monitoring
         is_root = self.is_root
         callers = self.callers
         self.leaves.update(c for c in seen if c not in callers and c.co_name != "<module>" and is_root(c))
-        return seen, self.stop()
+        return seen, intact
 
 
 def make_tracer(is_root: IsRoot) -> Any:
