@@ -139,10 +139,10 @@ class Recorder:
             key = keys.get(code, -1)
             if key == -1:
                 key = None
-                filename = getattr(code, "co_filename", None)
+                filename = code if isinstance(code, str) else getattr(code, "co_filename", None)
                 index = self._file(filename) if isinstance(filename, str) else None
-                if index is not None:
-                    line = 0 if code.co_name == "<module>" else code.co_firstlineno
+                if index is not None:  # a file name stands for its module's code (`tracers.member`)
+                    line = 0 if isinstance(code, str) or code.co_name == "<module>" else code.co_firstlineno
                     pair = (index, line)
                     key = self._pair_index.get(pair)
                     if key is None:

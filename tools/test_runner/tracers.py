@@ -68,7 +68,7 @@ class _Imports:
         into = self.target(code)
         if into is None:
             return False
-        into.add(code)
+        into.add(code.co_filename)  # a module by its file (see `member`)
         self.stack.append(into)
         self.markers.append(marker)
         return True
@@ -92,6 +92,23 @@ class _Imports:
         if isinstance(filename, str) and filename.endswith(".py"):
             return self.shared
         return None
+
+
+def member(code: Any) -> Any:
+    """What stands for a code object in the sets: itself, or its file name for a module's code.
+    Code objects compare equal across files (CPython leaves `co_filename` out of `==`): the
+    `<module>` code of two empty `__init__.py` files is one set member, and the second package's
+    import would be lost. Functions collide only with the same name, first line and code."""
+    return code.co_filename if code.co_name == "<module>" else code
+
+
+def _calls(entries: List[Any]) -> Dict[Any, List[Any]]:
+    """Code object -> its callees' sub-entries (equal code objects of two files: both lists)."""
+    callees: Dict[Any, List[Any]] = {}
+    for entry in entries:
+        if entry.calls:
+            callees.setdefault(entry.code, []).extend(entry.calls)
+    return callees
 
 
 def _is_hub(code: Any) -> bool:
@@ -226,7 +243,7 @@ def contract(entries: List[Any], is_root: IsRoot, edges: Set[Edge], leaves: Set[
                 todo.append(callee)
         if todo:
             if callees is None:
-                callees = {e.code: e.calls for e in entries if e.calls}
+                callees = _calls(entries)
             visited: Set[Any] = set(todo)
             while todo:
                 for sub in callees.get(todo.pop()) or ():
@@ -247,12 +264,13 @@ def contract(entries: List[Any], is_root: IsRoot, edges: Set[Edge], leaves: Set[
 
 def _closure(starts: List[Any], callees: Dict[Any, Any], is_root: IsRoot, into: Set[Any]) -> None:
     """The project code reachable from `starts` in the statistics (any code in between)."""
+    into.update(member(code) for code in starts if is_root(code))
     todo = list(starts)
     visited: Set[Any] = set(todo)
     while todo:
         code = todo.pop()
         if is_root(code):
-            into.add(code)
+            into.add(member(code))
         for sub in callees.get(code) or ():
             callee = sub.code
             if callee not in visited and not isinstance(callee, str):
@@ -273,7 +291,7 @@ def imported(entries: List[Any], imports: _Imports, is_root: IsRoot) -> None:
                 starts.setdefault(id(into), [into]).append(code)
     if not starts:
         return
-    callees = {e.code: e.calls for e in entries if e.calls}
+    callees = _calls(entries)
     for into, *codes in starts.values():
         _closure(codes, callees, is_root, into)
 
@@ -317,8 +335,8 @@ class _Profile:
         entries = profiler.getstats()
         profiler.clear()
         is_root = self.is_root
-        into.update(code for code in (e.code for e in entries) if is_root(code))
-        into.update(code for code in self.thread_seen if is_root(code))
+        into.update(member(code) for code in (e.code for e in entries) if is_root(code))
+        into.update(member(code) for code in self.thread_seen if is_root(code))
         self.thread_seen = set()
         contract(entries, is_root, self.edges, self.leaves if test else set())
         imported(entries, self.imports, is_root)

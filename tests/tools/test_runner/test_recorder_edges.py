@@ -269,3 +269,25 @@ def costly(n):
     by_name = dict(zip(names, (s[2] for s in blocks.spans), strict=True))
     assert {n for n, c in by_name.items() if c in blocks.stateful} == {"fills", "remembers", "marks_itself"}
     assert {n for n, c in by_name.items() if c in blocks.cached} == {"costly"}
+
+
+async def test_two_empty_init_files_are_two_dependencies(memory_client: Any, tmp_path: Path) -> None:
+    """The `<module>` code of two empty `__init__.py` files compares equal (CPython leaves the
+    file name out of code equality): the second package's import was lost, and code added to
+    its `__init__.py` selected nothing."""
+    root = write_project(
+        tmp_path / "proj",
+        {
+            "pkg/__init__.py": "",
+            "pkg/sub/__init__.py": "",
+            "pkg/sub/thing.py": "VALUE = 1\n",
+            "tests/test_thing.py": "from pkg.sub.thing import VALUE\n\n\ndef test_value():\n    assert VALUE == 1\n",
+        },
+    )
+    with anyio.fail_after(120):
+        async with memory_client(root) as client:
+            assert (await run(client))["counts"]["passed"] == 1
+            assert await plan(client) == set()
+            edit(root / "pkg/sub/__init__.py", "", "from pkg.sub import thing\n\nthing.VALUE = 2\n")
+            assert await plan(client) == {"tests/test_thing.py::test_value"}
+            assert (await run(client))["counts"]["failed"] == 1
