@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.leakcheck import allow_long_lived, forget_long_lived
+from tests.setup_lock import wait_for_setup
 
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
@@ -112,6 +113,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     external = os.environ.get("MCP_CODE_TOOLS_TEST_REDIS_URL")
     if external:
         yield external
+        return
+    waited = wait_for_setup()  # scripts/setup --background may be installing it
+    if waited:
+        _unavailable(waited)
         return
     binary = shutil.which("redis-server")
     if binary is None:

@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from tests.setup_lock import wait_for_setup
+
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "e2e-inspector-token-0123456789"
 BEARER = ["--header", f"Authorization: Bearer {TOKEN}"]
@@ -41,6 +43,11 @@ def _npm_required() -> bool:
 
 @pytest.fixture(scope="session")
 def npm_tools() -> Path:
+    waited = wait_for_setup()  # scripts/setup --background may be installing them
+    if waited:
+        if _npm_required():
+            pytest.fail(waited)
+        pytest.skip(waited)
     try:
         out = subprocess.run(
             ["bash", str(REPO / "scripts" / "npm-tools")], capture_output=True, text=True, timeout=900, check=False

@@ -19,6 +19,7 @@ import pytest
 from mcp_server.transports.websocket import websocket_server
 from tests import sdk1_venv
 from tests.mcp_server.transports.conftest import ClosedConnections, make_app
+from tests.setup_lock import wait_for_setup
 
 pytestmark = [pytest.mark.anyio, pytest.mark.sdk1]
 
@@ -65,7 +66,7 @@ def _unavailable(reason: str) -> None:
 def sdk1_python() -> Path:
     """The Python of a virtual environment with `mcp<2`, built once (under a lock) and reused
     (tests/sdk1_venv.py; scripts/setup builds it beside the main install)."""
-    reason = sdk1_venv.build()
+    reason = wait_for_setup() or sdk1_venv.build()  # scripts/setup --background may be building it
     if reason:
         _unavailable(reason)
     return sdk1_venv.sdk1_python()
