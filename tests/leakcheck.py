@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import select
 import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -62,39 +62,53 @@ class Proc:
         return f"pid {self.pid} (parent {self.ppid}){zombie}: {self.cmdline or '?'}"
 
 
-def _read_proc(pid: int) -> Proc | None:
+def _read_file(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
+def _read_proc(pid: int, with_cmdline: bool = True) -> Proc | None:
+    try:
+        stat = _read_file(f"/proc/{pid}/stat").decode(errors="replace")
     except OSError:
         return None
     # The command name is in parentheses and may itself contain spaces and parentheses.
     rest = stat[stat.rfind(")") + 2 :].split()
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        cmdline = ""
+    cmdline = ""
+    if with_cmdline:
+        with contextlib.suppress(OSError):
+            cmdline = _read_file(f"/proc/{pid}/cmdline").replace(b"\0", b" ").decode(errors="replace").strip()
     return Proc(pid=pid, ppid=int(rest[1]), start=int(rest[19]), state=rest[0], cmdline=cmdline[:200])
 
 
 def descendants(root: int | None = None) -> dict[tuple[int, int], Proc]:
-    """Every live or zombie descendant of `root` (default: this process)."""
+    """Every live or zombie descendant of `root` (default: this process). Called twice per test: every
+    process's `stat` is read to find the tree, and the command line only of those in it."""
     root = os.getpid() if root is None else root
-    procs: list[Proc] = []
+    children: dict[int, list[Proc]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            proc = _read_proc(int(entry))
+            proc = _read_proc(int(entry), with_cmdline=False)
             if proc is not None:
-                procs.append(proc)
-    children: dict[int, list[Proc]] = {}
-    for proc in procs:
-        children.setdefault(proc.ppid, []).append(proc)
+                children.setdefault(proc.ppid, []).append(proc)
     found: dict[tuple[int, int], Proc] = {}
     stack = [root]
     while stack:
         for child in children.get(stack.pop(), []):
-            found[child.key] = child
+            found[child.key] = _with_cmdline(child)
             stack.append(child.pid)
     return found
+
+
+def _with_cmdline(proc: Proc) -> Proc:
+    try:
+        raw = _read_file(f"/proc/{proc.pid}/cmdline")
+    except OSError:
+        return proc
+    return dataclasses.replace(proc, cmdline=raw.replace(b"\0", b" ").decode(errors="replace").strip()[:200])
 
 
 def _exempt(found: dict[tuple[int, int], Proc]) -> set[tuple[int, int]]:
