@@ -421,9 +421,7 @@ async def _first_recording(
             median_ms(h),
             "same, record_tests=false",
             "(informative)",
-            extra={
-                "tracer": "cProfile (tests), settrace (collection)" if sys.version_info < (3, 12) else "sys.monitoring"
-            },
+            extra={"tracer": "cProfile (_lsprof)" if sys.version_info < (3, 12) else "sys.monitoring"},
         ),
     )
 
