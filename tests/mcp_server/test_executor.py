@@ -91,7 +91,8 @@ async def wait_dead(pid: int) -> None:
 
 
 def in_group(pgid: int) -> list[int]:
-    """Live processes of process group `pgid`."""
+    """Live processes of process group `pgid` (not a zombie, Z, nor one being released, X: a process
+    that has just exited, whose parent ignores it, shows X for a moment before it is gone)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -101,7 +102,7 @@ def in_group(pgid: int) -> list[int]:
         except OSError:
             continue
         fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             found.append(int(entry))
     return found
 
