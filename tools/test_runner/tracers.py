@@ -214,9 +214,10 @@ class _SetTrace:
 
     def end(self) -> Tuple[Set[Any], bool]:
         seen = self.seen
+        intact = self.stop()  # first: `is_root` is Python code, traced while on (the set would grow)
         is_root = self.is_root
         self.leaves.update(code for code in seen if is_root(code))  # no callees known: all count
-        return seen, self.stop()
+        return seen, intact
 
 
 def contract(entries: List[Any], is_root: IsRoot, edges: Set[Edge], leaves: Set[Any]) -> None:

@@ -1,0 +1,203 @@
+"""The recorder's tracers in this process (they normally run in the forked child, where coverage does
+not see them): what a test window records (code objects, caller -> callee edges through other
+files' code, leaves), what an import charges, fixture windows, threads, and a profiler or tracer
+replaced while recording. The project is a temporary module loaded from a file under `root`."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tools.test_runner import tracers
+
+PROJECT = """
+import json
+
+_CACHE = {}
+
+
+def compute(key):
+    return {"key": key}
+
+
+def lookup(key):
+    if key not in _CACHE:
+        _CACHE[key] = compute(key)
+    return _CACHE[key]
+
+
+def hook(obj):
+    return obj
+
+
+def decode(text):
+    return json.loads(text, object_hook=hook)
+
+
+def in_thread(out):
+    out.append(compute("thread"))
+"""
+
+IMPORTED = """
+def helper():
+    return 1
+
+
+VALUE = helper()
+"""
+
+
+def load(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[tuple[ModuleType, Callable[[Any], bool], Path]]:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "mod.py").write_text(PROJECT)
+    (root / "imported.py").write_text(IMPORTED)
+    prefix = str(root) + "/"
+
+    def is_root(code: Any) -> bool:
+        return isinstance(getattr(code, "co_filename", None), str) and code.co_filename.startswith(prefix)
+
+    yield load(root / "mod.py", "mcp_tracer_test_mod"), is_root, root
+
+
+@pytest.fixture
+def restore_trace() -> Iterator[None]:
+    """The settrace tracer replaces coverage's own tracer: put it back afterwards."""
+    trace, thread_trace = sys.gettrace(), threading.gettrace()
+    profile = sys.getprofile()
+    try:
+        yield
+    finally:
+        sys.settrace(trace)
+        threading.settrace(thread_trace)  # type: ignore[arg-type]
+        sys.setprofile(profile)
+
+
+def names(codes: Any) -> set[str]:
+    return {c.co_name for c in codes if not isinstance(c, str)}
+
+
+def edge_names(edges: Any) -> set[tuple[str, str]]:
+    return {(a.co_name, b.co_name) for a, b in edges}
+
+
+def make(kind: str, is_root: Callable[[Any], bool]) -> Any:
+    if kind == "cprofile":
+        import _lsprof
+
+        return tracers._Profile(is_root, _lsprof)
+    return tracers._SetTrace(is_root)
+
+
+@pytest.mark.parametrize("kind", ["cprofile", "settrace"])
+def test_a_test_window_records_functions_edges_and_leaves(
+    project: tuple[ModuleType, Callable[[Any], bool], Path], kind: str, restore_trace: None
+) -> None:
+    mod, is_root, _ = project
+    tracer = make(kind, is_root)
+    tracer.begin()
+    mod.lookup("a")  # fills the cache: lookup -> compute
+    mod.decode('{"x": 1}')  # decode -> hook, through json's own Python code
+    seen, intact = tracer.end()
+    assert intact
+    assert {"lookup", "compute", "decode", "hook"} <= names(seen)
+    assert {("lookup", "compute"), ("decode", "hook")} <= edge_names(tracer.edges)
+
+    tracer.begin()
+    mod.lookup("a")  # a cache hit: lookup calls no project code
+    seen, intact = tracer.end()
+    assert intact and names(seen) >= {"lookup"} and "compute" not in names(seen)
+    assert "lookup" in names(tracer.leaves)
+    if kind == "cprofile":  # its statistics know the callees: a function that called one is no leaf
+        assert "decode" not in names(tracer.leaves)
+
+
+@pytest.mark.parametrize("kind", ["cprofile", "settrace"])
+def test_a_fixture_window_inside_a_test_is_recorded_apart_and_added(
+    project: tuple[ModuleType, Callable[[Any], bool], Path], kind: str, restore_trace: None
+) -> None:
+    mod, is_root, _ = project
+    tracer = make(kind, is_root)
+    tracer.begin()
+    mod.hook(1)
+    saved = tracer.push()
+    mod.compute("fixture")
+    inner, intact = tracer.pop(saved)
+    assert intact and "compute" in names(inner) and "hook" not in names(inner)
+    mod.decode("[]")
+    seen, intact = tracer.end()
+    assert intact and {"hook", "compute", "decode"} <= names(seen)
+
+
+@pytest.mark.parametrize("kind", ["cprofile", "settrace"])
+def test_a_replaced_profiler_or_tracer_makes_the_record_incomplete(
+    project: tuple[ModuleType, Callable[[Any], bool], Path], kind: str, restore_trace: None
+) -> None:
+    mod, is_root, _ = project
+    tracer = make(kind, is_root)
+    tracer.begin()
+    mod.compute("x")
+    if kind == "cprofile":
+        sys.setprofile(None)  # a test that profiles itself
+    else:
+        sys.settrace(None)  # a debugger, coverage
+    mod.compute("y")
+    _, intact = tracer.end()
+    assert not intact
+
+
+def test_code_run_in_another_thread_is_recorded(
+    project: tuple[ModuleType, Callable[[Any], bool], Path], restore_trace: None
+) -> None:
+    mod, is_root, _ = project
+    tracer = make("cprofile", is_root)
+    tracer.begin()
+    out: list[Any] = []
+    thread = threading.Thread(target=mod.in_thread, args=(out,))
+    thread.start()
+    thread.join(10)
+    seen, intact = tracer.end()
+    assert intact and out and {"in_thread", "compute"} <= names(seen)
+
+
+@pytest.mark.parametrize("kind", ["cprofile", "settrace"])
+def test_an_import_charges_shared_with_what_it_ran(
+    project: tuple[ModuleType, Callable[[Any], bool], Path], kind: str, restore_trace: None
+) -> None:
+    _, is_root, root = project
+    tracer = make(kind, is_root)
+    shared = tracer.imports.shared
+    tracer.start(shared)
+    load(root / "imported.py", "mcp_tracer_test_imported")
+    assert tracer.stop()
+    # the module's own code (by file name: two empty __init__.py files are not one) and what it ran
+    assert str(root / "imported.py") in shared or any(
+        getattr(c, "co_filename", None) == str(root / "imported.py") and c.co_name == "<module>" for c in shared
+    )
+    assert "helper" in names(shared)
+
+
+def test_make_tracer_picks_the_cheapest_available(project: tuple[ModuleType, Callable[[Any], bool], Path]) -> None:
+    _, is_root, _ = project
+    tracer = tracers.make_tracer(is_root)
+    expected = "monitoring" if hasattr(sys, "monitoring") else "cprofile"
+    assert tracer.name == expected
+    if expected == "monitoring":
+        tracer.stop()
+        sys.monitoring.free_tool_id(tracer.tool)  # type: ignore[attr-defined]
