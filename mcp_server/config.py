@@ -371,8 +371,6 @@ class _EnvSource(EnvSettingsSource):
 
 
 def _warn_unknown_env(environ: Mapping[str, str], warn: Warn) -> None:
-    import difflib  # rarely needed: an unknown variable is rare
-
     fields = list(Settings.model_fields)
     for key in environ:
         upper = key.upper()
@@ -381,6 +379,8 @@ def _warn_unknown_env(environ: Mapping[str, str], warn: Warn) -> None:
         name = upper[len(ENV_PREFIX) :].lower()
         if name in Settings.model_fields:
             continue
+        import difflib  # only for an unknown variable (rare): not worth its import at every start
+
         close = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
         hint = f"; did you mean {env_name(close[0])}?" if close else ""
         warn(f"{key} is not a setting and is ignored{hint}")
