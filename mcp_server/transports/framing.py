@@ -5,7 +5,8 @@ waiting on the id of a malformed request forever; ours (a WebSocket frame, a std
 as JSON-RPC 2.0 asks: a parse error (-32700)
 for text that is not JSON, an invalid request (-32600) for JSON that is not a message (an array,
 a number, an object without the envelope). The answer carries the request's id when one can be
-read, else `null`. Details of our validators never reach the wire.
+read and sent back (a string id with a lone surrogate cannot be: UTF-8 has no encoding for it), else
+`null`. Details of our validators never reach the wire.
 """
 
 from __future__ import annotations
@@ -29,7 +30,15 @@ def error_frame(code: int, message: str, request_id: str | int | None = None) ->
 def _usable_id(value: Any) -> str | int | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, (str, int)):
+    if isinstance(value, str):
+        # JSON may escape a lone surrogate ("\\udc80"): Python's parser reads it, but no answer can
+        # carry it (UTF-8 cannot encode it; the SDK's parser refused the message for that reason).
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        return value
+    if isinstance(value, int):
         return value
     return None
 

@@ -36,6 +36,10 @@ def test_a_valid_message_round_trips() -> None:
         ('{"jsonrpc": "2.0", "id": 6, "method": 5}', -32600, 6),  # a malformed request keeps its id
         ('{"jsonrpc": "1.0", "id": 7, "method": "ping"}', -32600, 7),
         ('{"jsonrpc": "2.0", "id": 8, "result": 1, "error": {}}', -32600, None),  # never a response's id
+        # A lone surrogate: JSON can escape it, UTF-8 cannot carry it back (the error itself failed to
+        # serialize: the stdio reader thread died, a WebSocket connection closed with 1011; found by the fuzz)
+        ('{"jsonrpc": "2.0", "id": "\\udc80", "method": "ping"}', -32600, None),
+        ('{"jsonrpc": "2.0", "id": 9, "method": "ping", "params": {"x": "\\udc80"}}', -32600, 9),
     ],
 )
 def test_bad_frames_become_errors(frame: str, code: int, request_id: str | int | None) -> None:

@@ -175,6 +175,7 @@ async def test_stdio_answers_every_bad_line_in_order_and_goes_on(tmp_path: Path)
         b'{"jsonrpc": "1.0", "id": 8, "method": "ping"}',
         b'{"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": "x"}',
         b'{"id": 10, "method": "ping"}',
+        b'{"jsonrpc": "2.0", "id": "\\udc80", "method": "ping"}',  # a lone surrogate: no answer can carry it
     ]
     with anyio.fail_after(60):
         async with server_process(tmp_path) as proc:
@@ -194,6 +195,7 @@ async def test_stdio_answers_every_bad_line_in_order_and_goes_on(tmp_path: Path)
                 (8, -32600),
                 (9, -32600),
                 (10, -32600),
+                (None, -32600),
             ]
             await proc.stdin.aclose()  # type: ignore[union-attr]
             await peer.rest()

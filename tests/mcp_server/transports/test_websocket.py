@@ -218,6 +218,7 @@ async def test_malformed_and_non_object_frames_get_errors_and_the_connection_goe
             ('{"jsonrpc": "1.0", "id": 8, "method": "ping"}', -32600, 8),
             ('{"hello": "world"}', -32600, None),
             ("[" * 100_000, -32700, None),
+            ('{"jsonrpc": "2.0", "id": "\\udc80", "method": "ping"}', -32600, None),  # a lone surrogate
         ]
         for frame, code, request_id in cases:
             await ws.send(frame)
