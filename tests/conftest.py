@@ -31,6 +31,18 @@ assert set(TRANSPORTS) <= set(ALL_TRANSPORTS), f"unknown transport in MCP_CODE_T
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[Client]]
 
+PLUGIN_AUTOLOAD_OFF = "PYTEST_DISABLE_PLUGIN_AUTOLOAD"
+"""Set for the sample projects' pytest (the zygotes the tests' servers start, their runs): this venv's
+own plugins (hypothesis, pytest-cov, xdist, timeout, anyio) are not the projects' and cost every zygote
+about 0.4 s of CPU in its warm-up session. The tests that are about plugins say so (`plugins=True`)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Only where tests run (an xdist worker, or a run without workers): this process loaded its own
+    # plugins already; the controller's workers must still load theirs.
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        os.environ[PLUGIN_AUTOLOAD_OFF] = "1"
+
 
 @pytest.fixture
 def anyio_backend() -> str:
@@ -44,6 +56,10 @@ def settings_env(root: Path, tmp: Path, **overrides: Any) -> dict[str, str]:
     env[env_name("audit_log")] = str(tmp / "audit.jsonl")
     env[env_name("cache_dir")] = str(tmp / "server-cache")
     env["XDG_CONFIG_HOME"] = str(tmp / "xdg-config")  # the operator's user config: none, unless a test writes one
+    if PLUGIN_AUTOLOAD_OFF in os.environ:  # passed on to the projects' processes (see above)
+        names = overrides.get("pass_env", [])
+        names = names.split(",") if isinstance(names, str) else list(names)
+        overrides = {**overrides, "pass_env": [*names, PLUGIN_AUTOLOAD_OFF]}
     for key, value in overrides.items():
         if isinstance(value, (list, tuple)):
             value = ",".join(str(v) for v in value)

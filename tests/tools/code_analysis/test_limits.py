@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import ClientFactory
 from tests.tools.code_analysis.conftest import call, write_project
 from tools.code_analysis.cli_runner import ruff_binary
+from tools.code_analysis.lint import INLINE_CONVERT, LSP_MAX_TEXT
 
 pytestmark = pytest.mark.anyio
 
@@ -27,17 +28,24 @@ def ruff_count(root: Path, text: str, filename: str) -> int:
 @pytest.mark.parametrize("transport", ["memory", "websocket"])
 async def test_a_heavy_source_is_capped_with_its_true_total(mcp_client: ClientFactory, tmp_path: Path) -> None:
     """Issue 11 item 2: `a;` on every line with every rule gives several diagnostics per line; the
-    call collects `max_diagnostics` of them, says `truncated`, and gives ruff's true total."""
+    call collects `max_diagnostics` of them, says `truncated`, and gives ruff's true total. Both
+    engines: a text over LSP_MAX_TEXT goes to the streamed CLI, a smaller one to the warm language
+    server (over INLINE_CONVERT diagnostics: converted in a thread), a small one inline."""
     root = tmp_path / "root"
     root.mkdir()
-    text = "a;\n" * 60_000  # over LSP_MAX_TEXT: the streamed CLI path
-    expected = ruff_count(root, text, str(root / "untitled.py"))
-    assert expected > 100_000
+    heavy = "a;\n" * 3_000
+    streamed = heavy + "# " + "x" * LSP_MAX_TEXT + "\n"  # over LSP_MAX_TEXT: the streamed CLI path
+    assert len(streamed) > LSP_MAX_TEXT > len(heavy)
     with anyio.fail_after(120):
         async with mcp_client(root, max_diagnostics=500) as client:
-            result = await call(client, "lint", {"source": text, "select": ["ALL"]})
-            assert result["truncated"] is True
-            assert result["total"] == expected and result["diagnostics_cap"] == 500
+            for text, name, least in ((streamed, "untitled.py", INLINE_CONVERT), (heavy, "heavy.py", INLINE_CONVERT)):
+                expected = ruff_count(root, text, str(root / name))
+                assert expected > least
+                args = {"source": text, "select": ["ALL"]} | ({"filename": name} if name != "untitled.py" else {})
+                result = await call(client, "lint", args)
+                assert result["truncated"] is True, name
+                assert result["total"] == expected and result["diagnostics_cap"] == 500, name
+                assert len(result["diagnostics"]) <= 500
             # A small text on the warm server path is capped the same way.
             small = "a;\n" * 400
             expected_small = ruff_count(root, small, str(root / "small.py"))
