@@ -7,6 +7,7 @@ import pytest
 
 from tools.test_runner.affected import merge_records
 from tools.test_runner.recorder import assign_shards
+from tools.test_runner.selection import blocks as blocks_module
 from tools.test_runner.selection.blocks import parse_blocks
 from tools.test_runner.selection.plan import TestRecord, make_plan
 
@@ -52,6 +53,35 @@ def test_same_body_under_two_names_are_two_blocks() -> None:
         b"class A:\n    def f(self):\n        return 1\n\n\nclass B:\n    def f(self):\n        return 1\n"
     )
     assert len({s[2] for s in blocks.spans}) == 2
+
+
+def test_the_per_function_cache_gives_what_a_cold_parse_gives() -> None:
+    """Re-parsing an edited file takes unchanged functions' facts from the cache: every variant
+    must equal a parse with an empty cache (checksums, spans, stateful and cached marks)."""
+    extra = b"\n\nclass Store:\n    @lru_cache\n    def get(self, k):\n        CACHE[k] = 1\n        return CACHE\n"
+    variants = [
+        SOURCE + extra,
+        (SOURCE + extra).replace(b"range(a)", b"range(a + 1)"),  # one body edited
+        (SOURCE + extra).replace(b"CACHE[k] = 1", b"pass"),  # no longer stateful
+        (SOURCE + extra).replace(b"def method(self):", b"def renamed(self):"),
+        b"\r\n".join((SOURCE + extra).split(b"\n")),  # other line endings: other lines, same trees
+        b"# -*- coding: latin-1 -*-\nNAME = '\xe9'\n" + SOURCE,  # an encoding declaration
+        b"# -*- coding: latin-1 -*-\ndef f():\n    return '\xe9'\n",  # the same bytes as text of two encodings
+        b"def f():\n    return '\xc3\xa9'\n",
+        b"# -*- coding: latin-1 -*-\ndef f():\n    return '\xc3\xa9'\n",
+        b"def f(): return 1; x = 2\ndef g():\n    return 2\n",
+    ]
+    warm = [parse_blocks(v) for v in variants]
+    again = [parse_blocks(v) for v in variants]  # every function is in the cache now
+    blocks_module._FUNCTION_CACHE.clear()
+    cold = []
+    for v in variants:
+        blocks_module._FUNCTION_CACHE.clear()
+        cold.append(parse_blocks(v))
+    assert warm == cold and again == cold
+    assert cold[0].stateful and not cold[2].stateful and cold[0].cached and cold[2].cached
+    assert cold[1].spans[0][2] != cold[0].spans[0][2] and cold[1].spans[1:] == cold[0].spans[1:]
+    assert cold[-2].spans != cold[-1].spans  # 'é' in UTF-8, 'Ã©' in latin-1
 
 
 def record(nodeid: str, depset: int | None, outcome: str = "passed", env: str = "E") -> TestRecord:
