@@ -58,6 +58,13 @@ RUN_TTL_S = 10
 SETTLE_S = 20.0
 
 
+PLUGIN_AUTOLOAD_OFF = "PYTEST_DISABLE_PLUGIN_AUTOLOAD"
+"""Set for the sample project's pytest (every zygote the soak starts, one per stdio server): this
+venv's own plugins (hypothesis, pytest-cov, xdist, ...) are not the project's, and loading them cost
+each zygote's warm-up about 0.4 s of CPU; what the soak checks (connections, runs, subscriptions and
+processes coming and going) does not depend on them. The tests do the same (tests/conftest.py)."""
+
+
 def soak_env(root: Path, tmp: Path) -> dict[str, str]:
     settings = {
         "roots": str(root),
@@ -71,8 +78,10 @@ def soak_env(root: Path, tmp: Path) -> dict[str, str]:
         "max_requests_per_client": "10000",
         "max_queued_runs": "10000",
         "http_session_idle_s": "30",
+        "pass_env": PLUGIN_AUTOLOAD_OFF,
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_CODE_TOOLS_")}
+    env[PLUGIN_AUTOLOAD_OFF] = "1"
     env.update({f"MCP_CODE_TOOLS_{k.upper()}": v for k, v in settings.items()})
     env["XDG_CONFIG_HOME"] = str(tmp / "xdg")
     return env
@@ -207,6 +216,7 @@ async def soak(minutes: float, workdir: Path) -> dict[str, Any]:
     root = tmp / "sample_project"
     shutil.copytree(SAMPLE, root)
     env = soak_env(root, tmp)
+    os.environ[PLUGIN_AUTOLOAD_OFF] = "1"  # for the in-process server's project processes (pass_env)
     settings = load_settings({}, environ={**env, "MCP_CODE_TOOLS_HOST": "127.0.0.1", "MCP_CODE_TOOLS_PORT": "0"})
     app = CodeToolsServer(settings)
     rss: list[tuple[float, int]] = []
