@@ -16,6 +16,7 @@ from pydantic import Field
 
 from mcp_server.api import AppState, ToolArgs, ToolContext, ToolOutput, ToolSpec
 from mcp_server.builtin_tools import load_builtin_tools
+from mcp_server.registry import input_schema_of
 from mcp_server.server import CodeToolsServer
 from mcp_server.transports.memory import memory_transport
 from tests.conftest import ClientFactory, make_settings
@@ -62,6 +63,15 @@ async def test_default_page_holds_every_tool(mcp_client: ClientFactory) -> None:
 
 class BigArgs(ToolArgs):
     n: int = Field(default=2000, ge=0)
+
+
+def test_input_schemas_are_generated_once_per_process_and_handed_out_as_copies() -> None:
+    first = input_schema_of(BigArgs)
+    assert first["properties"]["n"]["default"] == 2000 and "title" not in first
+    first["properties"]["n"]["default"] = 1  # one server's copy: never another's
+    second = input_schema_of(BigArgs)
+    assert second["properties"]["n"]["default"] == 2000 and second is not first
+    assert second == {k: v for k, v in BigArgs.model_json_schema().items() if k != "title"}
 
 
 async def big_handler(ctx: ToolContext, args: BigArgs) -> ToolOutput:
