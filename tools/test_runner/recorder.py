@@ -278,23 +278,53 @@ class Recorder:
                 keys = set(self._keys(seen)) if intact else {-1}
                 self.fixtures.setdefault(str(fixturedef.argname), set()).update(keys)
             return
+        paused = tracer.paused  # set up outside a phase (by a plugin's hook): traced all the same
+        tracer.resume()
         saved = tracer.push()
         try:
             yield
         finally:
             inner, intact = tracer.pop(saved)
+            if paused:
+                tracer.pause()
             keys = set(self._keys(inner)) if intact else {-1}
             self.fixtures.setdefault(str(fixturedef.argname), set()).update(keys)
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item: Any) -> None:
+    # A test's window opens at its logstart and closes at its logfinish, but is traced only inside
+    # its setup, call and teardown (innermost of the wrappers: capture, logging and the reports
+    # run untraced). Project code runs inside those three; what a plugin or conftest runs around
+    # them (conftest changes select every test anyway) is not charged to the test.
+
+    def _phase(self) -> Any:
+        tracer = self.tracer
+        if tracer is None or not self._tracing:
+            yield
+            return
+        tracer.resume()
+        try:
+            yield
+        finally:
+            tracer.pause()
+
+    @pytest.hookimpl(hookwrapper=True, trylast=True)
+    def pytest_runtest_setup(self, item: Any) -> Any:
         if self.tracer is not None:
             self.uses[item.nodeid] = list(getattr(item, "fixturenames", ()))
+        yield from self._phase()
+
+    @pytest.hookimpl(hookwrapper=True, trylast=True)
+    def pytest_runtest_call(self, item: Any) -> Any:
+        yield from self._phase()
+
+    @pytest.hookimpl(hookwrapper=True, trylast=True)
+    def pytest_runtest_teardown(self, item: Any, nextitem: Any) -> Any:
+        yield from self._phase()
 
     def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
         self._tracing = self.tracer is not None and self.trace_collection and nodeid not in self.no_trace
         if self._tracing:
             self.tracer.begin()  # type: ignore[union-attr]
+            self.tracer.pause()  # type: ignore[union-attr]
         self._module_count = len(sys.modules)
 
     def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:

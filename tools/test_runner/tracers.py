@@ -9,7 +9,10 @@ depends on what an earlier test's call filled it with). Two kinds of window:
   that module (the test module being collected) or to `shared` (`_Imports`);
 - `begin()` / `end()`: a test (setup, call, teardown) or a higher-scoped fixture's setup, with
   `push`/`pop` for a fixture set up inside a test; `leaves` gets the project code objects that
-  called no project code in the test (a cache lookup that hit).
+  called no project code in the test (a cache lookup that hit). `pause()` / `resume()` inside a
+  test's window: pytest's own work between its phases (reports, capture, logging: about half of
+  a fast test's time) runs untraced; a replaced tracer seen at a pause still makes the test's
+  record incomplete.
 
 On < 3.12, `_Profile`: cProfile's C profiler (`_lsprof`, builtins off, subcalls on) for both,
 about half the cost of a `sys.settrace` call hook per call. Its statistics give each function's
@@ -141,7 +144,10 @@ class _SetTrace:
         self.leaves: Set[Any] = set()
         self.imports = _Imports()
         self.tracer: Optional[Callable[..., Any]] = None
+        self.thread_tracer: Optional[Callable[..., Any]] = None
         self.is_root = is_root
+        self.paused = False
+        self.broken = False
 
     def _install(self, seen: Set[Any]) -> None:
         add = seen.add
@@ -176,9 +182,24 @@ class _SetTrace:
             add(frame.f_code)  # other threads: to the current set (the module stack is the main thread's)
 
         self.tracer = tracer
+        self.thread_tracer = in_thread
         self.seen = seen
+        self.paused = False
         sys.settrace(tracer)
         threading.settrace(in_thread)
+
+    def pause(self) -> None:
+        if not self.paused and self.tracer is not None:
+            self.broken = self.broken or sys.gettrace() is not self.tracer
+            sys.settrace(None)
+            threading.settrace(None)  # type: ignore[arg-type]
+            self.paused = True
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            sys.settrace(self.tracer)
+            threading.settrace(self.thread_tracer)  # type: ignore[arg-type]
 
     def start(self, seen: Optional[Set[Any]] = None) -> Set[Any]:
         self._install(set() if seen is None else seen)
@@ -193,28 +214,30 @@ class _SetTrace:
     def pop(self, saved: Set[Any]) -> Tuple[Set[Any], bool]:
         """Back to `saved`, which gets what ran since `push` too; returns that and whether intact."""
         inner = self.seen
-        intact = sys.gettrace() is self.tracer
+        intact = self.intact()
         saved |= inner
         self._install(saved)
         return inner, intact
 
     def intact(self) -> bool:
-        return sys.gettrace() is self.tracer
+        return self.paused or sys.gettrace() is self.tracer
 
     def stop(self) -> bool:
         """Stop; False if someone replaced our tracer meanwhile (the record is not complete)."""
-        intact = sys.gettrace() is self.tracer
+        intact = self.intact()
+        self.paused = False
         sys.settrace(None)
         threading.settrace(None)  # type: ignore[arg-type]
         self.imports.clear()
         return intact
 
     def begin(self) -> None:
+        self.broken = False
         self.start()
 
     def end(self) -> Tuple[Set[Any], bool]:
         seen = self.seen
-        intact = self.stop()  # first: `is_root` is Python code, traced while on (the set would grow)
+        intact = self.stop() and not self.broken  # first: `is_root` is Python code, traced while on
         is_root = self.is_root
         self.leaves.update(code for code in seen if is_root(code))  # no callees known: all count
         return seen, intact
@@ -313,8 +336,10 @@ class _Profile:
         self.imports = _Imports()
         self.thread_seen: Set[Any] = set()
         self.running = False
+        self.paused = False
         self.broken = False
-        """The profiler was replaced during this test (seen when a fixture's setup began)."""
+        """The profiler was replaced during this test (seen when a fixture's setup began, or at a
+        pause)."""
 
     def _in_thread(self, frame: Any, event: str, arg: Any) -> None:
         if event == "call":
@@ -329,10 +354,11 @@ class _Profile:
         """Stop profiling; what ran since `enable` goes into `into` (and `<module>` code into its
         import's set); whether we were still the profiler."""
         profiler = self.profiler
-        intact = sys.getprofile() is profiler
+        intact = self.paused or sys.getprofile() is profiler
         profiler.disable()
         threading.setprofile(None)  # type: ignore[arg-type]
         self.running = False
+        self.paused = False
         entries = profiler.getstats()
         profiler.clear()
         is_root = self.is_root
@@ -355,11 +381,24 @@ class _Profile:
         return self.seen
 
     def intact(self) -> bool:
-        return sys.getprofile() is self.profiler
+        return self.paused or sys.getprofile() is self.profiler
 
     def stop(self) -> bool:
         intact = self._harvest(self.seen, False) if self.running else False
         return intact
+
+    def pause(self) -> None:
+        if self.running and not self.paused:
+            self.broken = self.broken or sys.getprofile() is not self.profiler
+            self.profiler.disable()  # its statistics stay: `resume` adds to them
+            threading.setprofile(None)  # type: ignore[arg-type]
+            self.paused = True
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            threading.setprofile(self._in_thread)
+            self.profiler.enable()
 
     # tests
 
@@ -402,6 +441,8 @@ class _Monitoring:
         self.callers: Set[Any] = set()
         """This test's code objects that were the first caller of another (not leaves)."""
         self.is_root = is_root
+        self.paused = False
+        self.broken = False
         self.imports = _Imports()
         events = self.mon.events
         disable = self.mon.DISABLE
@@ -435,9 +476,24 @@ class _Monitoring:
 
     def start(self, seen: Optional[Set[Any]] = None) -> Set[Any]:
         self.seen = set() if seen is None else seen
+        self.paused = False
         self.mon.set_events(self.tool, self.events)
         self.mon.restart_events()  # each code object is reported again, once, into the new set
         return self.seen
+
+    def pause(self) -> None:
+        if not self.paused:
+            if self.intact():
+                self.mon.set_events(self.tool, 0)
+            else:
+                self.broken = True
+            self.paused = True
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            if self.intact():
+                self.mon.set_events(self.tool, self.events)  # no restart: what was seen stays disabled
 
     def push(self) -> Set[Any]:
         saved = self.seen
@@ -456,6 +512,7 @@ class _Monitoring:
 
     def stop(self) -> bool:
         intact = self.intact()
+        self.paused = False
         if intact:
             self.mon.set_events(self.tool, 0)
         self.imports.clear()
@@ -463,14 +520,15 @@ class _Monitoring:
 
     def begin(self) -> None:
         self.callers = set()
+        self.broken = False
         self.start()
 
     def end(self) -> Tuple[Set[Any], bool]:
         seen = self.seen
-        intact = self.stop()  # first: the comprehension below is Python code, reported while monitoring
+        intact = self.stop() and not self.broken  # first: the comprehension below is Python code
         is_root = self.is_root
         callers = self.callers
-        self.leaves.update(c for c in seen if c not in callers and c.co_name != "<module>" and is_root(c))
+        self.leaves.update(c for c in list(seen) if c not in callers and c.co_name != "<module>" and is_root(c))
         return seen, intact
 
 

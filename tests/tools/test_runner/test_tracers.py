@@ -162,6 +162,67 @@ def test_a_replaced_profiler_or_tracer_makes_the_record_incomplete(
     assert not intact
 
 
+@pytest.mark.parametrize("kind", ["cprofile", "settrace"])
+def test_a_paused_window_records_only_what_ran_while_resumed(
+    project: tuple[ModuleType, Callable[[Any], bool], Path], kind: str, restore_trace: None
+) -> None:
+    """The recorder pauses a test's window between its phases (pytest's reports, capture):
+    what runs then is not the test's; a fixture set up while paused is recorded all the same."""
+    mod, is_root, _ = project
+    tracer = make(kind, is_root)
+    tracer.begin()
+    tracer.pause()
+    mod.hook(1)  # a report's repr, between phases
+    tracer.resume()
+    mod.lookup("paused")  # the call phase
+    tracer.pause()
+    tracer.pause()  # idempotent
+    tracer.resume()
+    saved = tracer.push()  # a higher-scoped fixture (the recorder resumes first)
+    mod.decode("[]")
+    inner, intact = tracer.pop(saved)
+    tracer.pause()
+    assert intact and "decode" in names(inner)
+    seen, intact = tracer.end()
+    assert intact
+    assert {"lookup", "compute", "decode"} <= names(seen) and "hook" not in names(seen)
+    assert ("lookup", "compute") in edge_names(tracer.edges)
+
+    tracer.begin()  # the next test: the same code is recorded again
+    tracer.pause()
+    tracer.resume()
+    mod.lookup("paused")
+    tracer.pause()
+    seen, intact = tracer.end()
+    assert intact and "lookup" in names(seen)
+
+
+@pytest.mark.parametrize("kind", ["cprofile", "settrace"])
+def test_a_profiler_or_tracer_replaced_before_a_pause_makes_the_record_incomplete(
+    project: tuple[ModuleType, Callable[[Any], bool], Path], kind: str, restore_trace: None
+) -> None:
+    mod, is_root, _ = project
+    tracer = make(kind, is_root)
+    tracer.begin()
+    tracer.pause()
+    tracer.resume()
+    mod.compute("x")
+    if kind == "cprofile":
+        sys.setprofile(None)
+    else:
+        sys.settrace(None)
+    mod.compute("y")
+    tracer.pause()
+    tracer.resume()
+    tracer.pause()
+    _, intact = tracer.end()
+    assert not intact
+    tracer.begin()  # the next test starts whole again
+    tracer.pause()
+    _, intact = tracer.end()
+    assert intact
+
+
 def test_code_run_in_another_thread_is_recorded(
     project: tuple[ModuleType, Callable[[Any], bool], Path], restore_trace: None
 ) -> None:
