@@ -24,9 +24,9 @@ overhead; the first recording; the edit loop; the mutations): a full run of both
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
-import random
 import shutil
 import sqlite3
 import subprocess
@@ -37,7 +37,7 @@ from array import array
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks.common import Options, Result, interleave, median_ms, time_command
 from benchmarks.jsonrpc_client import StdioJsonRpc, bench_env
@@ -46,6 +46,7 @@ from tools.test_runner.selection.store import ID_TYPE
 
 SEED = 13
 PARTS = ("full", "first", "edit", "mutations")
+_T = TypeVar("_T")
 EDIT_MARK = "_bench_edit = None"
 
 
@@ -139,6 +140,13 @@ def executed_functions(db: Path, root: Path, source: str) -> list[tuple[str, int
     finally:
         conn.close()
     return sorted(found)
+
+
+def seeded_order(items: list[_T]) -> list[_T]:
+    """`items` in a fixed pseudo-random order in which each item's place depends on itself only
+    (a hash of SEED and the item): which functions count as executed (what the recorder charges
+    to a test) can change without reshuffling the sample of the others, as a shuffle would."""
+    return sorted(items, key=lambda item: hashlib.blake2b(f"{SEED}|{item!r}".encode(), digest_size=8).digest())
 
 
 def _function_at(tree: ast.AST, start: int) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
@@ -307,7 +315,6 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
     results: list[Result] = []
     server = await Server.start(base, cache)
     plain = await Server.start(base, cache, record_tests="false")
-    rng = random.Random(SEED)
     try:
         # Record (a never-recorded root runs everything), learn pre-imports; testmon's first run.
         _, first = await server.run(root, affected=True)
@@ -339,12 +346,11 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
         if "first" in parts:
             await _first_recording(results, opts, base, project, root, full_plain)
         if "edit" in parts or "mutations" in parts:
-            functions = executed_functions(db, root, project.source)
-            rng.shuffle(functions)
+            functions = seeded_order(executed_functions(db, root, project.source))
         if "edit" in parts:
             await _edit_loop(results, opts, server, project, root, functions, known, total, cold, testmon, env)
         if "mutations" in parts:
-            await _mutations(results, opts, server, project, root, functions, known, total, rng)
+            await _mutations(results, opts, server, project, root, functions, known, total)
     finally:
         await server.close()
         await plain.close()
@@ -506,13 +512,13 @@ async def _mutations(
     functions: list[tuple[str, int]],
     known: set[str],
     total: int,
-    rng: random.Random,
 ) -> None:
     # Mutations: affected=true must find every failure a full run finds.
     wanted = opts.n(30, 3)
     attempts = opts.n(80, 8)
-    candidates = [(file, start, i) for file, start in functions for i in mutations_in((root / file).read_text(), start)]
-    rng.shuffle(candidates)
+    candidates = seeded_order(
+        [(file, start, i) for file, start in functions for i in mutations_in((root / file).read_text(), start)]
+    )
     killing = misses = tried = 0
     fractions: list[float] = []
     missed: list[str] = []
