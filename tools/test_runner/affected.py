@@ -70,7 +70,8 @@ class Selection:
         return command
 
     def blocks(self, rel: str, sig: str | None = None) -> FileBlocks | None:
-        """The blocks of `rel` as it is now (parse cache by stat signature); None if unreadable."""
+        """The blocks of `rel` as it was when its stat signature was `sig` (default: the snapshot's;
+        parse cache by signature); None if unreadable, or edited since (its bytes then are gone)."""
         if sig is None:
             sig = self.snapshot.python.get(rel) or signature(str(self.root / rel))
         if sig == "-":
@@ -84,6 +85,8 @@ class Selection:
                 source = f.read(MAX_PARSE_BYTES + 1)
         except OSError:
             return None
+        if signature(str(self.root / rel)) != sig:
+            return None  # edited since `sig` was taken: these bytes may not be what ran (or runs)
         blocks = parse_blocks(source)
         self.parsed[rel] = (sig, blocks)
         return blocks
@@ -167,13 +170,20 @@ def _relative(root: Path, path: str) -> str:
 
 
 def finish(
-    sel: Selection, event: dict[str, Any] | None, outcomes: dict[str, tuple[str, float]], *, partial: bool
+    sel: Selection,
+    event: dict[str, Any] | None,
+    outcomes: dict[str, tuple[str, float]],
+    *,
+    partial: bool,
+    after: Snapshot | None = None,
 ) -> None:
     """Write what the run recorded (one transaction). `partial`: the run selected node ids, so
-    what it collected is not each module's full list."""
+    what it collected is not each module's full list. `after`: the root as the run ended (taken
+    now if None; written later, the records must not take an edit made since for what ran)."""
     if sel.db is None or not sel.record or event is None:
         return
-    after = take(sel.root)
+    if after is None:
+        after = take(sel.root)
     files = [str(f) for f in event.get("files", [])]
     pairs = event.get("pairs", [])
 

@@ -374,23 +374,6 @@ def record_reports(
     return flaky
 
 
-def _record_then(
-    then: Callable[[], None] | None,
-    db: TestDB,
-    root: Path,
-    reports: Sequence[Report],
-    max_tests: int,
-    now: float,
-    known: FileHashes,
-) -> list[str]:
-    """`record_reports`, then `then` (whatever the write's fate)."""
-    try:
-        return record_reports(db, root, reports, max_tests, now, known)
-    finally:
-        if then is not None:
-            then()
-
-
 def _maybe_vacuum(db: TestDB) -> None:
     (pages,) = db.conn.execute("PRAGMA page_count").fetchone()
     (free,) = db.conn.execute("PRAGMA freelist_count").fetchone()
@@ -490,12 +473,8 @@ class TestHistory:
                 await anyio.to_thread.run_sync(old.close)
         return db, self._dbs[root][1], db.warning
 
-    async def record(
-        self, ctx: ToolContext, root: Path, reports: Sequence[Report], then: Callable[[], None] | None = None
-    ) -> Recorded:
-        """Record a run. Never raises: a history that cannot be kept is a note in the result.
-        `then` (which must not raise) is called in the same worker thread right after the write,
-        whether it succeeded or not, if the write's thread was reached; else not at all."""
+    async def record(self, ctx: ToolContext, root: Path, reports: Sequence[Report]) -> Recorded:
+        """Record a run. Never raises: a history that cannot be kept is a note in the result."""
         if not reports:
             return Recorded()
         try:
@@ -503,7 +482,7 @@ class TestHistory:
             max_tests = ctx.settings.test_history_max_tests
             known = self._hashes.setdefault(root, FileHashes())
             async with lock:
-                call = functools.partial(_record_then, then, db, root, reports, max_tests, time.time(), known)
+                call = functools.partial(record_reports, db, root, reports, max_tests, time.time(), known)
                 flaky = await anyio.to_thread.run_sync(call)
             return Recorded(flaky, warning)
         except CacheDirUnavailable as exc:

@@ -38,8 +38,10 @@ from tools.test_runner import preimports
 from tools.test_runner.affected import Selection, finish, prepare, selection_result
 from tools.test_runner.pool import get_pool
 from tools.test_runner.progress import ProgressBuffer
+from tools.test_runner.record_writes import record_writes
 from tools.test_runner.rendezvous import Arrival, Rendezvous
 from tools.test_runner.reports import RunState, Summary, TestFinished
+from tools.test_runner.selection.snapshot import Snapshot, take
 from tools.test_runner.zygote import FORK_TIMEOUT_S, ChildHandle, Zygote
 
 logger = logging.getLogger("mcp_server.test_runner")
@@ -105,21 +107,17 @@ async def learned_imports(app: AppState) -> LearnedImports:
 
 
 def _write_records(
-    selection: Selection, event: dict[str, Any] | None, outcomes: Any, partial: bool, root: Path
+    selection: Selection, event: dict[str, Any] | None, outcomes: Any, partial: bool, root: Path, after: Snapshot
 ) -> bool:
     """Write a run's affected-test records (blocking: a worker thread); False if that failed (the
     selection's warning says so). Never raises: the run's result matters more than its record."""
     try:
-        finish(selection, event, outcomes, partial=partial)
+        finish(selection, event, outcomes, partial=partial, after=after)
     except Exception as exc:
         logger.exception("recording the affected-test data of %s failed", root)
         selection.warning = selection.warning or f"the affected-test data was not recorded: {exc}"
         return False
     return True
-
-
-def _append_result(into: list[bool], write: Callable[[], bool]) -> None:
-    into.append(write())
 
 
 class RunBase:
@@ -156,11 +154,9 @@ class RunBase:
         taken when the run starts."""
         self.selection_info: dict[str, Any] | None = None
         self.warnings: list[str] = []
-        self.on_ran: Callable[[RunState, Callable[[], None] | None], Awaitable[None]] | None = None
-        """Called once the children are done (the test history's write), with what writes the
-        affected-test records (None: nothing to write) for it to call right after its own write,
-        in the same worker thread; if it did not (no history, or it failed before its thread ran),
-        the records are written after it returns. The two writes to the root's database never meet."""
+        self.on_ran: Callable[[RunState], Awaitable[None]] | None = None
+        """Called once the children are done: the test history's write (before the answer; the
+        affected-test records are written after it)."""
         self._init()
 
     def _init(self) -> None:
@@ -172,6 +168,7 @@ class RunBase:
         imported last time (`preimports.py`). A module that made it unsafe had it stopped: the
         run then leases a fresh one (which gets the list without that module)."""
         request = self.request
+        await (await record_writes(self.app)).settled(request.cache)  # an earlier run's records first
         learn = request.cache is not None and request.mode == "run"
         for attempt in range(2):
             async with pool.lease(request.root, request.interpreter) as zygote:
@@ -203,44 +200,52 @@ class RunBase:
         )
 
     async def _finish_selection(self, event: dict[str, Any] | None, complete: bool) -> None:
-        """Write the run's records (`event`, when the run ran to its end: `complete`; one
-        transaction, in a thread) and say what was selected. The test history (`on_ran`) is
-        written first, and the records right after it in the same thread (one hop off the loop,
-        not two): the two writes to the root's database never meet."""
+        """Say what was selected, and have the run's records (`event`, when the run ran to its
+        end: `complete`) written after the answer (`record_writes.py`: one transaction, in a
+        thread, after the root's earlier writes). The test history (`on_ran`) is written first,
+        once the root's earlier record writes are done: the writes to the root's database never
+        meet."""
         selection = self.selection
         state = self.state
-        write: Callable[[], bool] | None = None
-        if (
-            selection is not None
-            and complete
-            and selection.db is not None
-            and selection.record
-            and self.request.cache is not None
-        ):
-            write = functools.partial(
-                _write_records, selection, event, state.outcomes, self.request.partial, self.request.root
-            )
-        written: list[bool] = []
+        writes = await record_writes(self.app)
+        await writes.settled(self.request.cache)
         if self.on_ran is not None:
-            then = None if write is None else functools.partial(_append_result, written, write)
-            await self.on_ran(self.state, then)  # runs `then` in its thread, if it gets that far
-        if write is not None and not written:
-            written.append(await anyio.to_thread.run_sync(write))
+            await self.on_ran(self.state)
         if selection is None:
             return
-        if written and written[0] and self.request.cache is not None:
-            imported = (await learned_imports(self.app)).of(self.request.cache)
-            imported.update(str(m) for m in (event or {}).get("imported", []))
         self.selection_info = selection_result(selection, event, state.nodeids or list(state.outcomes))
-        self.close_selection()
+        folder = self.request.cache
+        if not (complete and selection.db is not None and selection.record and folder is not None):
+            self.close_selection()
+            return
+        self.selection = None  # the write owns it now (and closes it)
+        self._take_warning(selection)
+        after = await anyio.to_thread.run_sync(take, self.request.root)  # the tree as the run ended
+        write = functools.partial(
+            _write_records, selection, event, state.outcomes, self.request.partial, self.request.root, after
+        )
+
+        async def write_then_learn() -> None:
+            try:
+                written = await anyio.to_thread.run_sync(write)
+            finally:
+                await anyio.to_thread.run_sync(selection.close)
+            if written:
+                imported = (await learned_imports(self.app)).of(folder)
+                imported.update(str(m) for m in (event or {}).get("imported", []))
+
+        await writes.submit(folder, write_then_learn)
 
     def close_selection(self) -> None:
         """Close the selection's database; its warning stays for the result."""
         selection, self.selection = self.selection, None
         if selection is not None:
             selection.close()
-            if selection.warning and selection.warning not in self.warnings:
-                self.warnings.append(selection.warning)
+            self._take_warning(selection)
+
+    def _take_warning(self, selection: Selection) -> None:
+        if selection.warning and selection.warning not in self.warnings:
+            self.warnings.append(selection.warning)
 
     def extra(self) -> dict[str, Any]:
         """Beyond the pinned fields: time spent queued, the child's own run time, what was selected."""

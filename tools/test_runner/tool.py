@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,13 +132,13 @@ async def _execute(
     error: str | None = None
     recorded = Recorded()
 
-    async def on_ran(state: RunState, then: Callable[[], None] | None) -> None:
+    async def on_ran(state: RunState) -> None:
         nonlocal recorded
         reports = [Report(nodeid, outcome, duration) for nodeid, (outcome, duration) in state.outcomes.items()]
         history = await get_history(ctx.app)
-        recorded = await history.record(ctx, request.root, reports, then=then)  # one transaction, then `then`
+        recorded = await history.record(ctx, request.root, reports)  # one transaction
 
-    test_run.on_ran = on_ran  # the history, then the affected-test records, in one thread
+    test_run.on_ran = on_ran  # the history before the answer (the affected-test records after it)
     try:
         await test_run.execute()
     except ToolError as exc:

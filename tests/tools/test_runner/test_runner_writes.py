@@ -1,6 +1,7 @@
-"""After a run (`runner.RunBase._finish_selection`): the test history and the affected-test records
-are written one after the other in one worker thread (one hop off the event loop, not two), the
-history first; without a history write the records are still written."""
+"""After a run (`runner.RunBase._finish_selection`, `record_writes.py`): the test history is written
+before the answer, the affected-test records after it; the next run of the root waits for them;
+the writes to the root's database never meet; an edit made right after the answer is not taken
+for what ran; a write still pending when the server stops is finished."""
 
 from __future__ import annotations
 
@@ -13,62 +14,117 @@ import anyio
 import pytest
 
 from tests.tools.test_runner.conftest import write_project
-from tools.test_runner import history, runner
+from tests.tools.test_runner.test_affected import edit, plan
+from tools.test_runner import history, record_writes, runner
 
 pytestmark = pytest.mark.anyio
 
+GATE_S = 20.0
 
-def spy(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, log: list[tuple[str, int]]) -> None:
+
+def spy(
+    monkeypatch: pytest.MonkeyPatch, module: Any, name: str, log: list[str], gate: threading.Event | None = None
+) -> None:
+    """Log `name:start` and `name:end` around each call (in whatever thread); with `gate`, a call
+    waits for it first (bounded)."""
     real = getattr(module, name)
 
     @functools.wraps(real)
     def called(*args: Any, **kwargs: Any) -> Any:
-        log.append((name, threading.get_ident()))
-        return real(*args, **kwargs)
+        if gate is not None:
+            gate.wait(GATE_S)
+        log.append(f"{name}:start")
+        try:
+            return real(*args, **kwargs)
+        finally:
+            log.append(f"{name}:end")
 
     monkeypatch.setattr(module, name, called)
 
 
-WRITES = {"record_reports", "_record_then", "finish", "_write_records"}
+def open_gate_when_waited(monkeypatch: pytest.MonkeyPatch, gate: threading.Event, log: list[str]) -> None:
+    """A later run that waits for the root's pending write opens the gate the write waits behind."""
+    real = record_writes.RecordWrites.settled
+
+    async def settled(self: record_writes.RecordWrites, folder: Path | None) -> None:
+        if not gate.is_set() and folder is not None and folder in self._pending:
+            log.append("waited")
+            gate.set()
+        await real(self, folder)
+
+    monkeypatch.setattr(record_writes.RecordWrites, "settled", settled)
 
 
-def count_write_hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The hops to a worker thread that write the history or the records (by the function run)."""
-    hops: list[str] = []
-    run_sync = anyio.to_thread.run_sync
-
-    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
-        name = getattr(getattr(func, "func", func), "__name__", "")
-        if name in WRITES:
-            hops.append(name)
-        return await run_sync(func, *args, **kwargs)
-
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
-    return hops
+PASSES = "from pkg.mod import value\n\n\ndef test_a():\n    assert value() == 1\n"
+MODULE = "def value():\n    return 1\n"
 
 
-async def test_the_history_and_the_records_are_written_in_one_thread_history_first(
+async def test_the_answer_comes_first_and_the_next_run_waits_for_the_records(
     memory_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log: list[tuple[str, int]] = []
+    log: list[str] = []
+    gate = threading.Event()
     spy(monkeypatch, history, "record_reports", log)
-    spy(monkeypatch, runner, "finish", log)
-    hops = count_write_hops(monkeypatch)
-    root = write_project(tmp_path / "proj", {"test_a.py": "def test_a():\n    pass\n", "test_b.py": FAILS_ONCE})
+    spy(monkeypatch, runner, "finish", log, gate)
+    open_gate_when_waited(monkeypatch, gate, log)
+    root = write_project(
+        tmp_path / "proj",
+        {"pkg/__init__.py": "", "pkg/mod.py": MODULE, "tests/test_a.py": PASSES, "test_b.py": FAILS_ONCE},
+    )
     with anyio.fail_after(60):
         async with memory_client(root) as client:
             for expected in ("failed", "passed"):
                 result = (await client.call_tool("run_tests", {})).structured_content or {}
                 assert result["status"] == expected
-            # the records were written: an affected run of the unchanged tree runs nothing
-            affected = (await client.call_tool("run_tests", {"affected": True})).structured_content or {}
-            assert affected["counts"]["passed"] == 0 and affected["selection"]["skipped_unaffected"] == 2
+                log.append("answered")
+            # the records were written before this plan was made: nothing changed, nothing runs
+            assert await plan(client) == set()
             one = (await client.call_tool("test_history", {"nodeid": "test_b.py::test_b"})).structured_content or {}
             assert one["test"]["recent"] == "FP"
-    assert len(hops) == 3  # one per run (the third, which ran nothing, writes records only); five before
-    runs = [log[i : i + 2] for i in range(0, 4, 2)]
-    for (first, first_thread), (second, second_thread) in runs:
-        assert (first, second) == ("record_reports", "finish") and first_thread == second_thread
+    # run 1: history, answer; the write waits behind the gate until run 2 waits for it; then run 2
+    assert log[:4] == ["record_reports:start", "record_reports:end", "answered", "waited"], log
+    assert log[4:8] == ["finish:start", "finish:end", "record_reports:start", "record_reports:end"], log
+    assert "answered" in log[8:] and log.count("finish:start") == 2, log  # run 2's write: before or after
+
+
+async def test_an_edit_right_after_the_answer_is_not_taken_for_what_ran(
+    memory_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The records are written after the answer, by which time an agent may have edited a file
+    the run executed: the record must not claim the test ran the edited text (it would then look
+    unaffected by the edit)."""
+    log: list[str] = []
+    gate = threading.Event()
+    spy(monkeypatch, runner, "finish", log, gate)
+    open_gate_when_waited(monkeypatch, gate, log)
+    root = write_project(tmp_path / "proj", {"pkg/__init__.py": "", "pkg/mod.py": MODULE, "tests/test_a.py": PASSES})
+    with anyio.fail_after(60):
+        async with memory_client(root) as client:
+            result = (await client.call_tool("run_tests", {"affected": True})).structured_content or {}
+            assert result["counts"]["passed"] == 1 and "finish:start" not in log
+            edit(root / "pkg/mod.py", "return 1", "return 2")  # the write has not read it yet
+            assert await plan(client) == {"tests/test_a.py::test_a"}
+            assert "waited" in log
+
+
+async def test_a_write_pending_when_the_server_stops_is_finished(
+    memory_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run with no test reports makes no history write (nothing to record); its records are
+    written all the same (the run's collected list: an affected run then knows the tree), here
+    as the server stops."""
+    log: list[str] = []
+    spy(monkeypatch, history, "record_reports", log)
+    spy(monkeypatch, runner, "finish", log)
+    root = write_project(tmp_path / "proj", {"test_a.py": "def test_a():\n    pass\n"})
+    with anyio.fail_after(60):
+        async with memory_client(root) as client:
+            result = (await client.call_tool("run_tests", {"select": ["test_a.py::test_none"]})).structured_content
+            assert result is not None
+    assert log == ["finish:start", "finish:end"]
+    with anyio.fail_after(60):
+        async with memory_client(root) as client:
+            assert await plan(client) == {"test_a.py::test_a"}  # not run yet: no record
 
 
 FAILS_ONCE = """
@@ -80,19 +136,3 @@ def test_b():
         marker.write_text("")
         raise AssertionError("first run fails")
 """
-
-
-async def test_without_a_history_write_the_records_are_written_alone(
-    memory_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A run with no test reports makes no history write (nothing to record); its records are
-    written all the same (the run's collected list: an affected run then knows the tree)."""
-    log: list[tuple[str, int]] = []
-    spy(monkeypatch, history, "record_reports", log)
-    spy(monkeypatch, runner, "finish", log)
-    root = write_project(tmp_path / "proj", {"test_a.py": "def test_a():\n    pass\n"})
-    with anyio.fail_after(60):
-        async with memory_client(root) as client:
-            result = (await client.call_tool("run_tests", {"select": ["test_a.py::test_none"]})).structured_content
-            assert result is not None
-    assert [name for name, _ in log] == ["finish"]
