@@ -34,8 +34,19 @@ def _threads() -> int:
         return threading.active_count()
 
 
+ENVIRONMENTS = frozenset({"site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox", "__pypackages__"})
+"""Folders of an installed environment (as `recorder.OUTSIDE`): a project's own `.venv` lives
+under its root, and what is installed there is third-party code, not the project's."""
+
+
 def _under(path: Optional[str], prefix: str) -> bool:
-    return isinstance(path, str) and os.path.abspath(path).startswith(prefix)
+    """Whether `path` is project code: under the root, outside any environment folder in it."""
+    if not isinstance(path, str):
+        return False
+    full = os.path.abspath(path)
+    if not full.startswith(prefix):
+        return False
+    return not (set(full[len(prefix) :].split(os.sep)) & ENVIRONMENTS)
 
 
 def project_names(root: str) -> Set[str]:

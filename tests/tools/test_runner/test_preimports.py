@@ -73,3 +73,47 @@ async def test_learned_preimports_and_unsafe_modules_dropped(
             fourth = await run()  # the rest is pre-imported by the zygote
             assert fourth["status"] == "passed", fourth["failures"]
             assert "warnings" not in fourth
+
+
+VENV_TEST = """
+import sys
+
+PRE = "venv_mod" in sys.modules
+
+import venv_mod  # noqa: E402
+import venv_sneaky  # noqa: E402
+
+
+def test_venv_preimported():
+    assert venv_mod.VALUE == 1 and venv_sneaky
+    assert PRE
+"""
+
+
+async def test_packages_of_a_venv_inside_the_root_are_preimported(
+    memory_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project's own `.venv` lives under its root: what is installed there is third-party code
+    (the recorder does not record it either), so it is learned and pre-imported; a package there
+    that imports the project's code is still dropped."""
+    root = write_project(tmp_path / "proj", {"projmod.py": "VALUE = 2\n", "test_venv.py": VENV_TEST})
+    site = root / ".venv" / "lib" / "site-packages"
+    (site / "__pycache__").mkdir(parents=True)
+    (site / "venv_mod.py").write_text("VALUE = 1\n")
+    (site / "venv_sneaky.py").write_text("import os, sys\nsys.path.insert(0, os.getcwd())\nimport projmod\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    with anyio.fail_after(120):
+        async with memory_client(root, pass_env=["PYTHONPATH"]) as client:
+
+            async def run() -> dict[str, Any]:
+                result = await client.call_tool("run_tests", {})
+                assert not result.is_error, result.content
+                return result.structured_content or {}
+
+            first = await run()  # nothing learned yet
+            assert first["status"] == "failed"
+            second = await run()  # venv_sneaky imports project code: dropped, zygote replaced
+            assert any("venv_sneaky: imports project code (projmod)" in w for w in second.get("warnings", [])), second
+            third = await run()  # venv_mod comes pre-imported
+            assert third["status"] == "passed", third["failures"]
+            assert "warnings" not in third
