@@ -519,9 +519,16 @@ async def _mutations(
     candidates = seeded_order(
         [(file, start, i) for file, start in functions for i in mutations_in((root / file).read_text(), start)]
     )
-    killing = misses = tried = 0
+    killing = misses = tried = hung = 0
     fractions: list[float] = []
     missed: list[str] = []
+    # A mutant can hang the suite (python-dateutil's rrule cache: an exception raised while its
+    # lock is held leaves it held, and the next test waits on it forever, as under plain pytest):
+    # such runs end at their timeout, each after a different number of tests, so there is no
+    # full run to judge the selection against. Bounded well above a full run's time, and counted.
+    started = time.perf_counter()
+    await server.run(root)
+    timeout_s = max(60.0, 10 * (time.perf_counter() - started))
     for file, start, index in candidates:
         if killing >= wanted or tried >= attempts:
             break
@@ -533,11 +540,14 @@ async def _mutations(
         tried += 1
         path.write_text(mutated)
         try:
-            _, affected = await server.run(root, affected=True)
-            _, whole = await server.run(root)
+            _, affected = await server.run(root, affected=True, timeout_s=timeout_s)
+            _, whole = await server.run(root, timeout_s=timeout_s)
         finally:
             path.write_text(original)
             await server.run(root, affected=True)
+        if "timeout" in (affected["status"], whole["status"]):
+            hung += 1
+            continue
         found = await server.all_failures(whole)
         if whole["status"] == "error" or not found - known:
             continue  # no test fails (or nothing can even be collected: no selection to judge)
@@ -558,6 +568,7 @@ async def _mutations(
                 "failing_before": sorted(known),
                 "killing_mutations": killing,
                 "tried": tried,
+                "hung": hung,
                 "mean_fraction_selected": round(sum(fractions) / len(fractions), 4) if fractions else None,
                 "missed": missed,
             },
