@@ -32,6 +32,7 @@ from tools.test_runner.testdb import TestDB
 logger = logging.getLogger("mcp_server.test_runner")
 
 MAX_PARSE_BYTES = 4 * 1024 * 1024
+MAX_KEPT_BYTES = 32 * 1024 * 1024
 
 
 @dataclass
@@ -52,6 +53,9 @@ class Selection:
     """A full run's tests whose record is still valid: they run, untraced (their dependencies
     cannot have changed; only their outcome is updated)."""
     parsed: dict[str, tuple[str, FileBlocks]] = field(default_factory=dict)
+    sources: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    """Files the run executed, read as it ended (`keep_sources`, before the answer): the records
+    are written after it, and a file an agent edits in between is parsed from these bytes."""
     all_unaffected: bool = False
     """A full run in which every test collected last time is unaffected: nothing is traced, not
     even collection (a test that was not there last time gets no record, and runs next time)."""
@@ -76,10 +80,26 @@ class Selection:
             sig = self.snapshot.python.get(rel) or signature(str(self.root / rel))
         if sig == "-":
             return None
+        cached = self._cached(rel, sig)
+        if cached is not None:
+            return cached
+        kept = self.sources.pop(rel, None)
+        source = kept[1] if kept is not None and kept[0] == sig else self._read(rel, sig)
+        if source is None:
+            return None
+        blocks = parse_blocks(source)
+        self.parsed[rel] = (sig, blocks)
+        return blocks
+
+    def _cached(self, rel: str, sig: str) -> FileBlocks | None:
         for cache in (self.parsed, self.stored.files):
             cached = cache.get(rel)
             if cached is not None and cached[0] == sig:
                 return cached[1]
+        return None
+
+    def _read(self, rel: str, sig: str) -> bytes | None:
+        """The bytes of `rel` if it still has the signature `sig` once read, else None."""
         try:
             with open(self.root / rel, "rb") as f:
                 source = f.read(MAX_PARSE_BYTES + 1)
@@ -87,9 +107,30 @@ class Selection:
             return None
         if signature(str(self.root / rel)) != sig:
             return None  # edited since `sig` was taken: these bytes may not be what ran (or runs)
-        blocks = parse_blocks(source)
-        self.parsed[rel] = (sig, blocks)
-        return blocks
+        return source
+
+    def keep_sources(self, event: dict[str, Any] | None, after: Snapshot) -> None:
+        """Read now (the run has ended, its answer not yet sent) the files it executed whose blocks
+        are not known at their present signature, so that the records written after the answer
+        parse what ran even if an agent edits a file first. Bounded (`MAX_KEPT_BYTES`); a file
+        not kept is read at write time, and a record it cannot check is not written (the test
+        then runs next time)."""
+        budget = MAX_KEPT_BYTES
+        for rel in (event or {}).get("files", []):
+            rel = str(rel)
+            sig = after.python.get(rel)
+            before = self.snapshot.python.get(rel)
+            if sig is None or sig == "-" or (before is not None and before != sig):
+                continue  # not a file of the tree, or edited during the run (no record either way)
+            if self._cached(rel, sig) is not None:
+                continue
+            source = self._read(rel, sig)
+            if source is None:
+                continue
+            budget -= len(source)
+            if budget < 0:
+                return
+            self.sources[rel] = (sig, source)
 
     def close(self) -> None:
         if self.db is not None:

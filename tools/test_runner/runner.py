@@ -220,7 +220,7 @@ class RunBase:
             return
         self.selection = None  # the write owns it now (and closes it)
         self._take_warning(selection)
-        after = await anyio.to_thread.run_sync(take, self.request.root)  # the tree as the run ended
+        after = await anyio.to_thread.run_sync(self._ended, selection, event)
         write = functools.partial(
             _write_records, selection, event, state.outcomes, self.request.partial, self.request.root, after
         )
@@ -235,6 +235,12 @@ class RunBase:
                 imported.update(str(m) for m in (event or {}).get("imported", []))
 
         await writes.submit(folder, write_then_learn)
+
+    def _ended(self, selection: Selection, event: dict[str, Any] | None) -> Snapshot:
+        """The tree as the run ended, and the bytes of what it executed (blocking: a thread)."""
+        after = take(self.request.root)
+        selection.keep_sources(event, after)
+        return after
 
     def close_selection(self) -> None:
         """Close the selection's database; its warning stays for the result."""

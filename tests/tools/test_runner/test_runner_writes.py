@@ -107,6 +107,33 @@ async def test_an_edit_right_after_the_answer_is_not_taken_for_what_ran(
             assert "waited" in log
 
 
+TWO = "def value():\n    return 1\n\n\ndef other():\n    return 2\n"
+USES_OTHER = "from pkg.mod import other\n\n\ndef test_b():\n    assert other() == 2\n"
+
+
+async def test_an_edit_right_after_the_first_recording_keeps_what_ran(
+    memory_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a root's first recording nothing is parsed yet: a file the run executed, edited before
+    the write read it, cost every test that ran it its record (all were selected again). Its
+    bytes as the run ended are kept: only the test of the edited function is selected."""
+    log: list[str] = []
+    gate = threading.Event()
+    spy(monkeypatch, runner, "finish", log, gate)
+    open_gate_when_waited(monkeypatch, gate, log)
+    root = write_project(
+        tmp_path / "proj",
+        {"pkg/__init__.py": "", "pkg/mod.py": TWO, "tests/test_a.py": PASSES, "tests/test_b.py": USES_OTHER},
+    )
+    with anyio.fail_after(60):
+        async with memory_client(root) as client:
+            result = (await client.call_tool("run_tests", {"affected": True})).structured_content or {}
+            assert result["counts"]["passed"] == 2 and "finish:start" not in log
+            edit(root / "pkg/mod.py", "return 2", "return 1 + 1")  # before the write reads it
+            assert await plan(client) == {"tests/test_b.py::test_b"}
+            assert "waited" in log
+
+
 async def test_a_write_pending_when_the_server_stops_is_finished(
     memory_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
