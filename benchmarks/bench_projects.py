@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 from benchmarks.common import Options, Result, interleave, median_ms, time_command
 from benchmarks.jsonrpc_client import StdioJsonRpc, bench_env
 from mcp_server.cachedir import root_key
+from tools.test_runner.selection.plan import real_file
 from tools.test_runner.selection.store import ID_TYPE
 
 SEED = 13
@@ -129,7 +130,9 @@ def executed_functions(db: Path, root: Path, source: str) -> list[tuple[str, int
             ids = array(ID_TYPE)
             ids.frombytes(blob)
             used.update(ids)
-        executed = {(f, c) for i, f, c in conn.execute("SELECT id, file, checksum FROM aff_blocks") if i in used}
+        executed = {
+            (real_file(f), c) for i, f, c in conn.execute("SELECT id, file, checksum FROM aff_blocks") if i in used
+        }
         found = []
         for path, blocks in conn.execute("SELECT path, blocks FROM aff_files"):
             if not path.startswith(source + "/"):

@@ -25,7 +25,7 @@ from tools.test_runner.environment import config_files, digest
 from tools.test_runner.selection import store
 from tools.test_runner.selection.blocks import VERSION as BLOCKS_VERSION
 from tools.test_runner.selection.blocks import FileBlocks, parse_blocks
-from tools.test_runner.selection.plan import Plan, make_plan
+from tools.test_runner.selection.plan import IMPORT_PREFIX, LAZY_PREFIX, STATE_PREFIX, Plan, make_plan
 from tools.test_runner.selection.snapshot import Snapshot, signature, take
 from tools.test_runner.testdb import TestDB
 
@@ -64,8 +64,20 @@ class Selection:
         config = digest(f"{path} {sig}" for path, sig in sorted(self.config.items()))
         return f"{self.env_fp}|{config}|{others_digest}|blocks{BLOCKS_VERSION}"
 
+    def import_modules(self) -> list[list[str]]:
+        """The project modules (name, file) the child imports before collecting, whose state it
+        digests (`recorder.Recorder`): those the runs before had imported by then."""
+        imports: dict[str, Any] = dict(self.stored.state.get("imports", {}))
+        modules = imports.get("modules") if imports.get("env") == self.env(self.snapshot.others_digest()) else None
+        try:
+            return [[str(name), str(file)] for name, file in modules or []]
+        except (TypeError, ValueError):
+            return []
+
     def command(self) -> dict[str, Any]:
         command: dict[str, Any] = {"record": self.record and self.db is not None}
+        if command["record"] or (self.plan is not None and self.plan.verify is not None):
+            command["import_modules"] = self.import_modules()
         if self.plan is not None:
             command.update(self.plan.command())
         if self.unaffected and command["record"]:
@@ -196,8 +208,8 @@ def prepare(folder: Path | None, root: Path, env_fp: str, *, affected: bool, rec
     sel.basis = plan
     if affected:
         sel.plan = plan
-    else:
-        sel.unaffected = plan.valid
+    else:  # a full run traces the tests whose record depends on the import state (unchecked)
+        sel.unaffected = plan.valid - plan.pending
         known = [nodeid for nodeids in stored.collected.values() for nodeid in nodeids]
         sel.all_unaffected = plan.mode == "affected" and bool(known) and plan.valid.issuperset(known)
     return sel
@@ -242,14 +254,14 @@ def finish(
         blocks = file_blocks.get(rel)
         checksums.append((rel, blocks.checksum_at(int(line)) if blocks is not None else None))
 
-    def add(deps: dict[str, set[str]], keys: list[int]) -> bool:
+    def add(deps: dict[str, set[str]], keys: list[int], prefix: str = "") -> bool:
         for key in keys:
             if key < 0:
                 return False
             rel, checksum = checksums[key]
             if checksum is None:
                 return False
-            deps[rel].add(checksum)
+            deps[prefix + rel].add(checksum)
         return True
 
     file_of = {nodeid: rel for rel, ids in event.get("collected", {}).items() for nodeid in ids}
@@ -258,6 +270,11 @@ def finish(
     fixtures: dict[str, list[int]] = event.get("fixtures", {})
     uses: dict[str, list[str]] = event.get("uses", {})
     shared: list[int] = event.get("shared", [-1])
+    lazy: list[int] = event.get("lazy", [])
+    digests = event.get("digests")
+    state: dict[str, set[str]] = {}
+    if isinstance(digests, dict) and digests and all(isinstance(d, str) for d in digests.values()):
+        state = {STATE_PREFIX + str(name): {str(d)} for name, d in digests.items()}
     writes: list[store.TestWrite] = []
     for nodeid, keys in event.get("tests", {}).items():
         if nodeid not in outcomes:
@@ -265,7 +282,9 @@ def finish(
         outcome, duration = outcomes[nodeid]
         rel = file_of.get(nodeid, nodeid.split("::")[0])
         deps: dict[str, set[str]] = defaultdict(set)
-        ok = add(deps, keys) and add(deps, modules.get(rel, [])) and add(deps, shared)
+        ok = add(deps, keys) and add(deps, modules.get(rel, []))
+        ok = ok and add(deps, shared, IMPORT_PREFIX) and add(deps, lazy, LAZY_PREFIX)
+        deps.update(state)
         for name in uses.get(nodeid, []):
             ok = ok and add(deps, fixtures.get(name, []))
         own = file_blocks.get(rel) if rel in file_blocks else blocks_for(rel)
@@ -295,10 +314,21 @@ def finish(
         tests=writes,
         collected={} if partial else event.get("collected", {}),
         files=sel.parsed,
-        state={"config": sel.config, "others": after.others},
+        state={"config": sel.config, "others": after.others, **_import_state(sel, event, after)},
         edges=_edge_write(sel, event, checksums, fresh, after),
         also=lambda conn: preimports.learn(conn, sel.env_fp, event.get("imported", [])),
     )
+
+
+def _import_state(sel: Selection, event: dict[str, Any], after: Snapshot) -> dict[str, dict[str, Any]]:
+    """The project modules to import (and digest) before collecting next time: this run's, then
+    the earlier ones it did not import (a run that collected less), while their file is there."""
+    if not isinstance(event.get("digests"), dict):
+        return {}  # the child did not import them (nothing recorded)
+    now = [[str(n), str(f)] for n, f in event.get("import_modules", [])]
+    names = {n for n, _ in now}
+    now += [[n, f] for n, f in sel.import_modules() if n not in names and f in after.python]
+    return {"imports": {"env": sel.env(after.others_digest()), "modules": now}}
 
 
 def _edge_write(
@@ -331,11 +361,14 @@ def selection_result(sel: Selection, event: dict[str, Any] | None, selected: lis
         selected = [str(n) for n in event.get("selected", selected)]
     ignored = [str(f) for f in event.get("ignored", [])] if event is not None else []
     unaffected = int(event.get("unaffected", 0)) if event is not None else 0
+    reasons = plan.reasons(selected)
+    if plan.verify is not None:  # tests depending on a changed import-time function: was the state the same?
+        reasons["import_state"] = "changed" if event is None or event.get("widened") else "same"
     return {
         "mode": plan.mode,
         "selected": len(selected),
         "skipped_unaffected": plan.skipped_count(ignored, unaffected),
-        "reasons": plan.reasons(selected),
+        "reasons": reasons,
     }
 
 
@@ -380,6 +413,11 @@ def merge_records(events: list[dict[str, Any] | None]) -> dict[str, Any] | None:
         "uses": {},
         "modules": {},
         "shared": [],
+        "lazy": [],
+        "traced_startup": all(e.get("traced_startup", False) for e in present),
+        "digests": first.get("digests"),
+        "import_modules": first.get("import_modules", []),
+        "widened": any(e.get("widened") for e in present),
         "edges": [],
         "leaves": [],
         "refs": {},
@@ -409,6 +447,7 @@ def merge_records(events: list[dict[str, Any] | None]) -> dict[str, Any] | None:
         for rel, ks in event.get("modules", {}).items():
             merged["modules"].setdefault(rel, keys(ks))
         merged["shared"] = sorted(set(merged["shared"]) | set(keys(event.get("shared", [-1]))))
+        merged["lazy"] = sorted(set(merged["lazy"]) | set(keys(event.get("lazy", []))))
         merged["edges"] += [keys([int(a), int(b)]) for a, b in event.get("edges", [])]
         merged["leaves"] = sorted(set(merged["leaves"]) | set(keys(event.get("leaves", []))))
         for rel, ks in event.get("refs", {}).items():

@@ -29,20 +29,21 @@ import pytest
 OUTSIDE = frozenset({"site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox", "__pypackages__"})
 
 
-def _load_tracers() -> Any:
-    """`tracers.py` beside this file, loaded as this file is (a private name, not on `sys.path`)."""
+def _load(name: str) -> Any:
+    """`name.py` beside this file, loaded as this file is (a private name, not on `sys.path`)."""
     import importlib.util
 
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tracers.py")
-    spec = importlib.util.spec_from_file_location("_mcp_code_tools_tracers", path)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
+    spec = importlib.util.spec_from_file_location("_mcp_code_tools_" + name, path)
     if spec is None or spec.loader is None:
-        raise ImportError("tracers.py not found beside " + __file__)
+        raise ImportError(name + ".py not found beside " + __file__)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-TRACERS = _load_tracers()
+TRACERS = _load("tracers")
+STATE = _load("statedigest")
 
 
 class Recorder:
@@ -80,6 +81,7 @@ class Recorder:
         self.refs: Dict[str, List[int]] = {}
         self.collected: Dict[str, List[str]] = {}
         self.selected: List[str] = []
+        self.modules_now: List[List[Any]] = []
         self.ignored: List[str] = []
         self.unaffected = 0
         self._collecting: Optional[Any] = None
@@ -88,6 +90,20 @@ class Recorder:
         """The tracer was replaced while code every test depends on ran: no test has a record."""
         self._unseen_imports = False
         self._module_count = 0
+        self.import_modules = [(str(n), str(r)) for n, r in options.get("import_modules", [])]
+        """The project's modules (name, file) the last run imported by the end of collection: imported
+        again before collection, in that order, and their state digested (`statedigest.py`)."""
+        verify = options.get("verify")
+        self.verify: Optional[Dict[str, Optional[str]]] = dict(verify) if isinstance(verify, dict) else None
+        """The digests the skip lists rely on: the plan skipped tests that depend on a changed
+        function only through the state the project's import left (an import-time call). If the
+        state now differs (or cannot be compared), nothing is skipped."""
+        self.digests: Optional[Dict[str, Optional[str]]] = None
+        self.widened = False
+        self.import_problems: List[str] = []
+        self._startup_codes: Optional[Set[Any]] = None
+        self._test_files: Set[str] = set()
+        self._python_files: List[str] = []
         self.trace_collection = bool(options.get("trace_collection", True))
         """False when the server expects every test to run untraced (a full run, nothing changed):
         start-up and collection then run untraced too, and a test it did not expect (new) gets
@@ -97,6 +113,10 @@ class Recorder:
             self.tracer.start(self.tracer.imports.shared)
 
     def pytest_configure(self, config: Any) -> None:
+        try:
+            self._python_files = [str(p) for p in config.getini("python_files")]
+        except (ValueError, KeyError):
+            self._python_files = ["test_*.py", "*_test.py"]
         shard = self.shard
         if isinstance(shard, dict) and int(shard.get("count", 1)) > 1:
             config.pluginmanager.register(ShardFilter(shard), "mcp-code-tools-shard")
@@ -157,6 +177,66 @@ class Recorder:
         full = os.path.normpath(str(path))
         return full[len(self.prefix) :] if full.startswith(self.prefix) else None
 
+    # --- the project's import-time state ---------------------------------------------------------
+
+    def _project_modules(self) -> Dict[str, Any]:
+        """The project's imported modules (not test modules nor conftest files), by name, in
+        `sys.modules` order (an import's parents first)."""
+        import fnmatch
+
+        found: Dict[str, Any] = {}
+        for name, module in list(sys.modules.items()):
+            filename = getattr(module, "__file__", None)
+            if not isinstance(filename, str) or self._file(filename) is None:
+                continue
+            path = os.path.normpath(filename if os.path.isabs(filename) else os.path.join(self.root, filename))
+            base = os.path.basename(path)
+            if base == "conftest.py" or path in self._test_files or path in self.skip_files:
+                continue
+            if any(fnmatch.fnmatch(base, pattern) for pattern in self._python_files):
+                continue
+            found[name] = module
+        return found
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection(self, session: Any) -> None:
+        """Before any test module is imported: import the project's modules the last run had by
+        the end of its collection (so their state is taken at the same point every run, whatever
+        this run collects), digest what they hold, and compare with `verify`. A run that knows of
+        no module takes its digests at the end of its collection instead (a test module that
+        changes the project's state as it is imported then makes the next check fail: the
+        tests run, never the other way round)."""
+        if not (self.import_modules or self.verify is not None):
+            return  # the first run: its digests are taken at the end of its collection
+        import importlib
+        import importlib.util
+
+        for name, rel in self.import_modules:
+            if name in sys.modules:
+                continue
+            try:
+                spec = importlib.util.find_spec(name)
+                origin = getattr(spec, "origin", None)
+                if not isinstance(origin, str) or os.path.normpath(origin) != os.path.join(self.root, rel):
+                    self.import_problems.append(name)  # not that file under this name now
+                    continue
+                importlib.import_module(name)
+            except Exception:  # it fails again when a test module imports it: reported there
+                self.import_problems.append(name)
+        self.digests = STATE.module_digests(self._project_modules(), lambda f: self._file(f) is not None)
+        if self.verify is not None and not self._same_state():
+            self.widened = True
+            self.skip_files = set()
+            self.skip_nodeids = set()
+            self.keep_modules = set()
+            self.keep_prefixes = set()
+
+    def _same_state(self) -> bool:
+        now, then = self.digests or {}, self.verify or {}
+        if self.import_problems or set(now) != set(then):
+            return False
+        return all(now[name] is not None and now[name] == then[name] for name in now)
+
     # --- collection ------------------------------------------------------------------------------
 
     def pytest_ignore_collect(self, collection_path: Any, config: Any) -> Optional[bool]:
@@ -169,6 +249,8 @@ class Recorder:
         return None
 
     def pytest_collectstart(self, collector: Any) -> None:
+        if isinstance(collector, pytest.Module):
+            self._test_files.add(os.path.normpath(str(collector.path)))
         if self.tracer is None or not self.trace_collection or self._collecting is not None:
             return
         if not isinstance(collector, pytest.Module):
@@ -251,13 +333,20 @@ class Recorder:
     def pytest_collection_finish(self, session: Any) -> None:
         self.selected = [item.nodeid for item in session.items]
         self._end_startup()
+        modules = self._project_modules()
+        self.modules_now = [[name, self._rel(m.__file__)] for name, m in modules.items()]
+        if self.digests is None and self.record:  # nothing was known to import before collecting
+            self.digests = STATE.module_digests(modules, lambda f: self._file(f) is not None)
 
     def _end_startup(self) -> None:
-        """Collection is over: stop the tracer that ran since start-up (once)."""
+        """Collection is over: stop the tracer that ran since start-up (once). What ran until now
+        (start-up, the project's imports) is kept apart from what later imports run (a module a
+        test imports lazily), whose state is not digested."""
         if self.tracer is not None and self._startup:
             self._startup = False
             if not self.tracer.stop():
                 self.shared_lost = True
+            self._startup_codes = set(self.tracer.imports.shared)
 
     # --- tests -----------------------------------------------------------------------------------
 
@@ -366,6 +455,16 @@ class Recorder:
                 found.add((pair[0], pair[1]))
         return [list(pair) for pair in sorted(found)]
 
+    def _startup_shared(self) -> Set[Any]:
+        shared = self.tracer.imports.shared if self.tracer is not None else set()
+        return shared if self._startup_codes is None else self._startup_codes
+
+    def _lazy_shared(self) -> Set[Any]:
+        if self.tracer is None or self._startup_codes is None:
+            return set()
+        shared: Set[Any] = self.tracer.imports.shared
+        return shared - self._startup_codes
+
     def event(self) -> Dict[str, Any]:
         self._end_startup()  # collection failed (no collection_finish): the tracer still runs
         return {
@@ -379,7 +478,12 @@ class Recorder:
             "fixtures": {name: sorted(keys) for name, keys in self.fixtures.items()},
             "uses": {nodeid: [n for n in names if n in self.fixtures] for nodeid, names in self.uses.items()},
             "modules": self.modules,
-            "shared": [-1] if self.shared_lost else self._keys(self.tracer.imports.shared) if self.tracer else [],
+            "shared": [-1] if self.shared_lost else self._keys(self._startup_shared()) if self.tracer else [],
+            "lazy": self._keys(self._lazy_shared()) if self.tracer else [],
+            "traced_startup": self.tracer is not None and self.trace_collection,
+            "digests": self.digests,
+            "import_modules": self.modules_now,
+            "widened": self.widened,
             "edges": self._edges(),
             "leaves": sorted(set(self._keys(self.tracer.leaves))) if self.tracer else [],
             "refs": self.refs,

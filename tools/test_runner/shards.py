@@ -120,6 +120,8 @@ class ShardedRun(RunBase):
                 pool = await get_pool(self.app)
                 async with self.lease(pool) as zygote:
                     await self._prepare_selection(zygote)
+                    if self.selection is not None and self.selection.plan is not None:
+                        self.selection.plan.widen()  # each child would check the import state on its own
                     self.ignored = file_shares(self.selection, self.workers, "--" in self.request.args)
                     started = time.monotonic()
                     try:

@@ -144,11 +144,22 @@ async def test_edits_select_exactly_the_dependent_tests(memory_client: Any, tmp_
             assert await plan(client) == {"tests/test_alpha.py::test_add", "tests/test_beta.py::test_twice"}
             await run(client)
 
-            # The module level (a constant read by a test through the module object).
-            edit(root / "pkg/beta.py", "LIMIT = 10", "LIMIT = 10  # the same\nOTHER = 1")
+            # The module level (a constant read by a test through the module object), written
+            # differently: the same state after the import, so only the tests that refer to it.
+            edit(root / "pkg/beta.py", "LIMIT = 10", "LIMIT = 5 + 5")
             selected = await plan(client)
             assert "tests/test_beta.py::test_limit" in selected and "tests/test_alpha.py::test_mul" not in selected
-            await run(client)
+            same = await run(client)
+            assert same["selection"]["reasons"]["import_state"] == "same"
+
+            # The module level with a new name in it: the state every test ran with is not the
+            # same, and every test runs (test_mul's module does not import beta, but a whole run
+            # imports it before test_mul runs).
+            edit(root / "pkg/beta.py", "LIMIT = 5 + 5", "LIMIT = 10  # the same\nOTHER = 1")
+            assert await plan(client) == ALL
+            changed = await run(client)
+            assert changed["selection"]["reasons"]["import_state"] == "changed"
+            assert changed["counts"]["passed"] == 5
 
             # A test module's own edit: its tests run (and only the module's).
             edit(root / "tests/test_beta.py", "assert beta.neg(2) == -2", "assert beta.neg(3) == -3")
@@ -176,7 +187,8 @@ async def test_edits_select_exactly_the_dependent_tests(memory_client: Any, tmp_
             broken = await run(client)
             assert broken["status"] == "error" and "during collection" in broken["message"]
             assert [f["nodeid"] for f in broken["failures"]] == ["tests/test_beta.py", "tests/test_new.py"]
-            assert broken["counts"]["passed"] == 0  # test_alpha.py was not even collected
+            assert broken["counts"]["passed"] == 0  # pytest runs nothing after a collection error
+            assert broken["selection"]["reasons"]["import_state"] == "changed"  # no pkg.beta to import
             edit(root / "pkg/beta.py", "", beta)
             assert await plan(client) == set()  # the same code as when they last passed
 

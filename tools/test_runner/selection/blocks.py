@@ -28,8 +28,9 @@ import io
 import tokenize
 from dataclasses import dataclass, field
 
-VERSION = 4
-"""Bumped when checksums are computed differently: records and parse-cache entries made by
+VERSION = 5
+"""Bumped when checksums are computed differently, or records hold other kinds of dependencies
+(5: import-time blocks apart, with the state digests): records and parse-cache entries made by
 another version are not used."""
 FILE_PREFIX = "F:"
 MODULE_PREFIX = "M:"

@@ -24,6 +24,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FAILING = frozenset({"failed", "error", "crashed", "timeout"})
+IMPORT_PREFIX = "/import/"
+"""Before a block's file in a test's dependencies: the block ran while the project imported itself
+(start-up and collection), not in the test; the test depends on it through the state it left."""
+LAZY_PREFIX = "/lazy/"
+"""The same for a module imported later, during some test (its state is not digested)."""
+STATE_PREFIX = "/state/"
+"""Before a module's name, with the digest of its state after the project's import as the
+"checksum" (`statedigest.py`): the state the test ran with."""
+PREFIXES = (IMPORT_PREFIX, LAZY_PREFIX)
+
+
+def real_file(file: str) -> str:
+    """A dependency's file without its prefix (relative paths never start with a slash)."""
+    for prefix in PREFIXES:
+        if file.startswith(prefix):
+            return file[len(prefix) :]
+    return file
+
+
 MAX_CHANGED_LISTED = 100
 EDGE_SHIFT = 32
 EDGE_MASK = (1 << EDGE_SHIFT) - 1
@@ -117,6 +136,12 @@ class Plan:
     """Tests whose record still holds (nothing they executed changed), failing ones included: a
     full run runs them untraced (only their outcome is new)."""
     changed_files: list[str] = field(default_factory=list)
+    pending: set[str] = field(default_factory=set)
+    """Tests in `valid` that depend on a changed block only through the state the project's
+    import left (`IMPORT_PREFIX`): unaffected if that state is the same as when they ran
+    (`STATE_PREFIX`). The child checks (`verify`: module -> digest) before collecting, and runs
+    everything if it is not."""
+    verify: dict[str, str] | None = None
     records: dict[str, TestRecord] = field(default_factory=dict)
     collected: dict[str, list[str]] = field(default_factory=dict)
     env: str = ""
@@ -134,7 +159,20 @@ class Plan:
         nodeids = sorted(n for n in self.skip_nodeids if self.records[n].file not in skipped)
         partial = {self.records[n].file for n in nodeids}
         keep = sorted(n for f in partial for n in self.collected.get(f, ()) if n not in self.skip_nodeids)
-        return {"skip_files": self.skip_files, "skip_nodeids": nodeids, "keep": keep}
+        command: dict[str, Any] = {"skip_files": self.skip_files, "skip_nodeids": nodeids, "keep": keep}
+        if self.verify is not None:
+            command["verify"] = self.verify
+        return command
+
+    def widen(self) -> None:
+        """Run the `pending` tests too, unchecked (a sharded run: every child must decide alike)."""
+        if self.verify is None:
+            return
+        self.valid -= self.pending
+        self.skip_nodeids -= self.pending
+        self.skip_files = [f for f in self.skip_files if all(n in self.skip_nodeids for n in self.collected[f])]
+        self.pending = set()
+        self.verify = None
 
     def reasons(self, selected: Iterable[str]) -> dict[str, Any]:
         """Why each selected test runs, counted: no record, failing last time, no usable data;
@@ -180,7 +218,8 @@ def make_plan(
     non-Python files) for the `changed_files` reason; `edges` are the recorded caller -> callee
     edges between blocks (`pack_edge`, sorted), `leaves` the blocks that were a leaf in some
     test, `marks` the stateful and cached blocks of a file (None: every block reaching a
-    changed one selects its tests)."""
+    changed one selects its tests). A test that depends on a changed block only through the
+    state the project's import left is `pending` (see `Plan.pending`)."""
     changed: set[str] = set(global_changes)
     usable = [r for r in records.values() if r.env == env]
     if not usable:
@@ -190,33 +229,69 @@ def make_plan(
     cache: dict[str, frozenset[str] | None] = {}
     gone: set[int] = set()
     """The recorded blocks that are no longer there (edited, or their file is gone)."""
+    imported: set[int] = set()
+    """Gone blocks that ran while the project imported itself (`IMPORT_PREFIX`)."""
+    states: dict[int, tuple[str, str]] = {}
+    """State blocks (`STATE_PREFIX`): id -> (module, digest)."""
     for block_id, (file, checksum) in blocks.items():
-        if file not in cache:
-            cache[file] = current(file)
-        present = cache[file]
+        if file.startswith(STATE_PREFIX):
+            states[block_id] = (file[len(STATE_PREFIX) :], checksum)
+            continue
+        real = real_file(file)
+        if real not in cache:
+            cache[real] = current(real)
+        present = cache[real]
         if present is None or checksum not in present:
-            gone.add(block_id)
-    origin = cache_points(reaching(gone, edges), gone, edges, leaves, blocks, marks) if gone else {}
-    verdicts: dict[int, bool] = {}
+            if file.startswith(IMPORT_PREFIX):
+                imported.add(block_id)
+            else:
+                gone.add(block_id)  # a lazy import's block included: its state is not digested
+    own = {b for b in gone if not blocks[b][0].startswith(LAZY_PREFIX)}
+    origin = cache_points(reaching(own, edges), own, edges, leaves, blocks, marks) if own else {}
+    for block in gone - own:
+        origin[block] = block
+    verdicts: dict[int, int] = {}
+    """Dependency set -> 0 affected, 1 unaffected, 2 unaffected if the import state is the same."""
+    expected: dict[int, dict[str, str]] = {}
+    """Dependency set (verdict 2) -> the state it ran with (module -> digest)."""
 
-    def unaffected(depset: int) -> bool:
+    def verdict_of(depset: int) -> int:
         verdict = verdicts.get(depset)
         if verdict is None:
             ids = depsets.get(depset)
             if ids is None:
-                verdict = False  # its row is missing or unreadable
-            elif not origin or origin.keys().isdisjoint(ids):
-                verdict = True
+                verdict = 0  # its row is missing or unreadable
+            elif origin and not origin.keys().isdisjoint(ids):
+                verdict = 0
+                changed.update(real_file(blocks[origin[i]][0]) for i in origin.keys() & set(ids))
+            elif imported.isdisjoint(ids):
+                verdict = 1
             else:
-                verdict = False
-                changed.update(blocks[origin[i]][0] for i in origin.keys() & set(ids))
+                state = dict(states[i] for i in ids if i in states)
+                verdict = 2 if state else 0  # no state recorded: nothing to compare
+                if state:
+                    expected[depset] = state
+                changed.update(real_file(blocks[i][0]) for i in imported.intersection(ids))
             verdicts[depset] = verdict
         return verdict
 
     valid: set[str] = set()
+    pending: dict[str, int] = {}
     for record in usable:
-        if record.depset is not None and unaffected(record.depset):
-            valid.add(record.nodeid)
+        if record.depset is not None:
+            verdict = verdict_of(record.depset)
+            if verdict:
+                valid.add(record.nodeid)
+            if verdict == 2:
+                pending[record.nodeid] = record.depset
+    verify: dict[str, str] | None = None
+    if pending:
+        states_seen = {tuple(sorted(expected[d].items())) for d in set(pending.values())}
+        if len(states_seen) == 1:  # one state to compare the present one with
+            verify = dict(next(iter(states_seen)))
+        else:  # tests that ran with different states: at most some could be right
+            valid -= pending.keys()
+            pending = {}
     skip = {nodeid for nodeid in valid if records[nodeid].outcome not in FAILING}
     skip_files = sorted(f for f, ids in collected.items() if ids and all(i in skip for i in ids))
     return Plan(
@@ -225,6 +300,8 @@ def make_plan(
         skip_nodeids=skip,
         valid=valid,
         changed_files=sorted(c for c in changed if c),
+        pending=set(pending),
+        verify=verify,
         records=dict(records),
         collected=dict(collected),
         env=env,

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tools.test_runner.selection.blocks import FileBlocks
-from tools.test_runner.selection.plan import EDGE_MASK, EDGE_SHIFT, TestRecord, pack_edge
+from tools.test_runner.selection.plan import EDGE_MASK, EDGE_SHIFT, TestRecord, pack_edge, real_file
 from tools.test_runner.testdb import TestDB, register_schema
 
 ID_TYPE = "I" if array("I").itemsize == 4 else "L"
@@ -160,7 +160,7 @@ def _depset_id(conn: sqlite3.Connection, ids: _Ids, deps: Mapping[str, list[str]
     row = conn.execute("SELECT id FROM aff_deps WHERE hash = ?", (digest,)).fetchone()
     if row is not None:
         return int(row[0])
-    files = json.dumps({f: [] for f in sorted(deps)}, separators=(",", ":"))
+    files = json.dumps({f: [] for f in sorted({real_file(f) for f in deps})}, separators=(",", ":"))
     cursor = conn.execute("INSERT INTO aff_deps (hash, blocks, files) VALUES (?, ?, ?)", (digest, blob, files))
     return int(cursor.lastrowid or 0)
 
