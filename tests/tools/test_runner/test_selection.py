@@ -163,3 +163,42 @@ def test_blocks_of_another_version_are_not_reused() -> None:
     assert FileBlocks.from_json(json.loads(json.dumps(blocks.to_json()))) == blocks
     with pytest.raises(ValueError):
         FileBlocks.from_json(blocks.to_json()[:3])
+
+
+def test_import_time_changes_are_pending_on_the_state() -> None:
+    """A test that depends on a changed block only through the project's import (`/import/`) is
+    pending on the state it ran with (`/state/`); one that ran the block itself, one of a lazy
+    import (`/lazy/`, not digested) and one with no state recorded are affected."""
+    records = {n: record(n, d) for n, d in [("a.py::calls", 1), ("a.py::uses", 2), ("b.py::lazy", 3)]}
+    records["c.py::nostate"] = record("c.py::nostate", 4)
+    blocks = {
+        1: ("m.py", "init-old"),
+        2: ("/import/m.py", "init-old"),
+        3: ("/lazy/m.py", "init-old"),
+        4: ("/state/m", "D1"),
+        5: ("m.py", "other"),
+    }
+    depsets = {1: [1, 2, 4], 2: [2, 4, 5], 3: [3, 4, 5], 4: [2, 5]}
+    current = {"m.py": frozenset({"init-new", "other"})}
+    collected = {f: [n] for n, f in ((n, n.split("::")[0]) for n in records)}
+    plan = make_plan(records, depsets, blocks, current.get, "E", collected)
+    assert plan.pending == {"a.py::uses"} and plan.valid == {"a.py::uses"}
+    assert plan.verify == {"m": "D1"}
+    assert plan.command()["verify"] == {"m": "D1"} and plan.skip_nodeids == {"a.py::uses"}
+    assert plan.changed_files == ["m.py"]
+    plan.widen()  # a sharded run: no child checks alone
+    assert not plan.pending and not plan.valid and plan.verify is None and "verify" not in plan.command()
+    assert not plan.skip_nodeids and not plan.skip_files
+
+    # Two tests that ran with different states: there is no one state to check.
+    depsets[5] = [2, 5, 6]
+    blocks[6] = ("/state/m", "D2")
+    records["d.py::other_state"] = record("d.py::other_state", 5)
+    collected["d.py"] = ["d.py::other_state"]
+    plan = make_plan(records, depsets, blocks, current.get, "E", collected)
+    assert not plan.pending and plan.verify is None and not plan.valid
+
+    # Nothing import-time changed: no check, and state entries are not files.
+    current = {"m.py": frozenset({"init-old", "other"})}
+    plan = make_plan(records, depsets, blocks, current.get, "E", collected)
+    assert plan.verify is None and plan.valid == set(records)

@@ -1,0 +1,108 @@
+"""Functions the project runs while importing itself (`MO = Weekday(0)`): an edit selects the
+tests that call them, and every test when the state the import leaves is not the same
+(`recorder.py` digests it before collecting, `plan.py` marks such tests pending)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.tools.test_runner.conftest import write_project
+from tests.tools.test_runner.test_affected import edit, plan, run
+
+pytestmark = pytest.mark.anyio
+
+DAYS = """
+class Weekday:
+    def __init__(self, weekday, n=None):
+        self.weekday = weekday
+        self.n = n
+
+    def __call__(self, n):
+        return Weekday(self.weekday, n)
+
+
+def make_adder(k):
+    namespace = {}
+    exec("def add(x):\\n    return x + " + str(k), namespace)
+    return namespace["add"]
+
+
+MO = Weekday(0)
+ADD3 = make_adder(3)
+"""
+TEST_DAYS = """
+from pkg.days import MO, ADD3
+
+
+def test_mo_is_plain():
+    assert MO.weekday == 0 and MO.n is None
+
+
+def test_add3():
+    assert ADD3(1) == 4
+"""
+TEST_CALLS = """
+from pkg.days import MO
+
+
+def test_second_monday():
+    assert MO(2).n == 2
+"""
+TEST_OTHER = """
+def test_other():
+    assert 1 + 1 == 2
+"""
+ALL = {
+    "tests/test_days.py::test_mo_is_plain",
+    "tests/test_days.py::test_add3",
+    "tests/test_calls.py::test_second_monday",
+    "tests/test_other.py::test_other",
+}
+
+
+async def test_import_time_edits(memory_client: Any, tmp_path: Path) -> None:
+    root = write_project(
+        tmp_path / "proj",
+        {
+            "pkg/__init__.py": "",
+            "pkg/days.py": DAYS,
+            "tests/test_days.py": TEST_DAYS,
+            "tests/test_calls.py": TEST_CALLS,
+            "tests/test_other.py": TEST_OTHER,
+        },
+    )
+    days = root / "pkg/days.py"
+    with anyio.fail_after(120):
+        async with memory_client(root) as client:
+            assert (await run(client))["counts"]["passed"] == 4
+            assert await plan(client) == set()
+
+            # A harmless edit to a function the import runs: the same state, so only the test
+            # that calls it afterwards (every test before: they all depend on the import).
+            edit(days, "        self.weekday = weekday\n", "        _edit = None\n        self.weekday = weekday\n")
+            assert await plan(client) == {"tests/test_calls.py::test_second_monday"}
+            same = await run(client)
+            assert same["counts"]["passed"] == 1
+            assert same["selection"]["reasons"]["import_state"] == "same"
+            assert same["selection"]["reasons"]["changed_files"] == ["pkg/days.py"]
+            assert await plan(client) == set()
+
+            # An edit that changes what the import leaves (MO.n): every test runs, and the one
+            # that fails is found, though no test calls __init__ with n missing.
+            edit(days, "        self.n = n\n", "        self.n = n if n is not None else 0\n")
+            assert await plan(client) == ALL
+            changed = await run(client)
+            assert changed["selection"]["reasons"]["import_state"] == "changed"
+            assert {f["nodeid"] for f in changed["failures"]} == {"tests/test_days.py::test_mo_is_plain"}
+            edit(days, "        self.n = n if n is not None else 0\n", "        self.n = n\n")
+            assert (await run(client))["status"] == "passed"
+
+            # Code generated at import (no block records it): its change is a change of state.
+            edit(days, 'return x + " + str(k)', 'return x + 1 + " + str(k)')
+            generated = await run(client)
+            assert generated["selection"]["reasons"]["import_state"] == "changed"
+            assert {f["nodeid"] for f in generated["failures"]} == {"tests/test_days.py::test_add3"}
