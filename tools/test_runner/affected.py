@@ -308,9 +308,12 @@ def finish(
         if nodeid in outcomes:
             rel = file_of.get(nodeid, nodeid.split("::")[0])
             writes.append(store.TestWrite(nodeid, rel, outcomes[nodeid][0], outcomes[nodeid][1], None))
+    env = sel.env(after.others_digest())
+    if state and event.get("digests_at") == "import":
+        writes = _rebased(sel, writes, state, env)
     store.save(
         sel.db,
-        env=sel.env(after.others_digest()),
+        env=env,
         tests=writes,
         collected={} if partial else event.get("collected", {}),
         files=sel.parsed,
@@ -318,6 +321,42 @@ def finish(
         edges=_edge_write(sel, event, checksums, fresh, after),
         also=lambda conn: preimports.learn(conn, sel.env_fp, event.get("imported", [])),
     )
+
+
+def _rebased(
+    sel: Selection, writes: list[store.TestWrite], state: dict[str, set[str]], env: str
+) -> list[store.TestWrite]:
+    """`writes`, plus the records that still hold but name another state than this run found
+    (taken at the end of the first run's collection, or in another zygote whose hash seed differs:
+    attrs' generated `__hash__` holds a string's hash) with this one: none of what ran at import
+    changed for them, so the state is the same, measured differently. Without this, their next
+    import-time check would fail once, and run every test."""
+    basis = sel.basis
+    if basis is None or basis.mode != "affected" or basis.env != env:
+        return writes
+    stored = sel.stored
+    kept = {w.nodeid: w for w in writes if w.keep}
+    written = {w.nodeid for w in writes if not w.keep}
+    out = [w for w in writes if not w.keep]
+    for nodeid in basis.valid - basis.pending - written:
+        record = stored.records.get(nodeid)
+        ids = stored.depsets.get(record.depset) if record is not None and record.depset is not None else None
+        if record is None or ids is None or record.env != env:
+            continue
+        deps: dict[str, set[str]] = defaultdict(set)
+        for block in ids:
+            where = stored.blocks.get(block)
+            if where is not None:
+                deps[where[0]].add(where[1])
+        old = {f: c for f, c in deps.items() if f.startswith(STATE_PREFIX)}
+        if not old or old == state:
+            continue
+        run = kept.pop(nodeid, None)
+        outcome, duration = (run.outcome, run.duration) if run is not None else (record.outcome, record.duration)
+        frozen = {f: sorted(c) for f, c in deps.items() if not f.startswith(STATE_PREFIX)}
+        frozen.update((f, sorted(c)) for f, c in state.items())
+        out.append(store.TestWrite(nodeid, record.file, outcome, duration, frozen))
+    return out + list(kept.values())
 
 
 def _import_state(sel: Selection, event: dict[str, Any], after: Snapshot) -> dict[str, dict[str, Any]]:

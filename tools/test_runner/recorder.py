@@ -99,6 +99,9 @@ class Recorder:
         function only through the state the project's import left (an import-time call). If the
         state now differs (or cannot be compared), nothing is skipped."""
         self.digests: Optional[Dict[str, Optional[str]]] = None
+        self.digests_at = ""
+        """"import": taken before collection (the point every later run checks at); "collection":
+        at its end (a run that knew of no module to import first)."""
         self.widened = False
         self.import_problems: List[str] = []
         self._startup_codes: Optional[Set[Any]] = None
@@ -224,6 +227,7 @@ class Recorder:
             except Exception:  # it fails again when a test module imports it: reported there
                 self.import_problems.append(name)
         self.digests = STATE.module_digests(self._project_modules(), lambda f: self._file(f) is not None)
+        self.digests_at = "import"
         if self.verify is not None and not self._same_state():
             self.widened = True
             self.skip_files = set()
@@ -337,6 +341,7 @@ class Recorder:
         self.modules_now = [[name, self._rel(m.__file__)] for name, m in modules.items()]
         if self.digests is None and self.record:  # nothing was known to import before collecting
             self.digests = STATE.module_digests(modules, lambda f: self._file(f) is not None)
+            self.digests_at = "collection"
 
     def _end_startup(self) -> None:
         """Collection is over: stop the tracer that ran since start-up (once). What ran until now
@@ -482,6 +487,7 @@ class Recorder:
             "lazy": self._keys(self._lazy_shared()) if self.tracer else [],
             "traced_startup": self.tracer is not None and self.trace_collection,
             "digests": self.digests,
+            "digests_at": self.digests_at,
             "import_modules": self.modules_now,
             "widened": self.widened,
             "edges": self._edges(),

@@ -106,3 +106,29 @@ async def test_import_time_edits(memory_client: Any, tmp_path: Path) -> None:
             generated = await run(client)
             assert generated["selection"]["reasons"]["import_state"] == "changed"
             assert {f["nodeid"] for f in generated["failures"]} == {"tests/test_days.py::test_add3"}
+
+
+async def test_a_state_taken_at_another_point_is_rebased(memory_client: Any, tmp_path: Path) -> None:
+    """The first run takes its digests at the end of its collection, after a test module changed
+    the project's state (it registers itself); later runs take them before collecting. A run in
+    which nothing the import ran changed records the records' state anew, so the next import-time
+    edit is checked against the same point (without it, that check fails once: every test runs)."""
+    root = write_project(
+        tmp_path / "proj",
+        {
+            "pkg/__init__.py": "",
+            "pkg/days.py": DAYS + "\nREGISTRY = []\n",
+            "tests/test_days.py": TEST_DAYS + "\nfrom pkg import days\ndays.REGISTRY.append('test_days')\n",
+            "tests/test_calls.py": TEST_CALLS,
+            "tests/test_other.py": TEST_OTHER,
+        },
+    )
+    days = root / "pkg/days.py"
+    with anyio.fail_after(120):
+        async with memory_client(root) as client:
+            assert (await run(client))["counts"]["passed"] == 4
+            assert (await run(client))["selection"]["selected"] == 0  # digests before collecting
+            edit(days, "        self.weekday = weekday\n", "        _edit = None\n        self.weekday = weekday\n")
+            same = await run(client)
+            assert same["selection"]["reasons"]["import_state"] == "same"
+            assert same["counts"]["passed"] == 1
