@@ -217,6 +217,10 @@ class Recorder:
         for name, rel in self.import_modules:
             if name in sys.modules:
                 continue
+            parent = name.rpartition(".")[0]
+            if parent and parent not in sys.modules:  # find_spec would import it, maybe another one
+                self.import_problems.append(name)
+                continue
             try:
                 spec = importlib.util.find_spec(name)
                 origin = getattr(spec, "origin", None)

@@ -132,3 +132,29 @@ async def test_a_state_taken_at_another_point_is_rebased(memory_client: Any, tmp
             same = await run(client)
             assert same["selection"]["reasons"]["import_state"] == "same"
             assert same["counts"]["passed"] == 1
+
+
+async def test_modules_imported_before_collecting_are_the_same_files(memory_client: Any, tmp_path: Path) -> None:
+    """The child imports the last run's modules by name before collecting, when pytest has not yet
+    put the test folder first on `sys.path`: a name that then means another file (the root's own
+    `helpers`, a package `pkgh` beside the tests' one) must not be imported, nor its parent."""
+    root = write_project(
+        tmp_path / "proj",
+        {
+            "helpers.py": "WHICH = 'root'\n",
+            "pkgh/__init__.py": "WHICH = 'root'\n",
+            "tests/helpers.py": "WHICH = 'tests'\n",
+            "tests/pkgh/__init__.py": "WHICH = 'tests'\n",
+            "tests/pkgh/mod.py": "VALUE = 1\n",
+            "tests/test_h.py": (
+                "import helpers\nimport pkgh.mod\n\n\n"
+                "def test_which():\n    assert helpers.WHICH == 'tests' and pkgh.WHICH == 'tests'\n"
+            ),
+        },
+    )
+    with anyio.fail_after(120):
+        async with memory_client(root) as client:
+            for _ in range(3):  # the second and third import the first's modules before collecting
+                result = await client.call_tool("run_tests", {})
+                assert not result.is_error, result.content
+                assert (result.structured_content or {})["status"] == "passed", result.structured_content
