@@ -211,25 +211,9 @@ class Recorder:
         tests run, never the other way round)."""
         if not (self.import_modules or self.verify is not None):
             return  # the first run: its digests are taken at the end of its collection
-        import importlib
-        import importlib.util
-
-        for name, rel in self.import_modules:
-            if name in sys.modules:
-                continue
-            parent = name.rpartition(".")[0]
-            if parent and parent not in sys.modules:  # find_spec would import it, maybe another one
-                self.import_problems.append(name)
-                continue
-            try:
-                spec = importlib.util.find_spec(name)
-                origin = getattr(spec, "origin", None)
-                if not isinstance(origin, str) or os.path.normpath(origin) != os.path.join(self.root, rel):
-                    self.import_problems.append(name)  # not that file under this name now
-                    continue
-                importlib.import_module(name)
-            except Exception:  # it fails again when a test module imports it: reported there
-                self.import_problems.append(name)
+        files = dict(self.import_modules)
+        for name in files:
+            self._import(name, files)
         self.digests = STATE.module_digests(self._project_modules(), lambda f: self._file(f) is not None)
         self.digests_at = "import"
         if self.verify is not None and not self._same_state():
@@ -238,6 +222,33 @@ class Recorder:
             self.skip_nodeids = set()
             self.keep_modules = set()
             self.keep_prefixes = set()
+
+    def _import(self, name: str, files: Dict[str, str]) -> bool:
+        """Import `name` if it is still the file it was (its parents first: `sys.modules` order
+        need not put them first, a package re-imported after a failed import comes after its
+        submodules); False, and a problem noted, if not."""
+        import importlib
+        import importlib.util
+
+        if name in sys.modules:
+            return True
+        if name in self.import_problems:
+            return False
+        parent = name.rpartition(".")[0]
+        if parent and parent not in sys.modules and not (parent in files and self._import(parent, files)):
+            self.import_problems.append(name)  # find_spec would import the parent: maybe another file
+            return False
+        try:
+            spec = importlib.util.find_spec(name)
+            origin = getattr(spec, "origin", None)
+            if not isinstance(origin, str) or os.path.normpath(origin) != os.path.join(self.root, files[name]):
+                self.import_problems.append(name)  # not that file under this name now
+                return False
+            importlib.import_module(name)
+        except Exception:  # it fails again when a test module imports it: reported there
+            self.import_problems.append(name)
+            return False
+        return True
 
     def _same_state(self) -> bool:
         now, then = self.digests or {}, self.verify or {}

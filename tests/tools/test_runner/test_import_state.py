@@ -158,3 +158,32 @@ async def test_modules_imported_before_collecting_are_the_same_files(memory_clie
                 result = await client.call_tool("run_tests", {})
                 assert not result.is_error, result.content
                 assert (result.structured_content or {})["status"] == "passed", result.structured_content
+
+
+async def test_a_package_listed_after_its_submodule(memory_client: Any, tmp_path: Path) -> None:
+    """`sys.modules` order need not put a package before its submodules (python-dateutil's
+    `dateutil._version` came first): the check imports parents first, else it never passes."""
+    root = write_project(
+        tmp_path / "proj",
+        {
+            "pkg/__init__.py": "from pkg import days\n",
+            "pkg/days.py": DAYS,
+            "tests/test_calls.py": TEST_CALLS,
+            "tests/test_reimport.py": (
+                "import sys\nimport pkg.days\n\ndel sys.modules['pkg']\nimport pkg  # now after pkg.days\n\n\n"
+                "def test_reimported():\n    assert pkg.days.MO.weekday == 0\n"
+            ),
+        },
+    )
+    with anyio.fail_after(120):
+        async with memory_client(root) as client:
+            await run(client)
+            await run(client)
+            edit(
+                root / "pkg/days.py",
+                "        self.weekday = weekday\n",
+                "        _edit = None\n        self.weekday = weekday\n",
+            )
+            same = await run(client)
+            assert same["selection"]["reasons"]["import_state"] == "same"
+            assert same["counts"]["passed"] == 1
