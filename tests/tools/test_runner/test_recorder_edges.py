@@ -263,11 +263,25 @@ class Box:
 @functools.lru_cache(maxsize=None)
 def costly(n):
     return n
+
+def factory(name, *args, **options):
+    options["eq"] = True
+    cls = type(name, (), {})
+    cls.__annotations__ = {}
+    return cls
+
+class Meta:
+    @classmethod
+    def tag(cls, value):
+        cls.tags = value
 """
     blocks = parse_blocks(source)
-    names = ["fills", "remembers", "marks_itself", "keeps_local", "__init__", "costly"]
+    names = ["fills", "remembers", "marks_itself", "keeps_local", "__init__", "costly", "factory", "tag"]
     by_name = dict(zip(names, (s[2] for s in blocks.spans), strict=True))
-    assert {n for n, c in by_name.items() if c in blocks.stateful} == {"fills", "remembers", "marks_itself"}
+    # `factory` stores into its own `**options` dict and a class it just made (a local named `cls`,
+    # as attrs' `make_class` does), not into anything that outlives it; `tag`'s `cls` is a parameter.
+    stateful = {n for n, c in by_name.items() if c in blocks.stateful}
+    assert stateful == {"fills", "remembers", "marks_itself", "tag"}
     assert {n for n, c in by_name.items() if c in blocks.cached} == {"costly"}
 
 

@@ -15,7 +15,8 @@ parse has only its whole-file checksum, so any edit selects every test that touc
 Two marks per function, for state cached across tests (`plan.py`): `stateful`, a function that
 stores into state outliving the call (a subscript or attribute of something not created in it,
 a `global`/`nonlocal`, a mutating method of such an object: `self._instances[key] = value`,
-`func._cached = value`, `TABLE.setdefault(...)`; `self.x = ...` in `__init__` does not count);
+`func._cached = value`, `TABLE.setdefault(...)`; `self.x = ...` in `__init__` does not count,
+nor a store into a local or parameter other than `self` and `cls`, `*args` and `**kwargs` included);
 `cached`, a function behind a caching decorator (`functools.lru_cache`, `cache`,
 `cached_property`), whose callers find its result without running it.
 """
@@ -28,10 +29,11 @@ import io
 import tokenize
 from dataclasses import dataclass, field
 
-VERSION = 5
+VERSION = 6
 """Bumped when checksums are computed differently, or records hold other kinds of dependencies
-(5: import-time blocks apart, with the state digests): records and parse-cache entries made by
-another version are not used."""
+(5: import-time blocks apart, with the state digests; 6: `*args`, `**kwargs` and a local named
+`cls` are not outliving state): records and parse-cache entries made by another version are not
+used."""
 FILE_PREFIX = "F:"
 MODULE_PREFIX = "M:"
 CACHING_DECORATORS = frozenset({"lru_cache", "cache", "cached_property", "memoize", "memoized"})
@@ -153,8 +155,10 @@ def is_stateful(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     nodes = _own_nodes(function)
     arguments = function.args
     params = {a.arg for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]}
+    packed = {a.arg for a in (arguments.vararg, arguments.kwarg) if a is not None}
+    """`*args` and `**kwargs`: a new tuple and dict on every call."""
     local = {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-    fresh = (local | params) - {"self", "cls", "mcs", "metacls"}
+    fresh = local - params | packed | (params - {"self", "cls", "mcs", "metacls"})
     for node in nodes:
         if isinstance(node, ast.Global | ast.Nonlocal):
             return True
