@@ -335,26 +335,42 @@ def _rebased(
     if basis is None or basis.mode != "affected" or basis.env != env:
         return writes
     stored = sel.stored
+    states = {block: where for block, where in stored.blocks.items() if where[0].startswith(STATE_PREFIX)}
+    moved: dict[int, dict[str, list[str]] | None] = {}
+    """Dependency set -> its dependencies with this run's state, or None if it needs none (one
+    pass per set, not per test: most of a full run's tests share theirs)."""
+
+    def rebase(depset: int) -> dict[str, list[str]] | None:
+        if depset not in moved:
+            ids = stored.depsets.get(depset)
+            old: dict[str, set[str]] = defaultdict(set)
+            for block in ids if ids is not None else ():
+                if (where := states.get(block)) is not None:
+                    old[where[0]].add(where[1])
+            frozen = None
+            if ids is not None and old and old != state:
+                deps: dict[str, set[str]] = defaultdict(set)
+                for block in ids:
+                    where = stored.blocks.get(block)
+                    if where is not None and block not in states:
+                        deps[where[0]].add(where[1])
+                frozen = {f: sorted(c) for f, c in deps.items()}
+                frozen.update((f, sorted(c)) for f, c in state.items())
+            moved[depset] = frozen
+        return moved[depset]
+
     kept = {w.nodeid: w for w in writes if w.keep}
     written = {w.nodeid for w in writes if not w.keep}
     out = [w for w in writes if not w.keep]
     for nodeid in basis.valid - basis.pending - written:
         record = stored.records.get(nodeid)
-        ids = stored.depsets.get(record.depset) if record is not None and record.depset is not None else None
-        if record is None or ids is None or record.env != env:
+        if record is None or record.depset is None or record.env != env:
             continue
-        deps: dict[str, set[str]] = defaultdict(set)
-        for block in ids:
-            where = stored.blocks.get(block)
-            if where is not None:
-                deps[where[0]].add(where[1])
-        old = {f: c for f, c in deps.items() if f.startswith(STATE_PREFIX)}
-        if not old or old == state:
+        frozen = rebase(record.depset)
+        if frozen is None:
             continue
         run = kept.pop(nodeid, None)
         outcome, duration = (run.outcome, run.duration) if run is not None else (record.outcome, record.duration)
-        frozen = {f: sorted(c) for f, c in deps.items() if not f.startswith(STATE_PREFIX)}
-        frozen.update((f, sorted(c)) for f, c in state.items())
         out.append(store.TestWrite(nodeid, record.file, outcome, duration, frozen))
     return out + list(kept.values())
 
