@@ -13,12 +13,15 @@ benchmark workdir (kept between runs). On each, through one server over stdio:
   (misses: 0); the mean fraction of the suite selected;
 - recording overhead: a full run with recording against one without (setting record_tests):
   <= 1.3x;
-- full warm run against cold pytest: <= 0.95x serial, <= 0.6x with workers=2.
+- full warm run against cold pytest: <= 0.95x serial, <= 0.6x with workers=2;
+- learned pre-imports: one test on a zygote that pre-imported what the suite imports, against
+  one that did not (setting learn_imports; informative: the gain).
 
 Medians, interleaved. `--quick` edits 3 functions, tries a few mutations, one sample each.
 `BENCH_PROJECTS=attrs` (names, comma-separated) measures only those projects and
-`BENCH_PARTS=full,first,edit,mutations` only those parts (full runs, shards and recording
-overhead; the first recording; the edit loop; the mutations): a full run of both takes ~40 min.
+`BENCH_PARTS=full,first,preimports,edit,mutations` only those parts (full runs, shards and
+recording overhead; the first recording; one test with and without learned pre-imports; the edit
+loop; the mutations): a full run of both takes ~40 min.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from tools.test_runner.selection.plan import real_file
 from tools.test_runner.selection.store import ID_TYPE
 
 SEED = 13
-PARTS = ("full", "first", "edit", "mutations")
+PARTS = ("full", "first", "preimports", "edit", "mutations")
 _T = TypeVar("_T")
 EDIT_MARK = "_bench_edit = None"
 
@@ -369,6 +372,8 @@ async def bench_project(opts: Options, base: Path, project: Project) -> list[Res
             await _full_runs(results, project, n, full, full_plain, full_sharded, cold_run)
         if "first" in parts:
             await _first_recording(results, opts, base, project, root, full_plain)
+        if "preimports" in parts:
+            await _preimports(results, opts, base, project, root, db, plain)
         if "edit" in parts or "mutations" in parts:
             functions = seeded_order(executed_functions(db, root, project.source))
         if "edit" in parts:
@@ -452,6 +457,44 @@ async def _first_recording(
             "same, record_tests=false",
             "(informative)",
             extra={"tracer": "cProfile (_lsprof)" if sys.version_info < (3, 12) else "sys.monitoring"},
+        ),
+    )
+
+
+async def _preimports(
+    results: list[Result], opts: Options, base: Path, project: Project, root: Path, db: Path, plain: Server
+) -> None:
+    """What learned pre-imports save a short run: one test (the first node id recorded; its module
+    imports what the suite's tests import: hypothesis, ...) on a warm zygote that pre-imported what
+    the runs before imported, against one that did not (`learn_imports=false`); neither records."""
+    conn = sqlite3.connect(db)
+    try:
+        (nodeid,) = conn.execute("SELECT min(nodeid) FROM aff_tests").fetchone()
+    finally:
+        conn.close()
+    bare = await Server.start(base, opts.workdir / "projects-cache", record_tests="false", learn_imports="false")
+    try:
+
+        async def learned() -> float:
+            return (await plain.run(root, select=[nodeid]))[0]
+
+        async def unlearned() -> float:
+            return (await bare.run(root, select=[nodeid]))[0]
+
+        await learned()
+        await unlearned()  # both zygotes warm
+        a, b = await interleave(opts.n(10, 3), learned, unlearned)
+    finally:
+        await bare.close()
+    note(
+        results,
+        Result(
+            f"{project.name}: one test, zygote with learned pre-imports",
+            median_ms(a),
+            median_ms(b),
+            "same, learn_imports=false",
+            "(informative: the gain)",
+            extra={"nodeid": nodeid},
         ),
     )
 

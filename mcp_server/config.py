@@ -249,6 +249,11 @@ class Settings(BaseSettings):
         default=True,
         description="record what each test executes (for run_tests affected=true); off: affected runs run everything",
     )
+    learn_imports: bool = Field(
+        default=True,
+        description="pre-import in each project's zygote what its test runs imported from outside the root "
+        "(learned pre-imports); off: every run imports them itself",
+    )
 
     # Telemetry: OTEL_* environment variables configure the exporters further (endpoint, protocol, ...).
     otel_exporter: Literal["none", "console", "otlp"] = Field(

@@ -72,6 +72,8 @@ class RunRequest:
     """Children that share the tests (`shards.ShardedRun`); 1: this one child."""
     record: bool = True
     """Record what each test executes (setting `record_tests`)."""
+    learn: bool = True
+    """Have the zygote pre-import what this root's runs imported (setting `learn_imports`)."""
 
     def command_line(self) -> str:
         return shlex.join([str(self.interpreter), "-m", "pytest", *self.args])
@@ -169,7 +171,7 @@ class RunBase:
         run then leases a fresh one (which gets the list without that module)."""
         request = self.request
         await (await record_writes(self.app)).settled(request.cache)  # an earlier run's records first
-        learn = request.cache is not None and request.mode == "run"
+        learn = request.cache is not None and request.mode == "run" and request.learn
         for attempt in range(2):
             async with pool.lease(request.root, request.interpreter) as zygote:
                 if learn and attempt == 0 and request.cache is not None:

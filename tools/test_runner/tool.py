@@ -92,7 +92,9 @@ async def _request(ctx: ToolContext, args: ListTestsArgs, mode: str, timeout_s: 
     request = RunRequest(
         root, interpreter, argv, "collect" if mode == "collect" else "run", timeout, args.affected, cache, partial
     )
-    return dataclasses.replace(request, record=ctx.settings.record_tests) if cache is not None else request
+    if cache is None:
+        return request
+    return dataclasses.replace(request, record=ctx.settings.record_tests, learn=ctx.settings.learn_imports)
 
 
 # --- run_tests -----------------------------------------------------------------------------------

@@ -117,3 +117,33 @@ async def test_packages_of_a_venv_inside_the_root_are_preimported(
             third = await run()  # venv_mod comes pre-imported
             assert third["status"] == "passed", third["failures"]
             assert "warnings" not in third
+
+
+NOT_PREIMPORTED = """
+import sys
+
+PRE = "plain_mod" in sys.modules
+
+import plain_mod  # noqa: E402
+
+
+def test_imported_by_the_run():
+    assert plain_mod.VALUE == 1
+    assert not PRE
+"""
+
+
+@pytest.mark.parametrize("learn", [True, False])
+async def test_the_learn_imports_setting(
+    memory_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, learn: bool
+) -> None:
+    """`learn_imports = false`: the zygote never pre-imports what runs imported (the benchmark's
+    baseline for the gain); on, the second run finds the module imported before the test module."""
+    monkeypatch.setenv("PYTHONPATH", str(libraries(tmp_path / "libs")))
+    root = write_project(tmp_path / "proj", {"test_off.py": NOT_PREIMPORTED})
+    with anyio.fail_after(120):
+        async with memory_client(root, pass_env=["PYTHONPATH"], learn_imports=learn) as client:
+            for expected in ("passed", "failed" if learn else "passed"):
+                result = await client.call_tool("run_tests", {})
+                assert not result.is_error, result.content
+                assert (result.structured_content or {})["status"] == expected, result.structured_content
