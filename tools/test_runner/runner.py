@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import shlex
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -122,6 +123,21 @@ def _write_records(
     return True
 
 
+def _write_learned(selection: Selection, event: dict[str, Any] | None) -> bool:
+    """Recording off (`record_tests = false`): write only what the run imported from outside the
+    root (learned pre-imports do not depend on recording). Blocking: a worker thread."""
+    imported = (event or {}).get("imported") or []
+    if selection.db is None or not imported:
+        return False
+    try:
+        with selection.db.transaction() as conn:
+            preimports.learn(conn, selection.env_fp, [str(m) for m in imported])
+    except (sqlite3.Error, OSError) as exc:
+        logger.warning("the learned pre-imports of %s were not written: %s", selection.root, exc)
+        return False
+    return True
+
+
 class RunBase:
     """What a run and a sharded run (`shards.ShardedRun`) share: the zygote lease with learned
     pre-imports, the affected-test selection (planned before, recorded after) and the result's
@@ -217,15 +233,20 @@ class RunBase:
             return
         self.selection_info = selection_result(selection, event, state.nodeids or list(state.outcomes))
         folder = self.request.cache
-        if not (complete and selection.db is not None and selection.record and folder is not None):
+        learns = selection.record or self.request.mode == "run"  # recording off: only the imports
+        if not (complete and selection.db is not None and folder is not None and learns):
             self.close_selection()
             return
         self.selection = None  # the write owns it now (and closes it)
         self._take_warning(selection)
-        after = await anyio.to_thread.run_sync(self._ended, selection, event)
-        write = functools.partial(
-            _write_records, selection, event, state.outcomes, self.request.partial, self.request.root, after
-        )
+        write: Callable[[], bool]
+        if selection.record:
+            after = await anyio.to_thread.run_sync(self._ended, selection, event)
+            write = functools.partial(
+                _write_records, selection, event, state.outcomes, self.request.partial, self.request.root, after
+            )
+        else:
+            write = functools.partial(_write_learned, selection, event)
 
         async def write_then_learn() -> None:
             try:

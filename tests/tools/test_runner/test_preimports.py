@@ -133,16 +133,18 @@ def test_imported_by_the_run():
 """
 
 
-@pytest.mark.parametrize("learn", [True, False])
+@pytest.mark.parametrize(("learn", "record"), [(True, True), (True, False), (False, True)])
 async def test_the_learn_imports_setting(
-    memory_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, learn: bool
+    memory_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, learn: bool, record: bool
 ) -> None:
     """`learn_imports = false`: the zygote never pre-imports what runs imported (the benchmark's
-    baseline for the gain); on, the second run finds the module imported before the test module."""
+    baseline for the gain); on, the second run finds the module imported before the test module,
+    with `record_tests = false` too (it learned nothing then: the imports were written with the
+    records)."""
     monkeypatch.setenv("PYTHONPATH", str(libraries(tmp_path / "libs")))
     root = write_project(tmp_path / "proj", {"test_off.py": NOT_PREIMPORTED})
     with anyio.fail_after(120):
-        async with memory_client(root, pass_env=["PYTHONPATH"], learn_imports=learn) as client:
+        async with memory_client(root, pass_env=["PYTHONPATH"], learn_imports=learn, record_tests=record) as client:
             for expected in ("passed", "failed" if learn else "passed"):
                 result = await client.call_tool("run_tests", {})
                 assert not result.is_error, result.content
