@@ -464,9 +464,10 @@ async def _first_recording(
 async def _preimports(
     results: list[Result], opts: Options, base: Path, project: Project, root: Path, db: Path, plain: Server
 ) -> None:
-    """What learned pre-imports save a short run: one test (the first node id recorded; its module
-    imports what the suite's tests import: hypothesis, ...) on a warm zygote that pre-imported what
-    the runs before imported, against one that did not (`learn_imports=false`); neither records."""
+    """What learned pre-imports save a short run: one test (the first node id recorded) on a warm
+    zygote that pre-imported what the runs before imported, against one that did not
+    (`learn_imports=false`); neither records. Little here: the zygote's pytest warm-up already
+    imports hypothesis (`bench_preimports` measures a suite importing pydantic and httpx)."""
     conn = sqlite3.connect(db)
     try:
         (nodeid,) = conn.execute("SELECT min(nodeid) FROM aff_tests").fetchone()
