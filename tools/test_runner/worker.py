@@ -430,8 +430,13 @@ def thread_plugins(threads: List[Any], plugins: Dict[str, str]) -> List[str]:
 def prewarm(pytest: Any, skip: List[str]) -> Dict[str, str]:
     """A throwaway session in an empty temporary directory: imports and caches what every run needs.
 
-    Whatever it leaves behind that is not library code (its test module, its sys.path entry,
-    import hooks) is removed again, so the first real run starts as clean as the hundredth.
+    The process stays in the root meanwhile (the session's rootdir, ini file and conftest boundary
+    are the temporary directory, named explicitly): what a plugin's modules capture of the working
+    directory at import is then what it would capture under `python -m pytest` in the root
+    (hypothesis, for one, keeps its example database and caches in `.hypothesis` there; captured in
+    the temporary directory, every run wrote them outside the root, and no failing example was
+    replayed). Whatever it leaves behind that is not library code (its test module, its sys.path
+    entry, import hooks) is removed again, so the first real run starts as clean as the hundredth.
     The plugins in `skip` are blocked (`-p no:NAME`). Returns the plugins it loaded, by module
     name, for naming the one that started a thread.
     """
@@ -443,13 +448,14 @@ def prewarm(pytest: Any, skip: List[str]) -> Dict[str, str]:
     saved_cwd = os.getcwd()
     tmp = tempfile.mkdtemp(prefix="mcp-warm-")
     try:
-        with open(os.path.join(tmp, "pytest.ini"), "w") as f:
+        ini = os.path.join(tmp, "pytest.ini")
+        with open(ini, "w") as f:
             f.write("[pytest]\n")
         with open(os.path.join(tmp, "test_mcp_warm.py"), "w") as f:
             f.write(WARM_TESTS)
-        os.chdir(tmp)
         blocked = [arg for name in skip for arg in ("-p", "no:" + name)]
-        pytest.main([tmp, "-q", *blocked], plugins=[reporter])
+        here = ["-c", ini, "--rootdir", tmp, "--confcutdir", tmp]
+        pytest.main([tmp, "-q", *here, *blocked], plugins=[reporter])
         for name, plugin in reporter.config.pluginmanager.list_name_plugin():
             module = getattr(plugin, "__name__", None) or type(plugin).__module__
             builtin = module == "pytest" or str(module).startswith("_pytest")

@@ -319,6 +319,62 @@ async def test_a_plugin_thread_left_by_the_warm_up_restarts_the_zygote_without_i
             assert run.outcome()[0] == "passed", "the plugin still loads in the runs"
 
 
+CWD_PLUGIN = """
+import os
+
+IMPORTED_IN = os.getcwd()  # as hypothesis does: its `.hypothesis` folder is where it was imported
+"""
+
+
+async def test_the_warm_up_imports_plugins_in_the_root_and_writes_nothing_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The warm-up session ran in a temporary folder, and the process with it: a plugin imported then
+    # kept that folder (deleted since) as the working directory its runs would have in the root.
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "cwdplug.py").write_text(CWD_PLUGIN)
+    monkeypatch.setenv("PYTHONPATH", str(plugins))
+    monkeypatch.setenv("PYTEST_PLUGINS", "cwdplug")
+    test = "import os\n\nimport cwdplug\n\ndef test_a():\n    assert cwdplug.IMPORTED_IN == os.getcwd()\n"
+    root = write_project(tmp_path / "p", {"test_a.py": test})
+    with anyio.fail_after(60):
+        async with app_state(tmp_path, pass_env=["PYTHONPATH", "PYTEST_PLUGINS"]) as app:
+            pool = await get_pool(app)
+            async with pool.lease(root, PY) as zygote:
+                assert zygote.info["warm"] == "full"
+            assert sorted(p.name for p in root.iterdir()) == ["pytest.ini", "test_a.py"], "nothing written"
+            run = TestRun(app, RunRequest(root, PY, [], "run", 60), tool="run_tests", connection="test")
+            await run.execute()
+            assert run.outcome()[0] == "passed", run.result
+
+
+HYPOTHESIS_FAILURE = """
+from hypothesis import given, settings, strategies as st
+
+@settings(settings.get_profile("default"))  # with its example database (CI's profile has none)
+@given(st.integers())
+def test_small(n):
+    assert n < 1000
+"""
+
+
+async def test_hypothesis_keeps_its_example_database_in_the_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As under `python -m pytest`: the failing example is saved in the root's `.hypothesis` (and
+    # replayed first by the next run), not in a folder outside it.
+    monkeypatch.setenv("PYTEST_PLUGINS", "_hypothesis_pytestplugin")  # the plugin, as when autoloaded
+    root = write_project(tmp_path / "p", {"test_h.py": HYPOTHESIS_FAILURE})
+    with anyio.fail_after(90):
+        async with app_state(tmp_path, pass_env=["PYTEST_PLUGINS"]) as app:
+            for _ in range(2):
+                run = TestRun(app, RunRequest(root, PY, [], "run", 60), tool="run_tests", connection="test")
+                await run.execute()
+                assert run.outcome()[0] == "failed"
+                assert list((root / ".hypothesis" / "examples").iterdir()), "the failing example is kept"
+
+
 async def test_the_rendezvous_refuses_unknown_tokens(tmp_path: Path) -> None:
     with anyio.fail_after(30):
         async with app_state(tmp_path) as app:
