@@ -18,7 +18,9 @@ from __future__ import annotations
 import gc
 import importlib
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any, Dict, List, Optional, Set
 
 MAX_MODULES = 3000
@@ -120,7 +122,42 @@ def preimport(modules: List[str], root: str) -> Dict[str, Any]:
             unsafe = True
             break
         ok.append(name)
+    warm_caches()
     gc.collect()
     if hasattr(gc, "freeze"):
         gc.freeze()
     return {"ok": ok, "dropped": dropped, "unsafe": unsafe}
+
+
+def warm_caches() -> None:
+    """Fill, once in the zygote, the per-process caches that every run would otherwise fill again
+    from nothing, of libraries loaded here (never the project's: nothing of it is loaded here).
+    Nothing is written: what is not cached on disk already is left to the runs.
+
+    Hypothesis: its table of unicode categories (read from `.hypothesis` and rebuilt into tuples,
+    with checks quadratic in the table's size), and its scan of the loaded modules for constants
+    (a path lookup per module, and a parse of each one outside the libraries). A run then scans
+    only the modules it imported itself, as a fresh process would find them."""
+    if "hypothesis" not in sys.modules:
+        return
+    try:
+        from hypothesis import configuration
+        from hypothesis.internal.charmap import charmap, charmap_file
+        from hypothesis.internal.conjecture.providers import _get_local_constants
+    except Exception:  # another hypothesis: the runs fill their caches themselves
+        return
+    try:
+        if charmap_file().exists():
+            charmap()
+    except Exception:
+        pass
+    home = getattr(configuration, "__hypothesis_home_directory", None)
+    scratch = tempfile.mkdtemp(prefix="mcp-hypothesis-")
+    try:
+        configuration.set_hypothesis_home_dir(scratch)  # its cache files of our own modules: not in the root
+        _get_local_constants()
+    except Exception:
+        pass
+    finally:
+        configuration.set_hypothesis_home_dir(home)
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -675,6 +675,8 @@ def main(argv: List[str]) -> int:
     try:
         if warm:
             plugins = prewarm(pytest, skip)
+            if PRELOAD is not None:
+                PRELOAD.warm_caches()  # what the plugins loaded (hypothesis) fills per process
     finally:
         os.dup2(saved_stderr, 2)
         os.close(saved_stderr)

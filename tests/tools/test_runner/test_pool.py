@@ -375,6 +375,45 @@ async def test_hypothesis_keeps_its_example_database_in_the_root(
                 assert list((root / ".hypothesis" / "examples").iterdir()), "the failing example is kept"
 
 
+HYPOTHESIS_TEXT = """
+from hypothesis import given, strategies as st
+
+@given(st.characters())
+def test_fill(c):
+    pass
+"""
+
+HYPOTHESIS_WARM = """
+from hypothesis.internal import charmap
+from hypothesis.internal.conjecture import providers
+
+def test_warm():
+    assert charmap._charmap is not None, "unicode table not loaded"
+    assert providers._seen_modules, "loaded modules not scanned for constants"
+"""
+
+
+async def test_the_zygote_fills_hypothesis_caches_each_run_would_refill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The unicode table (once a run wrote it in the root's `.hypothesis`) and the scan of the modules
+    # the zygote holds are in every forked run already; the zygote writes nothing for it.
+    monkeypatch.setenv("PYTEST_PLUGINS", "_hypothesis_pytestplugin")
+    root = write_project(tmp_path / "p", {"test_fill.py": HYPOTHESIS_TEXT, "test_warm.py": HYPOTHESIS_WARM})
+    with anyio.fail_after(90):
+        for select, outcome in (("test_fill.py", "passed"), ("test_warm.py", "passed")):
+            async with app_state(tmp_path, pass_env=["PYTEST_PLUGINS"]) as app:  # a new zygote each
+                pool = await get_pool(app)
+                async with pool.lease(root, PY):
+                    written = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+                request = RunRequest(root, PY, [select], "run", 60)
+                run = TestRun(app, request, tool="run_tests", connection="test")
+                await run.execute()
+                assert run.outcome()[0] == outcome, run.result
+        assert ".hypothesis/unicode_data" in "\n".join(written), "the first run wrote the table"
+        assert not [p for p in written if "constants" in p], "the zygote wrote no cache of its own modules"
+
+
 async def test_the_rendezvous_refuses_unknown_tokens(tmp_path: Path) -> None:
     with anyio.fail_after(30):
         async with app_state(tmp_path) as app:
