@@ -137,15 +137,21 @@ def warm_caches() -> None:
     Hypothesis: its table of unicode categories (read from `.hypothesis` and rebuilt into tuples,
     with checks quadratic in the table's size), and its scan of the loaded modules for constants
     (a path lookup per module, and a parse of each one outside the libraries). A run then scans
-    only the modules it imported itself, as a fresh process would find them."""
+    only the modules it imported itself, as a fresh process would find them. Our own modules
+    (this zygote's `__main__` and the ones it loaded) are marked seen unscanned: hypothesis draws
+    no constants from them, as in a `python -m pytest` run, which never loads them."""
     if "hypothesis" not in sys.modules:
         return
     try:
         from hypothesis import configuration
         from hypothesis.internal.charmap import charmap, charmap_file
+        from hypothesis.internal.conjecture import providers
         from hypothesis.internal.conjecture.providers import _get_local_constants
     except Exception:  # another hypothesis: the runs fill their caches themselves
         return
+    seen = getattr(providers, "_seen_modules", None)
+    if isinstance(seen, set):
+        seen.update(id(m) for n, m in list(sys.modules.items()) if n == "__main__" or n.startswith(SKIP_PREFIXES[0]))
     try:
         if charmap_file().exists():
             charmap()

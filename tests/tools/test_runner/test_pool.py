@@ -346,7 +346,7 @@ async def test_the_warm_up_imports_plugins_in_the_root_and_writes_nothing_there(
             assert sorted(p.name for p in root.iterdir()) == ["pytest.ini", "test_a.py"], "nothing written"
             run = TestRun(app, RunRequest(root, PY, [], "run", 60), tool="run_tests", connection="test")
             await run.execute()
-            assert run.outcome()[0] == "passed", run.result
+            assert run.outcome()[0] == "passed", run.state.failures
 
 
 HYPOTHESIS_FAILURE = """
@@ -390,6 +390,7 @@ from hypothesis.internal.conjecture import providers
 def test_warm():
     assert charmap._charmap is not None, "unicode table not loaded"
     assert providers._seen_modules, "loaded modules not scanned for constants"
+    assert "fork_failed" not in providers._local_constants.strings, "constants drawn from worker.py"
 """
 
 
@@ -409,7 +410,7 @@ async def test_the_zygote_fills_hypothesis_caches_each_run_would_refill(
                 request = RunRequest(root, PY, [select], "run", 60)
                 run = TestRun(app, request, tool="run_tests", connection="test")
                 await run.execute()
-                assert run.outcome()[0] == outcome, run.result
+                assert run.outcome()[0] == outcome, run.state.failures
         assert ".hypothesis/unicode_data" in "\n".join(written), "the first run wrote the table"
         assert not [p for p in written if "constants" in p], "the zygote wrote no cache of its own modules"
 
