@@ -1,4 +1,5 @@
-"""Helpers for the test-runner tests: temporary projects, "the test has started" signals, process checks.
+"""Helpers for the test-runner tests: temporary projects, "the test has started" signals, process checks,
+and a project interpreter on CPython 3.12+ (`project_python`).
 
 Temporary projects are written under `tmp_path` (outside our own `testpaths`), each with its own
 `pytest.ini` so pytest's rootdir is the project and nothing of ours is configured into it.
@@ -20,7 +21,9 @@ import anyio.abc
 import pytest
 from mcp.client import Client
 
+from tests import py312_venv
 from tests.conftest import open_memory
+from tests.setup_lock import wait_for_setup
 
 HANG = """
 import os, pathlib, socket, subprocess, sys, time
@@ -103,6 +106,30 @@ def project(tmp_path: Path) -> Path:
             """,
         },
     )
+
+
+@pytest.fixture(scope="session")
+def py312() -> Path:
+    """The Python of a venv on CPython 3.12+ with pytest (tests/py312_venv.py; scripts/setup builds it
+    beside the main install). Skipped where the machine has no CPython 3.12+ to build it from (it
+    cannot be installed here); under CI, a failed build fails."""
+    reason = wait_for_setup() or py312_venv.build()
+    if reason == py312_venv.NONE_FOUND:
+        pytest.skip(reason)
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"the 3.12+ project venv must build in CI: {reason}")
+        pytest.skip(reason)
+    return py312_venv.venv_python()
+
+
+@pytest.fixture(params=["own", "3.12+"])
+def project_python(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings for the project's interpreter: the server's own (3.11 here: the recorder traces with
+    cProfile), or a 3.12+ venv's (it traces with `sys.monitoring`)."""
+    if request.param == "own":
+        return {}
+    return {"python": str(request.getfixturevalue("py312"))}
 
 
 @pytest.fixture

@@ -111,10 +111,12 @@ async def plan(client: Client) -> set[str]:
     return set(listed["tests"])
 
 
-async def test_edits_select_exactly_the_dependent_tests(memory_client: Any, tmp_path: Path) -> None:
+async def test_edits_select_exactly_the_dependent_tests(
+    memory_client: Any, tmp_path: Path, project_python: dict[str, str]
+) -> None:
     root = make(tmp_path)
     with anyio.fail_after(120):
-        async with memory_client(root) as client:
+        async with memory_client(root, **project_python) as client:
             first = await run(client)
             assert first["status"] == "passed" and first["counts"]["passed"] == 5
             assert first["selection"]["mode"] == "all"

@@ -137,7 +137,9 @@ def both(name: str) -> set[str]:
 pytestmark = pytest.mark.anyio
 
 
-async def test_an_edit_of_what_filled_a_cache_selects_the_tests_that_hit_it(memory_client: Any, tmp_path: Path) -> None:
+async def test_an_edit_of_what_filled_a_cache_selects_the_tests_that_hit_it(
+    memory_client: Any, tmp_path: Path, project_python: dict[str, str]
+) -> None:
     """`test_a` fills three caches (a module dict, a metaclass's instances, a dict filled through
     the json module's Python code calling back into the project); `test_b` only hits them and
     never runs the function behind. Editing that function selects both (a full run fails in
@@ -155,7 +157,7 @@ async def test_an_edit_of_what_filled_a_cache_selects_the_tests_that_hit_it(memo
     )
     cache = root / "pkg/cache.py"
     with anyio.fail_after(120):
-        async with memory_client(root) as client:
+        async with memory_client(root, **project_python) as client:
             assert (await run(client))["counts"]["passed"] == 11
             assert await plan(client) == set()
             for old, new, name in (

@@ -1,7 +1,11 @@
 """The recorder's tracers in this process (they normally run in the forked child, where coverage does
 not see them): what a test window records (code objects, caller -> callee edges through other
 files' code, leaves), what an import charges, fixture windows, threads, and a profiler or tracer
-replaced while recording. The project is a temporary module loaded from a file under `root`."""
+replaced while recording. The project is a temporary module loaded from a file under `root`.
+
+Each test runs with the tracers this interpreter offers the recorder: cProfile's below 3.12,
+`sys.monitoring` on 3.12+, and the settrace fallback. `tracers.py` is loaded from its file, so that
+this module also runs in a bare 3.12+ venv with only pytest in it (test_tracers_py312.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +19,21 @@ from typing import Any
 
 import pytest
 
-from tools.test_runner import tracers
+TRACERS = Path(__file__).resolve().parents[3] / "tools" / "test_runner" / "tracers.py"
+MONITORING = hasattr(sys, "monitoring")
+KINDS = ["monitoring" if MONITORING else "cprofile", "settrace"]
+"""The recorder's tracer on this interpreter (`make_tracer`'s pick), and the fallback."""
+
+
+def _load_tracers() -> Any:
+    spec = importlib.util.spec_from_file_location("_mcp_code_tools_test_tracers", TRACERS)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tracers = _load_tracers()
 
 PROJECT = """
 import json
@@ -78,7 +96,8 @@ def project(tmp_path: Path) -> Iterator[tuple[ModuleType, Callable[[Any], bool],
 
 @pytest.fixture
 def restore_trace() -> Iterator[None]:
-    """The settrace tracer replaces coverage's own tracer: put it back afterwards."""
+    """The settrace tracer replaces coverage's own tracer: put it back afterwards; and the
+    `sys.monitoring` tool ids a test took are given back."""
     trace, thread_trace = sys.gettrace(), threading.gettrace()
     profile = sys.getprofile()
     try:
@@ -87,6 +106,11 @@ def restore_trace() -> Iterator[None]:
         sys.settrace(trace)
         threading.settrace(thread_trace)  # type: ignore[arg-type]
         sys.setprofile(profile)
+        if MONITORING:
+            for tool in tracers.TOOL_IDS:
+                if sys.monitoring.get_tool(tool) is not None:  # type: ignore[attr-defined]
+                    sys.monitoring.set_events(tool, 0)  # type: ignore[attr-defined]
+                    sys.monitoring.free_tool_id(tool)  # type: ignore[attr-defined]
 
 
 def names(codes: Any) -> set[str]:
@@ -98,6 +122,10 @@ def edge_names(edges: Any) -> set[tuple[str, str]]:
 
 
 def make(kind: str, is_root: Callable[[Any], bool]) -> Any:
+    if kind == "monitoring":
+        tracer = tracers.make_tracer(is_root)
+        assert tracer.name == "monitoring"
+        return tracer
     if kind == "cprofile":
         import _lsprof
 
@@ -105,7 +133,18 @@ def make(kind: str, is_root: Callable[[Any], bool]) -> Any:
     return tracers._SetTrace(is_root)
 
 
-@pytest.mark.parametrize("kind", ["cprofile", "settrace"])
+def replace_tracer(kind: str, tracer: Any) -> None:
+    """What a test that profiles itself, a debugger or coverage does to the recorder's tracer."""
+    if kind == "monitoring":  # another tool took its id (coverage and debuggers have their own)
+        sys.monitoring.free_tool_id(tracer.tool)  # type: ignore[attr-defined]
+        sys.monitoring.use_tool_id(tracer.tool, "another tool")  # type: ignore[attr-defined]
+    elif kind == "cprofile":
+        sys.setprofile(None)
+    else:
+        sys.settrace(None)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_test_window_records_functions_edges_and_leaves(
     project: tuple[ModuleType, Callable[[Any], bool], Path], kind: str, restore_trace: None
 ) -> None:
@@ -124,11 +163,11 @@ def test_a_test_window_records_functions_edges_and_leaves(
     seen, intact = tracer.end()
     assert intact and names(seen) >= {"lookup"} and "compute" not in names(seen)
     assert "lookup" in names(tracer.leaves)
-    if kind == "cprofile":  # its statistics know the callees: a function that called one is no leaf
+    if kind != "settrace":  # they know the callees: a function that called one is no leaf
         assert "decode" not in names(tracer.leaves)
 
 
-@pytest.mark.parametrize("kind", ["cprofile", "settrace"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_fixture_window_inside_a_test_is_recorded_apart_and_added(
     project: tuple[ModuleType, Callable[[Any], bool], Path], kind: str, restore_trace: None
 ) -> None:
@@ -145,7 +184,7 @@ def test_a_fixture_window_inside_a_test_is_recorded_apart_and_added(
     assert intact and {"hook", "compute", "decode"} <= names(seen)
 
 
-@pytest.mark.parametrize("kind", ["cprofile", "settrace"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_replaced_profiler_or_tracer_makes_the_record_incomplete(
     project: tuple[ModuleType, Callable[[Any], bool], Path], kind: str, restore_trace: None
 ) -> None:
@@ -153,16 +192,13 @@ def test_a_replaced_profiler_or_tracer_makes_the_record_incomplete(
     tracer = make(kind, is_root)
     tracer.begin()
     mod.compute("x")
-    if kind == "cprofile":
-        sys.setprofile(None)  # a test that profiles itself
-    else:
-        sys.settrace(None)  # a debugger, coverage
+    replace_tracer(kind, tracer)
     mod.compute("y")
     _, intact = tracer.end()
     assert not intact
 
 
-@pytest.mark.parametrize("kind", ["cprofile", "settrace"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_paused_window_records_only_what_ran_while_resumed(
     project: tuple[ModuleType, Callable[[Any], bool], Path], kind: str, restore_trace: None
 ) -> None:
@@ -197,7 +233,7 @@ def test_a_paused_window_records_only_what_ran_while_resumed(
     assert intact and "lookup" in names(seen)
 
 
-@pytest.mark.parametrize("kind", ["cprofile", "settrace"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_profiler_or_tracer_replaced_before_a_pause_makes_the_record_incomplete(
     project: tuple[ModuleType, Callable[[Any], bool], Path], kind: str, restore_trace: None
 ) -> None:
@@ -207,27 +243,24 @@ def test_a_profiler_or_tracer_replaced_before_a_pause_makes_the_record_incomplet
     tracer.pause()
     tracer.resume()
     mod.compute("x")
-    if kind == "cprofile":
-        sys.setprofile(None)
-    else:
-        sys.settrace(None)
+    replace_tracer(kind, tracer)
     mod.compute("y")
     tracer.pause()
     tracer.resume()
     tracer.pause()
     _, intact = tracer.end()
     assert not intact
-    tracer.begin()  # the next test starts whole again
-    tracer.pause()
+    tracer.begin()  # the next test starts whole again; with sys.monitoring, the id is another
+    tracer.pause()  # tool's now, and every later record stays incomplete (wider, never narrower)
     _, intact = tracer.end()
-    assert intact
+    assert intact == (kind != "monitoring")
 
 
 def test_code_run_in_another_thread_is_recorded(
     project: tuple[ModuleType, Callable[[Any], bool], Path], restore_trace: None
 ) -> None:
     mod, is_root, _ = project
-    tracer = make("cprofile", is_root)
+    tracer = make(KINDS[0], is_root)
     tracer.begin()
     out: list[Any] = []
     thread = threading.Thread(target=mod.in_thread, args=(out,))
@@ -237,7 +270,7 @@ def test_code_run_in_another_thread_is_recorded(
     assert intact and out and {"in_thread", "compute"} <= names(seen)
 
 
-@pytest.mark.parametrize("kind", ["cprofile", "settrace"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_an_import_charges_shared_with_what_it_ran(
     project: tuple[ModuleType, Callable[[Any], bool], Path], kind: str, restore_trace: None
 ) -> None:
