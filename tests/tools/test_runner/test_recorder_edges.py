@@ -307,3 +307,41 @@ async def test_two_empty_init_files_are_two_dependencies(memory_client: Any, tmp
             edit(root / "pkg/sub/__init__.py", "", "from pkg.sub import thing\n\nthing.VALUE = 2\n")
             assert await plan(client) == {"tests/test_thing.py::test_value"}
             assert (await run(client))["counts"]["failed"] == 1
+
+
+LATE = """
+_TABLE = {}
+
+
+def build(name):
+    return {"name": name, "offset": 1}
+
+
+def lookup(name):
+    if name not in _TABLE:
+        _TABLE[name] = build(name)
+    return _TABLE[name]
+"""
+
+
+async def test_a_cache_filled_after_its_filler_ran_elsewhere_selects_the_tests_that_hit_it(
+    memory_client: Any, tmp_path: Path, project_python: dict[str, str]
+) -> None:
+    """`test_a` calls the filler itself before the cache lookup calls it: the lookup is not the
+    filler's first caller in that test (with `sys.monitoring`, the only one it reported), and still
+    the lookup -> filler edge is what selects `test_b`, which only hits the cache."""
+    first = "from pkg.late import build, lookup\n\n\ndef test_fill():\n    assert build('y')['offset'] == 1\n"
+    first += "    assert lookup('x')['offset'] == 1\n"
+    hit = "from pkg.late import lookup\n\n\ndef test_hit():\n    assert lookup('x')['offset'] == 1\n"
+    root = write_project(
+        tmp_path / "proj",
+        {"pkg/__init__.py": "", "pkg/late.py": LATE, "tests/test_a.py": first, "tests/test_b.py": hit},
+    )
+    with anyio.fail_after(120):
+        async with memory_client(root, **project_python) as client:
+            assert (await run(client))["counts"]["passed"] == 2
+            edit(root / "pkg/late.py", '"offset": 1', '"offset": 2')
+            expected = {"tests/test_a.py::test_fill", "tests/test_b.py::test_hit"}
+            assert await plan(client) == expected
+            result = await run(client)
+            assert {f["nodeid"] for f in result["failures"]} == expected
