@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import textwrap
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -361,3 +362,28 @@ async def test_collection_errors_are_reported_as_usual(memory_client: Any, tmp_p
             structured = result.structured_content or {}
             assert structured["status"] == "error" and "error during collection" in structured["message"]
             assert structured["selection"]["mode"] == "all"
+
+
+async def test_a_module_imported_from_an_archive_in_the_root_leaves_the_records_usable(
+    memory_client: Any, tmp_path: Path
+) -> None:
+    # jinja2's test_package_zip_source imports a package from tests/res/package.zip inside a test:
+    # its code's file (`tests/res/package.zip/t_pack/__init__.py`) is under the root but no file, and
+    # every test, which depends on what tests import lazily, was left without a record.
+    root = make(tmp_path)
+    with zipfile.ZipFile(root / "tests/res.zip", "w") as archive:
+        archive.writestr("zpack/__init__.py", "def value():\n    return 1\n")
+    test = "import sys\n\n\ndef test_zip():\n    sys.path.insert(0, __file__.rsplit('/', 1)[0] + '/res.zip')\n"
+    test += "    import zpack\n\n    assert zpack.value() == 1\n"
+    (root / "tests/test_zip.py").write_text(test)
+    with anyio.fail_after(120):
+        async with memory_client(root) as client:
+            first = await run(client)
+            assert first["counts"]["passed"] == 6
+            assert await plan(client) == set()
+            edit(root / "pkg/alpha.py", "return a * b", "return b * a")
+            assert await plan(client) == {"tests/test_alpha.py::test_mul"}
+            await run(client)
+            with zipfile.ZipFile(root / "tests/res.zip", "a") as archive:  # the archive: run all
+                archive.writestr("zpack/extra.py", "")
+            assert await plan(client) == ALL | {"tests/test_zip.py::test_zip"}
