@@ -294,7 +294,10 @@ class Server:
                 },
                 wait_s=120,
             )
-            items = reply["result"].get("structuredContent", {}).get("items", [])
+            if reply["result"].get("isError") or "structuredContent" not in reply["result"]:
+                # never "no failures": a run dropped from the store would hide a miss
+                raise RuntimeError(f"get_run({result['run_id']}, {section}) failed: {reply['result']}")
+            items = reply["result"]["structuredContent"].get("items", [])
             for item in items:
                 found.add(str(item["nodeid"]) if isinstance(item, dict) and "nodeid" in item else str(item))
             if not items:  # a page may hold fewer than asked (the output budget): go on until none
@@ -306,10 +309,12 @@ class Server:
 
 
 def _ran(nodeid: str, planned: set[str]) -> bool:
-    """Whether a failure's test was among those planned to run (a subtest's failure adds ` [msg]`
-    to its test's id; a module's collection error is the module's path)."""
-    base = nodeid.split(" [")[0]
-    return base in planned or any(p.startswith(base + "::") for p in planned)
+    """Whether a failure's test was among those planned to run: its id, or a subtest's failure
+    (its test's id, a space, then ` [msg]`; a parametrized id may hold ` [` itself, as jinja2's
+    `test_min_max[{{ ["a", "B"]|max }}-B]`), or a module's collection error (the module's path)."""
+    if nodeid in planned or any(nodeid.startswith(p + " ") for p in planned):
+        return True
+    return any(p.startswith(nodeid + "::") for p in planned)
 
 
 def failures(result: dict[str, Any]) -> set[str]:
@@ -610,20 +615,23 @@ async def _mutations(
         path.write_text(mutated)
         try:
             planned = await server.planned(root)
+            # Each run's failures read at once: a large result may leave the store once the next
+            # large one is stored (the per-owner byte budget), and then it cannot be paged.
             _, affected = await server.run(root, affected=True, timeout_s=timeout_s)
+            affected_failures = await server.all_failures(affected)
             _, whole = await server.run(root, timeout_s=timeout_s)
+            found = await server.all_failures(whole)
         finally:
             path.write_text(original)
             await server.run(root, affected=True)
         if "timeout" in (affected["status"], whole["status"]):
             hung += 1
             continue
-        found = await server.all_failures(whole)
         if whole["status"] == "error" or not found - known:
             continue  # no test fails (or nothing can even be collected: no selection to judge)
         killing += 1
         fractions.append(int(affected["selection"]["selected"]) / max(1, total))
-        differ = found ^ await server.all_failures(affected)
+        differ = found ^ affected_failures
         if differ:
             # A miss: a test that fails in the full run and that the affected run did not run.
             # A test both ran, with two outcomes, is not the selection's error: attrs' hypothesis
