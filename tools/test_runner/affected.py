@@ -155,6 +155,18 @@ def _diff(before: dict[str, str], after: dict[str, str]) -> list[str]:
     return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 
+def _known(stored: Any) -> dict[str, tuple[str, str]]:
+    """The non-Python files of the last state as (signature, content key); an entry of an older
+    format (a signature alone) has no key, so it counts as changed once."""
+    if not isinstance(stored, dict):
+        return {}
+    return {
+        str(rel): (str(value[0]), str(value[1]))
+        for rel, value in stored.items()
+        if isinstance(value, list) and len(value) == 2
+    }
+
+
 def prepare(folder: Path | None, root: Path, env_fp: str, *, affected: bool, record: bool) -> Selection:
     sel = Selection(root=root, affected=affected, record=record, env_fp=env_fp)
     if folder is None:
@@ -172,7 +184,7 @@ def prepare(folder: Path | None, root: Path, env_fp: str, *, affected: bool, rec
         if affected:
             sel.plan = Plan(mode="all")
         return sel
-    sel.snapshot = take(root)
+    sel.snapshot = take(root, _known(sel.stored.state.get("others")))
     sel.config = {path: signature(path) for path in config_files(root)}
     if not affected and not record:
         return sel
@@ -183,7 +195,8 @@ def prepare(folder: Path | None, root: Path, env_fp: str, *, affected: bool, rec
         changes += [_relative(root, p) for p in _diff(last_config, sel.config)]
     last_others = stored.state.get("others")
     if last_others is not None:
-        changes += _diff(last_others, sel.snapshot.others)
+        last = {rel: key for rel, (_, key) in _known(last_others).items()}
+        changes += _diff(last, sel.snapshot.keys)
 
     def current(rel: str) -> frozenset[str] | None:
         blocks = sel.blocks(rel)
@@ -236,7 +249,7 @@ def finish(
     if sel.db is None or not sel.record or event is None:
         return
     if after is None:
-        after = take(sel.root)
+        after = take(sel.root, sel.snapshot.known())
     files = [str(f) for f in event.get("files", [])]
     pairs = event.get("pairs", [])
 
@@ -317,7 +330,7 @@ def finish(
         tests=writes,
         collected={} if partial else event.get("collected", {}),
         files=sel.parsed,
-        state={"config": sel.config, "others": after.others, **_import_state(sel, event, after)},
+        state={"config": sel.config, "others": after.known(), **_import_state(sel, event, after)},
         edges=_edge_write(sel, event, checksums, fresh, after),
         also=lambda conn: preimports.learn(conn, sel.env_fp, event.get("imported", [])),
     )

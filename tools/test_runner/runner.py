@@ -261,7 +261,7 @@ class RunBase:
 
     def _ended(self, selection: Selection, event: dict[str, Any] | None) -> Snapshot:
         """The tree as the run ended, and the bytes of what it executed (blocking: a thread)."""
-        after = take(self.request.root)
+        after = take(self.request.root, selection.snapshot.known())
         selection.keep_sources(event, after)
         return after
 

@@ -387,3 +387,23 @@ async def test_a_module_imported_from_an_archive_in_the_root_leaves_the_records_
             with zipfile.ZipFile(root / "tests/res.zip", "a") as archive:  # the archive: run all
                 archive.writestr("zpack/extra.py", "")
             assert await plan(client) == ALL | {"tests/test_zip.py::test_zip"}
+
+
+async def test_a_test_that_only_touches_a_data_file_changes_nothing(memory_client: Any, tmp_path: Path) -> None:
+    # jinja2's suite sets a template's times with os.utime: counted by its stat signature, that
+    # file changed in every run, and the next affected run ran everything (after a full run with
+    # nothing to record again, with no changed file named).
+    root = make(tmp_path)
+    touch = "import os\nimport time\n\n\ndef test_touch():\n    t = time.time() + 5\n"
+    touch += "    os.utime(os.path.join(os.path.dirname(__file__), '..', 'data.txt'), (t, t))\n"
+    (root / "tests/test_touch.py").write_text(touch)
+    with anyio.fail_after(120):
+        async with memory_client(root) as client:
+            assert (await run(client))["counts"]["passed"] == 6
+            assert await plan(client) == set()
+            plain = await client.call_tool("run_tests", {})  # a full run: all valid, none traced
+            assert (plain.structured_content or {})["counts"]["passed"] == 6
+            assert await plan(client) == set()
+            edit(root / "data.txt", "one", "two")  # its content: everything, and it says which
+            assert await plan(client) == ALL | {"tests/test_touch.py::test_touch"}
+            assert (await run(client))["selection"]["reasons"]["changed_files"] == ["data.txt"]

@@ -28,6 +28,7 @@ import sqlite3
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from tools.test_runner.selection.blocks import FileBlocks
 from tools.test_runner.selection.plan import EDGE_MASK, EDGE_SHIFT, TestRecord, pack_edge, real_file
@@ -70,7 +71,7 @@ class Stored:
     """Block id -> (file, checksum)."""
     collected: dict[str, list[str]] = field(default_factory=dict)
     files: dict[str, tuple[str, FileBlocks]] = field(default_factory=dict)
-    state: dict[str, dict[str, str]] = field(default_factory=dict)
+    state: dict[str, dict[str, Any]] = field(default_factory=dict)
     edges: Sequence[int] = field(default_factory=lambda: array(EDGE_TYPE))
     """Caller -> callee edges between block ids (`plan.pack_edge`), sorted."""
     leaves: set[int] = field(default_factory=set)
@@ -236,7 +237,7 @@ def save(
     tests: Iterable[TestWrite],
     collected: Mapping[str, list[str]],
     files: Mapping[str, tuple[str, FileBlocks]],
-    state: Mapping[str, dict[str, str]],
+    state: Mapping[str, dict[str, Any]],
     edges: EdgeWrite | None = None,
     also: Callable[[sqlite3.Connection], None] = lambda conn: None,
 ) -> None:
