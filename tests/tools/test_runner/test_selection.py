@@ -113,6 +113,15 @@ def test_plan() -> None:
     assert other.mode == "all" and not other.skip_nodeids
 
 
+def test_a_record_of_another_environment_is_a_reason_too() -> None:
+    # A test recorded under an older environment (the others of its run are): selected, and the
+    # selection said nothing of why (every reason empty; jinja2: 81 tests).
+    records = {"t.py::a": record("t.py::a", 1), "t.py::old": record("t.py::old", 1, env="older")}
+    plan = make_plan(records, {1: [10]}, {10: ("m.py", "x")}, {"m.py": frozenset({"x"})}.get, "E", {})
+    assert plan.mode == "affected" and plan.skip_nodeids == {"t.py::a"}
+    assert plan.reasons(["t.py::old"])["no_data"] == 1
+
+
 def test_shards_balance_by_duration_and_agree() -> None:
     ids = [f"t::{i}" for i in range(6)]
     durations = {"t::0": 5.0, "t::1": 1.0, "t::2": 1.0, "t::3": 1.0, "t::4": 1.0}

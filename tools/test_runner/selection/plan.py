@@ -175,8 +175,9 @@ class Plan:
         self.verify = None
 
     def reasons(self, selected: Iterable[str]) -> dict[str, Any]:
-        """Why each selected test runs, counted: no record, failing last time, no usable data;
-        the rest ran because a file they depend on changed (`changed_files`)."""
+        """Why each selected test runs, counted: no record, failing last time, no usable data (none
+        recorded, or recorded under another environment than this run's); the rest ran because a
+        file they depend on changed (`changed_files`)."""
         new = failed = no_data = 0
         selected = list(selected)
         if self.mode == "all":  # nothing usable recorded for this environment
@@ -187,7 +188,7 @@ class Plan:
                 new += 1
             elif record.outcome in FAILING:
                 failed += 1
-            elif record.depset is None:
+            elif record.depset is None or record.env != self.env:
                 no_data += 1
         changed = self.changed_files[:MAX_CHANGED_LISTED]
         reasons: dict[str, Any] = {"changed_files": changed, "new_tests": new, "failed_last": failed}
