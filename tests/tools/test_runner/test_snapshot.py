@@ -8,6 +8,9 @@ import os
 import threading
 from pathlib import Path
 
+import pytest
+
+from tools.test_runner.selection import snapshot
 from tools.test_runner.selection.snapshot import MAX_HASHED, Snapshot, take
 
 
@@ -37,3 +40,15 @@ def test_the_others_count_by_content_and_specials_by_signature(tmp_path: Path) -
     assert touched.keys["a.txt"] == keys["a.txt"] and touched.others_digest() == snap.others_digest()
     (root / "a.txt").write_text("two\n")
     assert take(root, touched.known()).others_digest() != snap.others_digest()
+
+
+def test_one_snapshot_reads_a_bounded_amount(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+    for i in range(4):
+        (root / f"d{i}.txt").write_bytes(bytes([i]) * 1000)
+    monkeypatch.setattr(snapshot, "MAX_READ", 2500)  # two files' worth
+    first = take(root)
+    assert sorted(k.startswith("stat:") for k in first.keys.values()) == [False, False, True, True]
+    again = take(root, first.known())  # nothing moved: nothing read, the same keys
+    assert again.keys == first.keys and again.others_digest() == first.others_digest()

@@ -27,6 +27,9 @@ MAX_FILES = 100_000
 SKIP_SUFFIXES = (".pyc", ".pyo", ".egg-info", ".egg", ".so.tmp")
 MAX_HASHED = 8 * 1024 * 1024
 """A non-Python file up to this size counts by its content; a larger one by its signature."""
+MAX_READ = 256 * 1024 * 1024
+"""What one snapshot reads at most (a root's first one reads every file; later ones only those
+whose signature moved): past it, files count by their signature, as a larger one does."""
 Known = Mapping[str, tuple[str, str]]
 """Relative path -> (stat signature, content key) of the others, from an earlier snapshot."""
 
@@ -39,10 +42,10 @@ def signature(path: str) -> str:
     return f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}"
 
 
-def content_key(path: str, sig: str) -> str:
+def content_key(path: str, sig: str, budget: list[int] | None = None) -> str:
     """What a non-Python file counts by: a digest of its bytes when it is a regular file of at most
     `MAX_HASHED` bytes (opened without following a link, and non-blocking: a FIFO never blocks),
-    else its signature."""
+    and `budget` (bytes left to read, taken from) covers it; else its signature."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
@@ -51,6 +54,10 @@ def content_key(path: str, sig: str) -> str:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_HASHED:
             return "stat:" + sig
+        if budget is not None:
+            if st.st_size > budget[0]:
+                return "stat:" + sig
+            budget[0] -= st.st_size
         h = hashlib.blake2b(digest_size=12)
         left = MAX_HASHED + 1
         while left > 0:
@@ -95,6 +102,7 @@ def take(root: Path, known: Known | None = None) -> Snapshot:
     """The tree now; the others' content keys are taken from `known` where a file's signature is
     the same, else read."""
     snap = Snapshot()
+    budget = [MAX_READ]
     stack = [str(root)]
     dirs = files = 0
     prefix = len(str(root)) + 1
@@ -137,5 +145,5 @@ def take(root: Path, known: Known | None = None) -> Snapshot:
                 snap.keys[rel] = before[1]
             else:  # only a regular file is opened (a device may do something when opened)
                 regular = entry.is_file(follow_symlinks=False)
-                snap.keys[rel] = content_key(entry.path, sig) if regular else "stat:" + sig
+                snap.keys[rel] = content_key(entry.path, sig, budget) if regular else "stat:" + sig
     return snap
